@@ -1,0 +1,29 @@
+"""The only package that speaks SQL. ``Store`` bundles the repositories over one database."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.store.db import Database
+from app.store.jobs import JobRepo
+from app.store.orgs import OrgRepo, TokenRepo
+from app.store.projects import ProjectRepo
+from app.store.runs import RunPage, RunRepo
+
+__all__ = ["Database", "RunPage", "Store"]
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.database = Database(path)
+        self.orgs = OrgRepo(self.database)
+        self.tokens = TokenRepo(self.database)
+        self.projects = ProjectRepo(self.database)
+        self.jobs = JobRepo(self.database)
+        self.runs = RunRepo(self.database)
+
+    def migrate(self) -> int:
+        return self.database.migrate()
+
+    def close(self) -> None:
+        self.database.close()

@@ -1,0 +1,116 @@
+"""Response bodies: the domain records as users see them (no secrets, derived fields added)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from app.executors.base import SyncReport
+from app.models import (
+    Job,
+    JobConfig,
+    JobOut,
+    JobVersion,
+    Project,
+    ProjectOut,
+    Run,
+    RunOut,
+)
+
+
+def project_out(project: Project) -> ProjectOut:
+    return msgspec.convert(project, ProjectOut, from_attributes=True)
+
+
+def job_out(job: Job) -> JobOut:
+    return msgspec.convert(job, JobOut, from_attributes=True)
+
+
+def run_out(run: Run) -> RunOut:
+    fields = msgspec.structs.asdict(run)
+    return RunOut(**fields, is_terminal=run.is_terminal, is_success=run.is_success,
+                  is_failed=run.is_failed)
+
+
+class ProjectList(msgspec.Struct):
+    projects: list[ProjectOut]
+    total: int
+
+
+class JobList(msgspec.Struct):
+    jobs: list[JobOut]
+    total: int
+
+
+class VersionList(msgspec.Struct):
+    versions: list[JobVersion]
+    total: int
+
+
+class RunList(msgspec.Struct):
+    runs: list[RunOut]
+    total: int
+    next_cursor: str | None
+
+
+class TriggerBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    command_override: str | None = None
+
+
+class TriggerResult(msgspec.Struct, kw_only=True):
+    job_run_id: str
+    job_name: str | None
+    status: str
+    message: str
+
+
+class DeployResult(msgspec.Struct, kw_only=True):
+    project_id: str
+    deployed: bool
+    cronjobs: SyncReport
+
+
+class RunConfig(msgspec.Struct, kw_only=True):
+    run_id: str
+    job_version: int
+    config: JobConfig
+
+
+class Health(msgspec.Struct):
+    status: str
+
+
+class Ready(msgspec.Struct, kw_only=True):
+    status: str
+    database: str
+    executor: str
+    schema_version: int
+    checks: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """RFC 9457 problem details."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, str]] = msgspec.field(default_factory=list)
+
+
+def parse_time(field: str, value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    from app.errors import invalid
+
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise invalid(field, f"{value!r} is not an RFC 3339 time such as "
+                             "2026-04-28T02:00:00Z") from None
+    if moment.tzinfo is None:
+        raise invalid(field, "give a time zone, e.g. a trailing Z for UTC")
+    return moment

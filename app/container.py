@@ -1,0 +1,85 @@
+"""Wiring: builds the store, the executor, the tracker and the services from settings.
+
+The web layer, the CLI and the tests all build runyard through here, so there is one
+place that decides which executor runs and how the pieces are connected.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from app.executors.base import Executor
+from app.ids import utcnow
+from app.services.commands import CommandChecker
+from app.services.jobs import JobService
+from app.services.outbound import OutboundPolicy
+from app.services.projects import ProjectService
+from app.services.runs import RunService
+from app.services.tokens import TokenService
+from app.settings import ExecutorName, Settings
+from app.store import Store
+from app.tracker import RunTracker
+
+log = logging.getLogger("runyard")
+
+ExecutorFactory = Callable[["Container"], Executor]
+
+
+def choose_executor(settings: Settings, env: dict[str, str] | None = None) -> ExecutorName:
+    """RUNYARD_EXECUTOR when set; else kubernetes when a cluster configuration is found."""
+    if settings.executor:
+        return settings.executor
+    env = dict(os.environ) if env is None else env
+    if env.get("KUBERNETES_SERVICE_HOST"):
+        return "kubernetes"
+    kubeconfig = env.get("KUBECONFIG") or str(Path.home() / ".kube" / "config")
+    if any(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p):
+        return "kubernetes"
+    return "local"
+
+
+class Container:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        executor_factory: ExecutorFactory | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = Store(settings.database)
+        self.store.migrate()
+        self.commands = CommandChecker.from_settings(settings.command_policy)
+        self.outbound = OutboundPolicy(settings.webhook_allowed_hosts)
+        self.tracker = RunTracker(self.store, settings.log_cap_bytes, clock)
+        self.executor_name: ExecutorName = choose_executor(settings)
+        factory = executor_factory or default_executor_factory(self.executor_name)
+        self.executor = factory(self)
+        self.tokens = TokenService(self.store)
+        self.projects = ProjectService(self.store, self.executor, self.outbound, clock)
+        self.jobs = JobService(self.store, self.executor, self.commands, self.outbound, clock)
+        self.runs = RunService(self.store, self.executor, self.tracker, self.commands,
+                               settings.namespace_for, clock)
+
+    def start(self) -> None:
+        """Start background work: the executor's watchers and schedulers."""
+        self.executor.start()
+
+    def stop(self) -> None:
+        self.executor.stop()
+        self.store.close()
+
+
+def default_executor_factory(name: ExecutorName) -> ExecutorFactory:
+    if name == "kubernetes":
+        from app.executors.kubernetes import build_kubernetes_executor
+
+        return build_kubernetes_executor
+    from app.executors.local import build_local_executor
+
+    return build_local_executor

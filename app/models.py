@@ -1,0 +1,235 @@
+"""The domain: projects, jobs and runs, as msgspec Structs shared by every layer.
+
+Three views of a job (and of a project) are layered by inheritance so no field list is
+written twice:
+
+* ``JobConfig``: what a user configures; also what a run snapshots and a version keeps.
+* ``JobOut``: what the API returns (config plus identity and bookkeeping, never secrets).
+* ``Job``: the stored record, with the owning org and the write-only webhook secret.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+ProjectKind = Literal["dbt", "sqlmesh"]
+ConcurrencyPolicy = Literal["Forbid", "Allow", "Replace"]
+Role = Literal["admin", "viewer"]
+RunStatus = Literal["pending", "running", "success", "failed", "timed_out", "cancelled", "lost"]
+TriggeredBy = Literal["manual", "scheduled", "rerun", "dependency"]
+DependencyCondition = Literal["success", "failure", "any"]
+WebhookEvent = Literal["started", "success", "failure", "cancelled"]
+SyncState = Literal["in_sync", "pending", "not_deployed"]
+
+TERMINAL_STATUSES: frozenset[str] = frozenset({"success", "failed", "timed_out", "cancelled", "lost"})
+ACTIVE_STATUSES: frozenset[str] = frozenset({"pending", "running"})
+RUN_STATUSES: tuple[str, ...] = (
+    "pending",
+    "running",
+    "success",
+    "failed",
+    "timed_out",
+    "cancelled",
+    "lost",
+)
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """Who is calling: the token's org and role."""
+
+    org_id: str
+    org_slug: str
+    role: Role
+    token_id: str
+
+    @property
+    def can_write(self) -> bool:
+        return self.role == "admin"
+
+
+class Organization(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    slug: str
+    created_at: datetime
+
+
+class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    org_slug: str
+    role: Role
+    name: str
+    prefix: str  # the first characters of the token, to recognise it in a list
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+
+# --- projects ---------------------------------------------------------------------------
+
+
+class ProjectConfig(msgspec.Struct, kw_only=True):
+    name: str
+    kind: ProjectKind
+    description: str = ""
+    image: str | None = None
+    path: str | None = None
+    environment: dict[str, str] = msgspec.field(default_factory=dict)
+    resources: dict[str, Any] = msgspec.field(default_factory=dict)
+    service_account: str | None = None
+    template_overrides: dict[str, Any] = msgspec.field(default_factory=dict)
+    slack_channel: str | None = None
+
+
+class ProjectOut(ProjectConfig, kw_only=True):
+    id: str
+    deployed: bool = False
+    slack_webhook_url_set: bool = False
+    created_at: datetime
+    updated_at: datetime
+
+
+class Project(ProjectOut, kw_only=True):
+    org_id: str
+    org_slug: str
+    slack_webhook_url: str | None = None
+
+
+# --- jobs -------------------------------------------------------------------------------
+
+
+class Dependency(msgspec.Struct, frozen=True, kw_only=True):
+    job_id: str
+    on: DependencyCondition = "success"
+
+
+class JobConfig(msgspec.Struct, kw_only=True):
+    name: str
+    command: str
+    schedule: str | None = None
+    description: str = ""
+    timezone: str = "UTC"
+    enabled: bool = True
+    resources: dict[str, Any] = msgspec.field(default_factory=dict)
+    environment: dict[str, str] = msgspec.field(default_factory=dict)
+    slack_channel: str | None = None
+    slack_alerts_enabled: bool = False
+    slack_alert_on_success: bool = False
+    webhook_url: str | None = None
+    webhook_headers: dict[str, str] = msgspec.field(default_factory=dict)
+    webhook_events: list[WebhookEvent] = msgspec.field(
+        default_factory=lambda: ["success", "failure"]
+    )
+    webhook_enabled: bool = False
+    timeout_seconds: int = 1800
+    retries: int = 0
+    ttl_seconds_after_finished: int = 21600
+    concurrency_policy: ConcurrencyPolicy = "Forbid"
+    depends_on: list[Dependency] = msgspec.field(default_factory=list)
+
+
+class JobOut(JobConfig, kw_only=True):
+    id: str
+    project_id: str
+    version: int
+    webhook_secret_set: bool = False
+    sync_state: SyncState = "not_deployed"
+    sync_error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Job(JobOut, kw_only=True):
+    org_id: str
+    webhook_secret: str | None = None
+
+
+class JobVersion(msgspec.Struct, kw_only=True):
+    version: int
+    config: JobConfig
+    created_at: datetime
+
+
+# --- runs -------------------------------------------------------------------------------
+
+
+class NodeSummary(msgspec.Struct, kw_only=True):
+    """One dbt node or SQLMesh model/audit result kept with a run."""
+
+    unique_id: str
+    name: str
+    resource_type: str
+    status: str
+    execution_time: float | None = None
+    message: str | None = None
+
+
+class RunSnapshot(msgspec.Struct, kw_only=True):
+    """Everything a run needs, frozen when the run is created; later edits never change it."""
+
+    project_name: str
+    project_kind: ProjectKind
+    image: str | None
+    path: str | None
+    service_account: str | None
+    template_overrides: dict[str, Any]
+    project_environment: dict[str, str]
+    project_resources: dict[str, Any]
+    job: JobConfig
+    job_version: int
+    argv: list[str]
+
+
+class Run(msgspec.Struct, kw_only=True):
+    id: str
+    project_id: str
+    job_id: str
+    job_name: str | None
+    cronjob_name: str | None
+    namespace: str | None
+    job_type: str
+    status: RunStatus
+    start_time: datetime | None
+    end_time: datetime | None
+    duration_seconds: float | None
+    triggered_by: TriggeredBy
+    command: str
+    exit_code: int | None = None
+    error: str | None = None
+    job_version: int
+    rerun_of: str | None = None
+    upstream_run_id: str | None = None
+    executor: str
+    scheduled_for: datetime | None = None
+    results: list[NodeSummary] = msgspec.field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def is_success(self) -> bool:
+        return self.status == "success"
+
+    @property
+    def is_failed(self) -> bool:
+        return self.is_terminal and self.status != "success"
+
+
+class RunRecord(Run, kw_only=True):
+    """The stored run, with the fields the API does not show directly."""
+
+    org_id: str
+    snapshot: RunSnapshot
+
+
+class RunOut(Run, kw_only=True):
+    """The API's run: the record plus the derived helper booleans."""
+
+    is_terminal: bool
+    is_success: bool
+    is_failed: bool

@@ -1,0 +1,270 @@
+"""Jobs: validated configuration, versions on every change, schedules kept in step."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from app.errors import Conflict, FieldError, Invalid, NotFound
+from app.executors.base import Executor
+from app.ids import new_id, utcnow
+from app.models import Dependency, Job, JobConfig, JobVersion, Principal, Project
+from app.services.checks import (
+    HEADER_NAME_RE,
+    check_channel,
+    check_environment,
+    check_name,
+    check_range,
+    check_resources,
+    check_schedule,
+    check_timezone,
+)
+from app.services.commands import CommandChecker
+from app.services.outbound import OutboundPolicy
+from app.services.projects import require_writer
+from app.store import Store
+
+UNSET = msgspec.UNSET
+# Headers runyard sets itself; a job's headers may not replace them.
+RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "user-agent",
+                              "transfer-encoding", "connection"})
+EVENTS = ("started", "success", "failure", "cancelled")
+
+
+class JobCreate(JobConfig, kw_only=True, forbid_unknown_fields=True):
+    webhook_secret: str | None = None
+
+
+class JobPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    name: str | msgspec.UnsetType = UNSET
+    command: str | msgspec.UnsetType = UNSET
+    schedule: str | None | msgspec.UnsetType = UNSET
+    description: str | msgspec.UnsetType = UNSET
+    timezone: str | msgspec.UnsetType = UNSET
+    enabled: bool | msgspec.UnsetType = UNSET
+    resources: dict[str, Any] | msgspec.UnsetType = UNSET
+    environment: dict[str, str] | msgspec.UnsetType = UNSET
+    slack_channel: str | None | msgspec.UnsetType = UNSET
+    slack_alerts_enabled: bool | msgspec.UnsetType = UNSET
+    slack_alert_on_success: bool | msgspec.UnsetType = UNSET
+    webhook_url: str | None | msgspec.UnsetType = UNSET
+    webhook_headers: dict[str, str] | msgspec.UnsetType = UNSET
+    webhook_events: list[str] | msgspec.UnsetType = UNSET
+    webhook_enabled: bool | msgspec.UnsetType = UNSET
+    webhook_secret: str | None | msgspec.UnsetType = UNSET
+    timeout_seconds: int | msgspec.UnsetType = UNSET
+    retries: int | msgspec.UnsetType = UNSET
+    ttl_seconds_after_finished: int | msgspec.UnsetType = UNSET
+    concurrency_policy: str | msgspec.UnsetType = UNSET
+    depends_on: list[Dependency] | msgspec.UnsetType = UNSET
+
+
+class JobService:
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor,
+        commands: CommandChecker,
+        outbound: OutboundPolicy,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._executor = executor
+        self._commands = commands
+        self._outbound = outbound
+        self._clock = clock
+
+    # --- reads --------------------------------------------------------------------------
+
+    def project(self, principal: Principal, project_id: str) -> Project:
+        project = self._store.projects.get(principal.org_id, project_id)
+        if project is None:
+            raise NotFound(f"No project with id {project_id!r} in your organization.")
+        return project
+
+    def get(self, principal: Principal, project_id: str, job_id: str) -> Job:
+        job = self._store.jobs.get(principal.org_id, project_id, job_id)
+        if job is None:
+            raise NotFound(f"No job with id {job_id!r} in project {project_id!r}.")
+        return job
+
+    def list(self, principal: Principal, project_id: str) -> list[Job]:
+        self.project(principal, project_id)
+        return self._store.jobs.list(project_id)
+
+    def versions(self, principal: Principal, project_id: str, job_id: str) -> list[JobVersion]:
+        self.get(principal, project_id, job_id)
+        return self._store.jobs.versions(job_id)
+
+    # --- writes -------------------------------------------------------------------------
+
+    def create(self, principal: Principal, project_id: str, body: JobCreate) -> Job:
+        require_writer(principal)
+        project = self.project(principal, project_id)
+        now = self._clock()
+        fields = msgspec.structs.asdict(body)
+        secret = fields.pop("webhook_secret")
+        job = Job(
+            **fields,
+            id=new_id("job"),
+            org_id=principal.org_id,
+            project_id=project.id,
+            version=1,
+            webhook_secret=secret or None,
+            webhook_secret_set=bool(secret),
+            sync_state="pending" if project.deployed else "not_deployed",
+            created_at=now,
+            updated_at=now,
+        )
+        self._check(project, job)
+        self._store.jobs.insert(job)
+        return self._apply(project, job)
+
+    def update(self, principal: Principal, project_id: str, job_id: str, patch: JobPatch) -> Job:
+        require_writer(principal)
+        project = self.project(principal, project_id)
+        current = self.get(principal, project_id, job_id)
+        changes = {k: v for k, v in msgspec.structs.asdict(patch).items() if v is not UNSET}
+        if "webhook_secret" in changes:
+            changes["webhook_secret"] = changes["webhook_secret"] or None
+        try:
+            updated = msgspec.structs.replace(current, **changes)
+        except TypeError as exc:  # pragma: no cover - msgspec already typed the body
+            raise Invalid(str(exc)) from None
+        if updated == current:
+            return current  # nothing changed: no new version, no cluster write
+        updated.version = current.version + 1
+        updated.updated_at = self._clock()
+        updated.webhook_secret_set = bool(updated.webhook_secret)
+        updated.sync_state = "pending" if project.deployed else "not_deployed"
+        updated.sync_error = None
+        self._check(project, updated)
+        if not self._store.jobs.update(updated, expected_version=current.version):
+            raise Conflict("The job was changed by another request at the same time; read it "
+                           "again and repeat your change.")
+        if current.name != updated.name and project.deployed:
+            self._executor.remove_job(project, current)
+        return self._apply(project, updated)
+
+    def delete(self, principal: Principal, project_id: str, job_id: str) -> None:
+        require_writer(principal)
+        project = self.project(principal, project_id)
+        job = self.get(principal, project_id, job_id)
+        dependants = [j.name for j in self._store.jobs.list_org(principal.org_id)
+                      if any(d.job_id == job_id for d in j.depends_on)]
+        if dependants:
+            raise Conflict(f"Job {job.name!r} is an upstream of {', '.join(sorted(dependants))}; "
+                           "remove it from their depends_on first.")
+        if project.deployed:
+            self._executor.remove_job(project, job)
+        self._store.jobs.delete(job_id)
+
+    def _apply(self, project: Project, job: Job) -> Job:
+        """Push the job to its schedule backend. A failure keeps the saved job, marked
+        out of sync; the reconcile loop applies it when the backend answers again."""
+        if not project.deployed:
+            return job
+        from app.errors import ClusterError, ClusterUnavailable
+
+        try:
+            self._executor.apply_job(project, job)
+        except (ClusterError, ClusterUnavailable) as exc:
+            self._store.jobs.set_sync(job.id, "pending", exc.detail)
+            job.sync_state, job.sync_error = "pending", exc.detail
+            return job
+        self._store.jobs.set_sync(job.id, "in_sync")
+        job.sync_state, job.sync_error = "in_sync", None
+        return job
+
+    # --- checks -------------------------------------------------------------------------
+
+    def _check(self, project: Project, job: Job) -> None:
+        errors = check_name("name", job.name, "Job")
+        try:
+            self._commands.parse(project.kind, job.command)
+        except Invalid as exc:
+            errors += exc.errors
+        errors += check_schedule("schedule", job.schedule)
+        errors += check_timezone("timezone", job.timezone)
+        errors += check_environment("environment", job.environment)
+        errors += check_resources("resources", job.resources)
+        errors += check_channel("slack_channel", job.slack_channel)
+        errors += check_range("timeout_seconds", job.timeout_seconds, 1, 7 * 86400)
+        errors += check_range("retries", job.retries, 0, 10)
+        errors += check_range("ttl_seconds_after_finished", job.ttl_seconds_after_finished, 300,
+                              30 * 86400)
+        if job.concurrency_policy not in ("Forbid", "Allow", "Replace"):
+            errors.append(FieldError("concurrency_policy", "use Forbid, Allow or Replace"))
+        if len(job.description) > 2000:
+            errors.append(FieldError("description", "at most 2,000 characters"))
+        errors += self._check_webhook(job)
+        errors += self._check_dependencies(job)
+        if errors:
+            raise Invalid("The job has invalid fields: "
+                          + "; ".join(f"{e.field}: {e.message}" for e in errors), errors)
+
+    def _check_webhook(self, job: Job) -> list[FieldError]:
+        errors: list[FieldError] = []
+        if job.webhook_url:
+            errors += self._outbound.check_url("webhook_url", job.webhook_url)
+        elif job.webhook_enabled:
+            errors.append(FieldError("webhook_url", "required when webhook_enabled is true"))
+        for event in job.webhook_events:
+            if event not in EVENTS:
+                errors.append(FieldError("webhook_events", f"{event!r} is not an event; use "
+                                         + ", ".join(EVENTS)))
+        if len(job.webhook_headers) > 30:
+            errors.append(FieldError("webhook_headers", "at most 30 headers"))
+        for name, value in job.webhook_headers.items():
+            if not HEADER_NAME_RE.match(name):
+                errors.append(FieldError(f"webhook_headers.{name[:40]}", "not a valid header name"))
+            elif name.lower() in RESERVED_HEADERS or name.lower().startswith("x-runyard-"):
+                errors.append(FieldError(f"webhook_headers.{name}", "runyard sets this header "
+                                         "itself; it cannot be overridden"))
+            if any(c in value for c in "\r\n\x00") or len(value) > 4096:
+                errors.append(FieldError(f"webhook_headers.{name[:40]}", "values have no CR, LF "
+                                         "or NUL and at most 4,096 characters"))
+        if job.webhook_secret is not None and not 16 <= len(job.webhook_secret) <= 256:
+            errors.append(FieldError("webhook_secret", "use 16 to 256 characters"))
+        return errors
+
+    def _check_dependencies(self, job: Job) -> list[FieldError]:
+        if not job.depends_on:
+            return []
+        org_jobs = {j.id: j for j in self._store.jobs.list_org(job.org_id)}
+        org_jobs[job.id] = job
+        errors: list[FieldError] = []
+        seen: set[str] = set()
+        for i, dep in enumerate(job.depends_on):
+            if dep.job_id not in org_jobs or dep.job_id == job.id:
+                errors.append(FieldError(f"depends_on[{i}].job_id",
+                                         f"no other job {dep.job_id!r} in your organization"))
+            if dep.job_id in seen:
+                errors.append(FieldError(f"depends_on[{i}].job_id", "listed twice"))
+            seen.add(dep.job_id)
+        if errors:
+            return errors
+        cycle = _find_cycle(job.id, {j.id: [d.job_id for d in j.depends_on]
+                                     for j in org_jobs.values()})
+        if cycle:
+            names = " -> ".join(org_jobs[j].name for j in cycle)
+            errors.append(FieldError("depends_on", f"this would make a cycle: {names}"))
+        return errors
+
+
+def _find_cycle(start: str, upstreams: dict[str, list[str]]) -> list[str] | None:
+    """A path start -> ... -> start through the upstream edges, if one exists."""
+    stack: list[tuple[str, list[str]]] = [(start, [start])]
+    visited: set[str] = set()
+    while stack:
+        node, path = stack.pop()
+        for nxt in upstreams.get(node, []):
+            if nxt == start:
+                return [*path, start]
+            if nxt not in visited:
+                visited.add(nxt)
+                stack.append((nxt, [*path, nxt]))
+    return None

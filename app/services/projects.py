@@ -1,0 +1,151 @@
+"""Projects: create, read, update (only supplied fields), delete, deploy and undeploy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from app.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
+from app.executors.base import Executor, SyncReport
+from app.ids import new_id, utcnow
+from app.models import Principal, Project, ProjectConfig
+from app.services.checks import check_channel, check_environment, check_name, check_resources
+from app.services.overrides import check_template_overrides
+from app.services.outbound import OutboundPolicy
+from app.store import Store
+
+UNSET = msgspec.UNSET
+
+
+class ProjectPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A PUT body: every field optional; only the supplied ones change."""
+
+    name: str | msgspec.UnsetType = UNSET
+    kind: str | msgspec.UnsetType = UNSET
+    description: str | msgspec.UnsetType = UNSET
+    image: str | None | msgspec.UnsetType = UNSET
+    path: str | None | msgspec.UnsetType = UNSET
+    environment: dict[str, str] | msgspec.UnsetType = UNSET
+    resources: dict[str, Any] | msgspec.UnsetType = UNSET
+    service_account: str | None | msgspec.UnsetType = UNSET
+    template_overrides: dict[str, Any] | msgspec.UnsetType = UNSET
+    slack_channel: str | None | msgspec.UnsetType = UNSET
+    slack_webhook_url: str | None | msgspec.UnsetType = UNSET
+
+
+class ProjectCreate(ProjectConfig, kw_only=True, forbid_unknown_fields=True):
+    slack_webhook_url: str | None = None
+
+
+def require_writer(principal: Principal) -> None:
+    if not principal.can_write:
+        raise Forbidden("This token has the 'viewer' role and can only read. Use a token "
+                        "with the 'admin' role to make changes.")
+
+
+class ProjectService:
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor,
+        outbound: OutboundPolicy,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._executor = executor
+        self._outbound = outbound
+        self._clock = clock
+
+    def get(self, principal: Principal, project_id: str) -> Project:
+        project = self._store.projects.get(principal.org_id, project_id)
+        if project is None:
+            raise NotFound(f"No project with id {project_id!r} in your organization.")
+        return project
+
+    def list(self, principal: Principal) -> list[Project]:
+        return self._store.projects.list(principal.org_id)
+
+    def create(self, principal: Principal, body: ProjectCreate) -> Project:
+        require_writer(principal)
+        now = self._clock()
+        fields = msgspec.structs.asdict(body)
+        project = Project(
+            **{k: v for k, v in fields.items() if k != "slack_webhook_url"},
+            id=new_id("proj"),
+            org_id=principal.org_id,
+            org_slug=principal.org_slug,
+            slack_webhook_url=body.slack_webhook_url,
+            slack_webhook_url_set=bool(body.slack_webhook_url),
+            created_at=now,
+            updated_at=now,
+        )
+        self._check(project)
+        self._store.projects.save(project)
+        return project
+
+    def update(self, principal: Principal, project_id: str, patch: ProjectPatch) -> Project:
+        require_writer(principal)
+        current = self.get(principal, project_id)
+        changes = {k: v for k, v in msgspec.structs.asdict(patch).items() if v is not UNSET}
+        if "kind" in changes and changes["kind"] != current.kind and self._store.jobs.count(
+            project_id
+        ):
+            raise Conflict("The project's kind cannot change while it has jobs: their commands "
+                           "were validated for the current kind. Delete the jobs first.")
+        updated = msgspec.structs.replace(current, **changes, updated_at=self._clock())
+        updated.slack_webhook_url_set = bool(updated.slack_webhook_url)
+        self._check(updated)
+        self._store.projects.save(updated)
+        if updated.deployed:
+            # Image, environment, resources and overrides flow into every CronJob.
+            self._executor.deploy(updated, self._store.jobs.list(updated.id))
+        return updated
+
+    def delete(self, principal: Principal, project_id: str, cascade: bool) -> None:
+        require_writer(principal)
+        project = self.get(principal, project_id)
+        jobs = self._store.jobs.list(project_id)
+        if jobs and not cascade:
+            raise Conflict(f"The project has {len(jobs)} job(s). Delete them first, or repeat "
+                           "the request with ?cascade=true to delete the project and its jobs.")
+        if project.deployed:
+            self._executor.undeploy(project, jobs)
+        self._store.projects.delete(project_id)
+
+    def deploy(self, principal: Principal, project_id: str) -> tuple[Project, SyncReport]:
+        require_writer(principal)
+        project = self.get(principal, project_id)
+        if project.kind and project.image is None and self._executor.name == "kubernetes":
+            raise Invalid("The project has no image: set 'image' to the container image that "
+                          "holds the project before deploying it to Kubernetes.",
+                          [FieldError("image", "required to deploy on Kubernetes")])
+        self._store.projects.set_deployed(project_id, True)
+        project = msgspec.structs.replace(project, deployed=True)
+        report = self._executor.deploy(project, self._store.jobs.list(project_id))
+        return project, report
+
+    def undeploy(self, principal: Principal, project_id: str) -> tuple[Project, SyncReport]:
+        require_writer(principal)
+        project = self.get(principal, project_id)
+        report = self._executor.undeploy(project, self._store.jobs.list(project_id))
+        self._store.projects.set_deployed(project_id, False)
+        return msgspec.structs.replace(project, deployed=False), report
+
+    def _check(self, project: Project) -> None:
+        errors = check_name("name", project.name, "Project")
+        if project.kind not in ("dbt", "sqlmesh"):
+            errors.append(FieldError("kind", "use 'dbt' or 'sqlmesh'"))
+        errors += check_environment("environment", project.environment)
+        errors += check_resources("resources", project.resources)
+        errors += check_channel("slack_channel", project.slack_channel)
+        errors += check_template_overrides("template_overrides", project.template_overrides)
+        if project.description and len(project.description) > 2000:
+            errors.append(FieldError("description", "at most 2,000 characters"))
+        if project.slack_webhook_url:
+            errors += self._outbound.check_url("slack_webhook_url", project.slack_webhook_url)
+        if errors:
+            raise Invalid("The project has invalid fields: "
+                          + "; ".join(f"{e.field}: {e.message}" for e in errors), errors)

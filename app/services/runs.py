@@ -1,0 +1,363 @@
+"""Runs: trigger, rerun, cancel, read, logs and job status.
+
+Every way a run starts (manual, scheduled, rerun, dependency) goes through ``start_run``:
+it freezes the configuration into the run's snapshot, applies the job's concurrency policy
+atomically with the insert, and hands the run to the executor.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import msgspec
+
+from app.cron import next_fire
+from app.errors import ClusterError, ClusterUnavailable, Conflict, Invalid, NotFound, RunyardError
+from app.executors.base import Executor, Outcome
+from app.ids import new_id, utcnow
+from app.models import (
+    Job,
+    JobConfig,
+    Principal,
+    Project,
+    Run,
+    RunRecord,
+    RunSnapshot,
+    TriggeredBy,
+)
+from app.naming import cronjob_name, run_job_name
+from app.services.commands import CommandChecker
+from app.services.projects import require_writer
+from app.store import RunPage, Store
+from app.store.jobs import config_of
+from app.tracker import RunTracker
+
+log = logging.getLogger("runyard.runs")
+
+
+class WindowStats(msgspec.Struct, kw_only=True):
+    window: str
+    runs: int
+    success_rate: float | None
+    avg_duration_seconds: float | None
+    p95_duration_seconds: float | None
+
+
+class JobStatus(msgspec.Struct, kw_only=True):
+    job_id: str
+    job_name: str
+    enabled: bool
+    deployed: bool
+    schedule: str | None
+    timezone: str
+    next_run_time: datetime | None
+    last_run: Run | None
+    counts: dict[str, int]
+    total_runs: int
+    active_runs: int
+    stats: WindowStats | None = None
+
+
+class RunService:
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor,
+        tracker: RunTracker,
+        commands: CommandChecker,
+        namespace_for: Callable[[str], str],
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._store = store
+        self._executor = executor
+        self._tracker = tracker
+        self._commands = commands
+        self._namespace_for = namespace_for
+        self._clock = clock
+        tracker.on_finished.append(self._start_dependants)
+
+    # --- starting runs ------------------------------------------------------------------
+
+    def trigger(self, principal: Principal, project_id: str, job_id: str,
+                command_override: str | None = None) -> RunRecord:
+        require_writer(principal)
+        project = self._project(principal, project_id)
+        job = self._store.jobs.get(principal.org_id, project_id, job_id)
+        if job is None:
+            raise NotFound(f"No job with id {job_id!r} in project {project_id!r}.")
+        run = self.start_run(project, job, triggered_by="manual",
+                             command_override=command_override)
+        assert run is not None  # manual runs are refused with an error, never skipped
+        return run
+
+    def rerun(self, principal: Principal, run_id: str,
+              command_override: str | None = None) -> RunRecord:
+        require_writer(principal)
+        old = self._store.runs.record(run_id)
+        if old is None or old.org_id != principal.org_id:
+            raise NotFound(f"No run with id {run_id!r} in your organization.")
+        project = self._store.projects.get(principal.org_id, old.project_id)
+        if project is None:
+            raise Conflict("The run's project was deleted, so it cannot run again.")
+        run = self.start_run(project, None, triggered_by="rerun", snapshot=old.snapshot,
+                             job_id=old.job_id, command_override=command_override,
+                             rerun_of=old.id)
+        assert run is not None
+        return run
+
+    def start_run(
+        self,
+        project: Project,
+        job: Job | None,
+        *,
+        triggered_by: TriggeredBy,
+        command_override: str | None = None,
+        snapshot: RunSnapshot | None = None,
+        job_id: str | None = None,
+        rerun_of: str | None = None,
+        upstream_run_id: str | None = None,
+        scheduled_for: datetime | None = None,
+        job_name: str | None = None,
+    ) -> RunRecord | None:
+        """Record and launch a run. Returns None when a scheduled or dependency run is
+        skipped (Forbid with a run active, or the slot already has a run)."""
+        now = self._clock()
+        if snapshot is None:
+            assert job is not None
+            snapshot = self._snapshot(project, job)
+        config = snapshot.job
+        command = config.command
+        argv = snapshot.argv
+        if command_override is not None:
+            parsed = self._commands.parse(project.kind, command_override, "command_override")
+            command, argv = command_override, list(parsed.argv)
+            snapshot = msgspec.structs.replace(snapshot, argv=argv)
+        parsed_type = self._commands.parse(project.kind, command).subcommand
+        namespace = self._namespace_for(project.org_slug) if self._executor.name == (
+            "kubernetes") else None
+        record = RunRecord(
+            id=new_id("run"),
+            org_id=project.org_id,
+            project_id=project.id,
+            job_id=job.id if job else (job_id or ""),
+            job_name=job_name or run_job_name(project.name, config.name, now),
+            cronjob_name=cronjob_name(project.name, config.name),
+            namespace=namespace,
+            job_type=parsed_type,
+            status="pending",
+            start_time=None,
+            end_time=None,
+            duration_seconds=None,
+            triggered_by=triggered_by,
+            command=command,
+            job_version=snapshot.job_version,
+            rerun_of=rerun_of,
+            upstream_run_id=upstream_run_id,
+            executor=self._executor.name,
+            scheduled_for=scheduled_for,
+            created_at=now,
+            updated_at=now,
+            snapshot=snapshot,
+        )
+        policy = config.concurrency_policy
+        inserted, active = self._store.runs.insert_exclusive(record, forbid=policy == "Forbid")
+        if not inserted and active:
+            if triggered_by in ("manual", "rerun"):
+                raise Conflict(
+                    f"Run {active[0].id} of job {config.name!r} is still {active[0].status} and "
+                    "the job's concurrency_policy is Forbid. Wait for it to finish, cancel it "
+                    f"(POST /api/v1/runs/{active[0].id}/cancel), or set concurrency_policy to "
+                    "Allow or Replace."
+                )
+            log.info("run skipped: another run of the job is active (Forbid)",
+                     extra={"job_id": record.job_id, "active_run_id": active[0].id})
+            return None
+        if not inserted:
+            if scheduled_for is not None or job_name is not None:
+                return None  # this slot or this Kubernetes Job already has its run
+            # Two runs of one job in the same second on Kubernetes: make the name unique.
+            record.job_name = run_job_name(project.name, config.name, now,
+                                           secrets.token_hex(2))
+            inserted, _ = self._store.runs.insert_exclusive(record, forbid=False)
+            if not inserted:  # pragma: no cover - a second collision within one second
+                raise Conflict("Too many runs of this job started at once; try again.")
+        if policy == "Replace":
+            for other in active:
+                self._cancel_record(other.id, "replaced by run " + record.id)
+        if job_name is None:
+            self._launch(record)
+        return record
+
+    def _launch(self, record: RunRecord) -> None:
+        try:
+            self._executor.launch(record)
+        except RunyardError as exc:
+            self._tracker.finished(record.id, Outcome(
+                status="failed", end_time=self._clock(),
+                error=f"runyard could not start the run: {exc.detail}"))
+            raise
+
+    def _snapshot(self, project: Project, job: Job) -> RunSnapshot:
+        parsed = self._commands.parse(project.kind, job.command)
+        return RunSnapshot(
+            project_name=project.name,
+            project_kind=project.kind,
+            image=project.image,
+            path=project.path,
+            service_account=project.service_account,
+            template_overrides=project.template_overrides,
+            project_environment=project.environment,
+            project_resources=project.resources,
+            job=config_of(job),
+            job_version=job.version,
+            argv=list(parsed.argv),
+        )
+
+    def _start_dependants(self, finished: RunRecord) -> None:
+        """Start the jobs that wait on the job of a run that just finished."""
+        if finished.status == "cancelled":
+            return
+        outcome = "success" if finished.status == "success" else "failure"
+        for job in self._store.jobs.list_org(finished.org_id):
+            for dep in job.depends_on:
+                if dep.job_id != finished.job_id or dep.on not in (outcome, "any"):
+                    continue
+                project = self._store.projects.get_any(job.project_id)
+                if project is None or not job.enabled:
+                    continue
+                try:
+                    self.start_run(project, job, triggered_by="dependency",
+                                   upstream_run_id=finished.id)
+                except Exception:
+                    log.exception("could not start a dependent run",
+                                  extra={"job_id": job.id, "upstream_run_id": finished.id})
+
+    # --- reading ------------------------------------------------------------------------
+
+    def _project(self, principal: Principal, project_id: str) -> Project:
+        project = self._store.projects.get(principal.org_id, project_id)
+        if project is None:
+            raise NotFound(f"No project with id {project_id!r} in your organization.")
+        return project
+
+    def get(self, principal: Principal, run_id: str) -> Run:
+        run = self._store.runs.get(principal.org_id, run_id)
+        if run is None:
+            raise NotFound(f"No run with id {run_id!r} in your organization.")
+        return run
+
+    def config(self, principal: Principal, run_id: str) -> JobConfig:
+        self.get(principal, run_id)
+        record = self._store.runs.record(run_id)
+        assert record is not None
+        return record.snapshot.job
+
+    def list(
+        self,
+        principal: Principal,
+        *,
+        project_id: str | None = None,
+        job_id: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> RunPage:
+        if project_id is not None and job_id is not None:
+            if self._store.jobs.get(principal.org_id, project_id, job_id) is None:
+                raise NotFound(f"No job with id {job_id!r} in project {project_id!r}.")
+        try:
+            position = int(cursor) if cursor else None
+        except ValueError:
+            raise Invalid("cursor: use the next_cursor value of the previous page") from None
+        return self._store.runs.page(principal.org_id, project_id=project_id, job_id=job_id,
+                                     status=status, since=since, cursor=position,
+                                     limit=max(1, min(limit, 200)))
+
+    def logs(self, principal: Principal, run_id: str, *, tail: int | None = None,
+             since: datetime | None = None, search: str | None = None) -> str:
+        run = self.get(principal, run_id)
+        text: str | None = None
+        if not run.is_terminal and not self._store.runs.has_log(run_id):
+            record = self._store.runs.record(run_id)
+            assert record is not None
+            try:
+                text = self._executor.live_logs(record)
+            except (ClusterUnavailable, ClusterError):
+                text = None
+        if text is None:
+            text = self._store.runs.read_log(run_id, since=since)
+        lines = text.splitlines(keepends=True)
+        if search:
+            lowered = search.lower()
+            lines = [line for line in lines if lowered in line.lower()]
+        if tail is not None:
+            lines = lines[-tail:] if tail > 0 else []
+        return "".join(lines)
+
+    def cancel(self, principal: Principal, run_id: str) -> Run:
+        require_writer(principal)
+        run = self.get(principal, run_id)
+        if run.is_terminal:
+            raise Conflict(f"Run {run_id} already ended with status {run.status!r}; only "
+                           "pending or running runs can be cancelled.")
+        self._cancel_record(run_id, "cancelled by a user")
+        return self.get(principal, run_id)
+
+    def _cancel_record(self, run_id: str, why: str) -> None:
+        record = self._store.runs.record(run_id)
+        if record is None or record.is_terminal:
+            return
+        self._executor.cancel(record)
+        self._tracker.finished(run_id, Outcome(status="cancelled", end_time=self._clock(),
+                                               error=why))
+
+    def status(self, principal: Principal, project_id: str, job_id: str,
+               window: timedelta | None = None, window_text: str = "") -> JobStatus:
+        project = self._project(principal, project_id)
+        job = self._store.jobs.get(principal.org_id, project_id, job_id)
+        if job is None:
+            raise NotFound(f"No job with id {job_id!r} in project {project_id!r}.")
+        now = self._clock()
+        counts = self._store.runs.counts_by_status(job_id)
+        scheduled = bool(job.schedule and job.enabled and project.deployed)
+        stats = None
+        if window is not None:
+            since = now - window
+            window_counts = self._store.runs.counts_by_status(job_id, since)
+            finished = sum(n for s, n in window_counts.items() if s not in ("pending", "running"))
+            durations = sorted(self._store.runs.durations(job_id, since))
+            stats = WindowStats(
+                window=window_text,
+                runs=sum(window_counts.values()),
+                success_rate=(window_counts.get("success", 0) / finished) if finished else None,
+                avg_duration_seconds=(sum(durations) / len(durations)) if durations else None,
+                p95_duration_seconds=_percentile(durations, 0.95),
+            )
+        return JobStatus(
+            job_id=job.id,
+            job_name=job.name,
+            enabled=job.enabled,
+            deployed=project.deployed,
+            schedule=job.schedule,
+            timezone=job.timezone,
+            next_run_time=next_fire(job.schedule, job.timezone, now) if scheduled and job.schedule
+            else None,
+            last_run=self._store.runs.last(job_id),
+            counts=counts,
+            total_runs=sum(counts.values()),
+            active_runs=counts.get("pending", 0) + counts.get("running", 0),
+            stats=stats,
+        )
+
+
+def _percentile(ordered: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of an ascending list."""
+    if not ordered:
+        return None
+    rank = max(1, math.ceil(fraction * len(ordered)))
+    return ordered[rank - 1]

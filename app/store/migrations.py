@@ -1,0 +1,131 @@
+"""Versioned schema migrations, applied in order; ``PRAGMA user_version`` records the last.
+
+Never edit a released migration: add a new one. Each runs in one transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "organizations, tokens, projects, jobs and job versions",
+        (
+            """CREATE TABLE orgs (
+                id TEXT PRIMARY KEY,
+                slug TEXT NOT NULL UNIQUE,
+                created_at TEXT NOT NULL
+            )""",
+            """CREATE TABLE tokens (
+                id TEXT PRIMARY KEY,
+                org_id TEXT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+                role TEXT NOT NULL CHECK (role IN ('admin', 'viewer')),
+                name TEXT NOT NULL DEFAULT '',
+                prefix TEXT NOT NULL,
+                token_hash TEXT NOT NULL UNIQUE,
+                created_at TEXT NOT NULL,
+                last_used_at TEXT,
+                revoked_at TEXT
+            )""",
+            """CREATE TABLE projects (
+                id TEXT PRIMARY KEY,
+                org_id TEXT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+                name TEXT NOT NULL,
+                kind TEXT NOT NULL CHECK (kind IN ('dbt', 'sqlmesh')),
+                config TEXT NOT NULL,
+                slack_webhook_url TEXT,
+                deployed INTEGER NOT NULL DEFAULT 0,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                UNIQUE (org_id, name)
+            )""",
+            """CREATE TABLE jobs (
+                id TEXT PRIMARY KEY,
+                org_id TEXT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+                project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+                name TEXT NOT NULL,
+                config TEXT NOT NULL,
+                webhook_secret TEXT,
+                version INTEGER NOT NULL DEFAULT 1,
+                sync_state TEXT NOT NULL DEFAULT 'not_deployed',
+                sync_error TEXT,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                UNIQUE (project_id, name)
+            )""",
+            "CREATE INDEX jobs_by_org ON jobs (org_id)",
+            """CREATE TABLE job_versions (
+                job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+                version INTEGER NOT NULL,
+                config TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                PRIMARY KEY (job_id, version)
+            )""",
+        ),
+    ),
+    Migration(
+        2,
+        "runs and their logs",
+        (
+            # seq orders runs (newest first) and serves as the pagination cursor.
+            """CREATE TABLE runs (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT NOT NULL UNIQUE,
+                org_id TEXT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+                project_id TEXT NOT NULL,
+                job_id TEXT NOT NULL,
+                job_name TEXT,
+                cronjob_name TEXT,
+                namespace TEXT,
+                job_type TEXT NOT NULL,
+                status TEXT NOT NULL,
+                start_time TEXT,
+                end_time TEXT,
+                duration_seconds REAL,
+                triggered_by TEXT NOT NULL,
+                command TEXT NOT NULL,
+                exit_code INTEGER,
+                error TEXT,
+                job_version INTEGER NOT NULL,
+                rerun_of TEXT,
+                upstream_run_id TEXT,
+                executor TEXT NOT NULL,
+                scheduled_for TEXT,
+                results TEXT,
+                snapshot TEXT NOT NULL,
+                log_bytes INTEGER NOT NULL DEFAULT 0,
+                log_head_seq INTEGER,
+                log_dropped_bytes INTEGER NOT NULL DEFAULT 0,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+            "CREATE INDEX runs_by_job ON runs (job_id, seq DESC)",
+            "CREATE INDEX runs_by_job_status ON runs (job_id, status, seq DESC)",
+            "CREATE INDEX runs_by_org ON runs (org_id, seq DESC)",
+            "CREATE INDEX runs_active ON runs (status) WHERE status IN ('pending', 'running')",
+            # One run per scheduled slot and per Kubernetes Job, however often events repeat.
+            """CREATE UNIQUE INDEX runs_one_per_slot ON runs (job_id, scheduled_for)
+               WHERE scheduled_for IS NOT NULL""",
+            """CREATE UNIQUE INDEX runs_one_per_k8s_job ON runs (namespace, job_name)
+               WHERE namespace IS NOT NULL AND job_name IS NOT NULL""",
+            """CREATE TABLE run_log_chunks (
+                run_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                at TEXT NOT NULL,
+                data TEXT NOT NULL,
+                PRIMARY KEY (run_id, seq)
+            ) WITHOUT ROWID""",
+        ),
+    ),
+)
+
+CURRENT_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,101 @@
+"""Organizations and API tokens (stored only as SHA-256 hashes)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from app.ids import from_text, new_id, to_text, utcnow
+from app.models import Organization, Principal, Role, TokenInfo
+from app.store.db import Database
+
+
+class OrgRepo:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def get_or_create(self, slug: str) -> Organization:
+        found = self.by_slug(slug)
+        if found:
+            return found
+        now = utcnow()
+        org_id = new_id("org")
+        with self._db.write() as db:
+            db.conn.execute(
+                "INSERT OR IGNORE INTO orgs (id, slug, created_at) VALUES (?, ?, ?)",
+                (org_id, slug, to_text(now)),
+            )
+        created = self.by_slug(slug)
+        assert created is not None
+        return created
+
+    def by_slug(self, slug: str) -> Organization | None:
+        row = self._db.row("SELECT id, slug, created_at FROM orgs WHERE slug = ?", (slug,))
+        if row is None:
+            return None
+        return Organization(id=row["id"], slug=row["slug"], created_at=from_text(row["created_at"]))
+
+    def slug_of(self, org_id: str) -> str | None:
+        value = self._db.scalar("SELECT slug FROM orgs WHERE id = ?", (org_id,))
+        return None if value is None else str(value)
+
+    def all(self) -> list[Organization]:
+        return [
+            Organization(id=r["id"], slug=r["slug"], created_at=from_text(r["created_at"]))
+            for r in self._db.rows("SELECT id, slug, created_at FROM orgs ORDER BY slug")
+        ]
+
+
+class TokenRepo:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    def insert(
+        self, *, org_id: str, role: Role, name: str, prefix: str, token_hash: str
+    ) -> str:
+        token_id = new_id("tok", 12)
+        with self._db.write() as db:
+            db.conn.execute(
+                "INSERT INTO tokens (id, org_id, role, name, prefix, token_hash, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (token_id, org_id, role, name, prefix, token_hash, to_text(utcnow())),
+            )
+        return token_id
+
+    def principal_for_hash(self, token_hash: str) -> Principal | None:
+        row = self._db.row(
+            "SELECT t.id, t.role, o.id AS org_id, o.slug FROM tokens t JOIN orgs o ON o.id = t.org_id"
+            " WHERE t.token_hash = ? AND t.revoked_at IS NULL",
+            (token_hash,),
+        )
+        if row is None:
+            return None
+        return Principal(org_id=row["org_id"], org_slug=row["slug"], role=row["role"],
+                         token_id=row["id"])
+
+    def touch(self, token_id: str, when: datetime) -> None:
+        self._db.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (to_text(when), token_id))
+
+    def list(self, org_slug: str | None = None) -> list[TokenInfo]:
+        sql = (
+            "SELECT t.*, o.slug FROM tokens t JOIN orgs o ON o.id = t.org_id"
+            + (" WHERE o.slug = ?" if org_slug else "")
+            + " ORDER BY o.slug, t.created_at"
+        )
+        rows = self._db.rows(sql, (org_slug,) if org_slug else ())
+        return [
+            TokenInfo(
+                id=r["id"], org_slug=r["slug"], role=r["role"], name=r["name"], prefix=r["prefix"],
+                created_at=from_text(r["created_at"]),
+                last_used_at=from_text(r["last_used_at"]) if r["last_used_at"] else None,
+                revoked_at=from_text(r["revoked_at"]) if r["revoked_at"] else None,
+            )
+            for r in rows
+        ]
+
+    def revoke(self, token_id_or_prefix: str) -> int:
+        with self._db.write() as db:
+            cursor = db.conn.execute(
+                "UPDATE tokens SET revoked_at = ? WHERE revoked_at IS NULL AND (id = ? OR prefix = ?)",
+                (to_text(utcnow()), token_id_or_prefix, token_id_or_prefix),
+            )
+            return int(cursor.rowcount)

@@ -1,0 +1,355 @@
+"""Run records: one row per run, newest first by ``seq``; logs in chunks beside them."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from app.ids import from_text, to_text
+from app.models import ACTIVE_STATUSES, NodeSummary, Run, RunRecord, RunSnapshot, RunStatus
+from app.store.db import Database
+
+_encode = msgspec.json.Encoder().encode
+_snapshot_decoder = msgspec.json.Decoder(RunSnapshot)
+_results_decoder = msgspec.json.Decoder(list[NodeSummary])
+
+_RUN_COLUMNS = (
+    "id, project_id, job_id, job_name, cronjob_name, namespace, job_type, status, start_time,"
+    " end_time, duration_seconds, triggered_by, command, exit_code, error, job_version, rerun_of,"
+    " upstream_run_id, executor, scheduled_for, results, created_at, updated_at"
+)
+_ACTIVE = tuple(sorted(ACTIVE_STATUSES))
+
+
+def _time(value: str | None) -> datetime | None:
+    return from_text(value) if value else None
+
+
+def _run_fields(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "project_id": row["project_id"],
+        "job_id": row["job_id"],
+        "job_name": row["job_name"],
+        "cronjob_name": row["cronjob_name"],
+        "namespace": row["namespace"],
+        "job_type": row["job_type"],
+        "status": row["status"],
+        "start_time": _time(row["start_time"]),
+        "end_time": _time(row["end_time"]),
+        "duration_seconds": row["duration_seconds"],
+        "triggered_by": row["triggered_by"],
+        "command": row["command"],
+        "exit_code": row["exit_code"],
+        "error": row["error"],
+        "job_version": row["job_version"],
+        "rerun_of": row["rerun_of"],
+        "upstream_run_id": row["upstream_run_id"],
+        "executor": row["executor"],
+        "scheduled_for": _time(row["scheduled_for"]),
+        "results": _results_decoder.decode(row["results"]) if row["results"] else [],
+        "created_at": from_text(row["created_at"]),
+        "updated_at": from_text(row["updated_at"]),
+    }
+
+
+def _run(row: dict[str, Any]) -> Run:
+    return Run(**_run_fields(row))
+
+
+def _record(row: dict[str, Any]) -> RunRecord:
+    return RunRecord(**_run_fields(row), org_id=row["org_id"],
+                     snapshot=_snapshot_decoder.decode(row["snapshot"]))
+
+
+class RunPage(msgspec.Struct):
+    runs: list[Run]
+    total: int
+    next_cursor: str | None
+
+
+class RunRepo:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    # --- writes -------------------------------------------------------------------------
+
+    def insert(self, run: RunRecord) -> bool:
+        """Insert a new run; False if a run for the same slot or Kubernetes Job exists."""
+        try:
+            with self._db.write() as db:
+                db.conn.execute(
+                    f"INSERT INTO runs ({_RUN_COLUMNS}, org_id, snapshot) VALUES"
+                    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run.id, run.project_id, run.job_id, run.job_name, run.cronjob_name,
+                        run.namespace, run.job_type, run.status,
+                        to_text(run.start_time) if run.start_time else None,
+                        to_text(run.end_time) if run.end_time else None,
+                        run.duration_seconds, run.triggered_by, run.command, run.exit_code,
+                        run.error, run.job_version, run.rerun_of, run.upstream_run_id,
+                        run.executor,
+                        to_text(run.scheduled_for) if run.scheduled_for else None,
+                        _encode(run.results).decode() if run.results else None,
+                        to_text(run.created_at), to_text(run.updated_at), run.org_id,
+                        _encode(run.snapshot).decode(),
+                    ),
+                )
+        except sqlite3.IntegrityError as exc:
+            if "UNIQUE" in str(exc):
+                return False
+            raise
+        return True
+
+    def insert_exclusive(self, run: RunRecord, *, forbid: bool) -> tuple[bool, list[Run]]:
+        """Insert unless ``forbid`` and the job has an active run, in one transaction so
+        concurrent triggers cannot both pass the check. Returns (inserted, active runs)."""
+        with self._db.write():
+            active = self.active_for_job(run.job_id)
+            if forbid and active:
+                return False, active
+            return self.insert(run), active
+
+    def set_k8s_names(self, run_id: str, job_name: str, namespace: str | None) -> None:
+        self._db.execute("UPDATE runs SET job_name = ?, namespace = ? WHERE id = ?",
+                         (job_name, namespace, run_id))
+
+    def mark_running(self, run_id: str, start_time: datetime, now: datetime) -> bool:
+        cursor = self._db.execute(
+            "UPDATE runs SET status = 'running', start_time = coalesce(start_time, ?),"
+            " updated_at = ? WHERE id = ? AND status = 'pending'",
+            (to_text(start_time), to_text(now), run_id),
+        )
+        return cursor.rowcount == 1
+
+    def finish(
+        self,
+        run_id: str,
+        *,
+        status: RunStatus,
+        end_time: datetime,
+        exit_code: int | None,
+        error: str | None,
+        results: Sequence[NodeSummary] = (),
+        now: datetime,
+    ) -> bool:
+        """Move an active run to a terminal status. True only for the call that did it, so
+        whatever must happen once per finished run (notifications) hangs off this."""
+        cursor = self._db.execute(
+            "UPDATE runs SET status = ?, end_time = ?, exit_code = ?, error = ?,"
+            " results = coalesce(?, results), start_time = coalesce(start_time, ?),"
+            " duration_seconds = max(0, (julianday(?) - julianday(coalesce(start_time, ?)))"
+            " * 86400.0), updated_at = ? WHERE id = ? AND status IN (?, ?)",
+            (
+                status, to_text(end_time), exit_code, error,
+                _encode(list(results)).decode() if results else None,
+                to_text(end_time), to_text(end_time), to_text(end_time), to_text(now), run_id,
+                *_ACTIVE,
+            ),
+        )
+        return cursor.rowcount == 1
+
+    # --- reads --------------------------------------------------------------------------
+
+    def get(self, org_id: str, run_id: str) -> Run | None:
+        row = self._db.row(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ? AND org_id = ?",
+                           (run_id, org_id))
+        return _run(row) if row else None
+
+    def record(self, run_id: str) -> RunRecord | None:
+        row = self._db.row(f"SELECT {_RUN_COLUMNS}, org_id, snapshot FROM runs WHERE id = ?",
+                           (run_id,))
+        return _record(row) if row else None
+
+    def by_k8s_job(self, namespace: str, job_name: str) -> Run | None:
+        row = self._db.row(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE namespace = ? AND job_name = ?",
+            (namespace, job_name),
+        )
+        return _run(row) if row else None
+
+    def active(self, executor: str | None = None) -> list[RunRecord]:
+        sql = f"SELECT {_RUN_COLUMNS}, org_id, snapshot FROM runs WHERE status IN (?, ?)"
+        params: tuple[Any, ...] = _ACTIVE
+        if executor:
+            sql += " AND executor = ?"
+            params += (executor,)
+        return [_record(r) for r in self._db.rows(sql + " ORDER BY seq", params)]
+
+    def active_for_job(self, job_id: str) -> list[Run]:
+        rows = self._db.rows(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE job_id = ? AND status IN (?, ?) ORDER BY seq",
+            (job_id, *_ACTIVE),
+        )
+        return [_run(r) for r in rows]
+
+    def page(
+        self,
+        org_id: str,
+        *,
+        project_id: str | None = None,
+        job_id: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        cursor: int | None = None,
+        limit: int = 50,
+    ) -> RunPage:
+        where = ["org_id = ?"]
+        params: list[Any] = [org_id]
+        for column, value in (("project_id", project_id), ("job_id", job_id), ("status", status)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(to_text(since))
+        condition = " AND ".join(where)
+        total = int(self._db.scalar(f"SELECT count(*) FROM runs WHERE {condition}", params))
+        if cursor is not None:
+            condition += " AND seq < ?"
+            params.append(cursor)
+        rows = self._db.rows(
+            f"SELECT seq, {_RUN_COLUMNS} FROM runs WHERE {condition} ORDER BY seq DESC LIMIT ?",
+            [*params, limit + 1],
+        )
+        next_cursor = str(rows[limit - 1]["seq"]) if len(rows) > limit else None
+        return RunPage([_run(r) for r in rows[:limit]], total, next_cursor)
+
+    def counts_by_status(self, job_id: str, since: datetime | None = None) -> dict[str, int]:
+        sql = "SELECT status, count(*) AS n FROM runs WHERE job_id = ?"
+        params: list[Any] = [job_id]
+        if since is not None:
+            sql += " AND created_at >= ?"
+            params.append(to_text(since))
+        return {r["status"]: r["n"] for r in self._db.rows(sql + " GROUP BY status", params)}
+
+    def last(self, job_id: str) -> Run | None:
+        row = self._db.row(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE job_id = ? ORDER BY seq DESC LIMIT 1", (job_id,)
+        )
+        return _run(row) if row else None
+
+    def durations(self, job_id: str, since: datetime) -> list[float]:
+        rows = self._db.rows(
+            "SELECT duration_seconds FROM runs WHERE job_id = ? AND created_at >= ?"
+            " AND duration_seconds IS NOT NULL AND status = 'success'",
+            (job_id, to_text(since)),
+        )
+        return [float(r["duration_seconds"]) for r in rows]
+
+    # --- logs ---------------------------------------------------------------------------
+
+    def append_log(self, run_id: str, text: str, cap_bytes: int, at: datetime) -> None:
+        """Append to a run's log, keeping the first and the last half of ``cap_bytes``
+        when it grows past the cap; the reader shows a marker where lines were dropped."""
+        if not text:
+            return
+        size = len(text.encode())
+        with self._db.write() as db:
+            conn = db.conn
+            state = conn.execute(
+                "SELECT log_bytes, log_head_seq FROM runs WHERE id = ?", (run_id,)
+            ).fetchone()
+            if state is None:
+                return
+            log_bytes, head_seq = state
+            next_seq = conn.execute(
+                "SELECT coalesce(max(seq), 0) + 1 FROM run_log_chunks WHERE run_id = ?", (run_id,)
+            ).fetchone()[0]
+            conn.execute(
+                "INSERT INTO run_log_chunks (run_id, seq, at, data) VALUES (?, ?, ?, ?)",
+                (run_id, next_seq, to_text(at), text),
+            )
+            log_bytes += size
+            dropped = 0
+            if log_bytes > cap_bytes:
+                if head_seq is None:
+                    head_seq = self._head_end(conn, run_id, cap_bytes // 2)
+                # Drop the oldest chunks after the head until the log fits again; the newest
+                # chunk always stays, so a single huge chunk is cut rather than dropped.
+                for seq, length in conn.execute(
+                    "SELECT seq, length(CAST(data AS BLOB)) FROM run_log_chunks"
+                    " WHERE run_id = ? AND seq > ? AND seq < ? ORDER BY seq",
+                    (run_id, head_seq, next_seq),
+                ).fetchall():
+                    if log_bytes <= cap_bytes:
+                        break
+                    conn.execute("DELETE FROM run_log_chunks WHERE run_id = ? AND seq = ?",
+                                 (run_id, seq))
+                    log_bytes -= length
+                    dropped += length
+                if log_bytes > cap_bytes:
+                    keep = max(0, size - (log_bytes - cap_bytes))
+                    tail = text.encode()[size - keep:].decode(errors="ignore")
+                    conn.execute("UPDATE run_log_chunks SET data = ? WHERE run_id = ? AND seq = ?",
+                                 (tail, run_id, next_seq))
+                    dropped += size - len(tail.encode())
+                    log_bytes -= size - len(tail.encode())
+            conn.execute(
+                "UPDATE runs SET log_bytes = ?, log_head_seq = ?,"
+                " log_dropped_bytes = log_dropped_bytes + ? WHERE id = ?",
+                (log_bytes, head_seq, dropped, run_id),
+            )
+
+    @staticmethod
+    def _head_end(conn: sqlite3.Connection, run_id: str, head_bytes: int) -> int:
+        total = 0
+        last = 0
+        for seq, length in conn.execute(
+            "SELECT seq, length(CAST(data AS BLOB)) FROM run_log_chunks WHERE run_id = ?"
+            " ORDER BY seq", (run_id,)
+        ):
+            if total + length > head_bytes and last:
+                break
+            total += length
+            last = seq
+            if total >= head_bytes:
+                break
+        return last
+
+    def read_log(self, run_id: str, since: datetime | None = None) -> str:
+        """The stored log; with ``since``, only the chunks written at or after that time."""
+        state = self._db.row("SELECT log_head_seq, log_dropped_bytes FROM runs WHERE id = ?",
+                             (run_id,))
+        if state is None:
+            return ""
+        parts: list[str] = []
+        sql = "SELECT seq, data FROM run_log_chunks WHERE run_id = ?"
+        params: list[Any] = [run_id]
+        if since is not None:
+            sql += " AND at >= ?"
+            params.append(to_text(since))
+        for row in self._db.rows(sql + " ORDER BY seq", params):
+            parts.append(row["data"])
+            if state["log_dropped_bytes"] and row["seq"] == state["log_head_seq"]:
+                if not row["data"].endswith("\n"):
+                    parts.append("\n")
+                parts.append(
+                    f"[runyard: {state['log_dropped_bytes']} bytes of log were dropped here to"
+                    " keep this run's log under its size limit]\n"
+                )
+        return "".join(parts)
+
+    def has_log(self, run_id: str) -> bool:
+        return bool(self._db.scalar("SELECT 1 FROM run_log_chunks WHERE run_id = ? LIMIT 1",
+                                    (run_id,)))
+
+    def delete_older_than(self, cutoff: datetime, batch: int = 500) -> int:
+        """Retention: remove finished runs created before ``cutoff`` with their logs."""
+        removed = 0
+        while True:
+            with self._db.write() as db:
+                ids = [r[0] for r in db.conn.execute(
+                    "SELECT id FROM runs WHERE created_at < ? AND status NOT IN (?, ?) LIMIT ?",
+                    (to_text(cutoff), *_ACTIVE, batch),
+                ).fetchall()]
+                if not ids:
+                    return removed
+                marks = ",".join("?" * len(ids))
+                db.conn.execute(f"DELETE FROM run_log_chunks WHERE run_id IN ({marks})", ids)
+                db.conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
+                removed += len(ids)
