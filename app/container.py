@@ -63,8 +63,9 @@ class Container:
         self.tokens = TokenService(self.store)
         self.projects = ProjectService(self.store, self.executor, self.outbound, clock)
         self.jobs = JobService(self.store, self.executor, self.commands, self.outbound, clock)
-        self.runs = RunService(self.store, self.executor, self.tracker, self.commands,
-                               settings.namespace_for, clock)
+        self.runs = RunService(
+            self.store, self.executor, self.tracker, self.commands, settings.namespace_for, clock
+        )
 
     def start(self) -> None:
         """Start background work: the executor's watchers and schedulers."""
@@ -79,7 +80,9 @@ def default_executor_factory(name: ExecutorName) -> ExecutorFactory:
     if name == "kubernetes":
         from app.executors.kubernetes import build_kubernetes_executor
 
-        return build_kubernetes_executor
+        kubernetes_factory: ExecutorFactory = build_kubernetes_executor
+        return kubernetes_factory
     from app.executors.local import build_local_executor
 
-    return build_local_executor
+    local_factory: ExecutorFactory = build_local_executor
+    return local_factory

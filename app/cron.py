@@ -39,7 +39,9 @@ def _transition_after(moment: datetime, zone: ZoneInfo) -> datetime | None:
     return None
 
 
-def fires_between(schedule: str, timezone: str, start: datetime, end: datetime) -> Iterator[datetime]:
+def fires_between(
+    schedule: str, timezone: str, start: datetime, end: datetime
+) -> Iterator[datetime]:
     """Fire times t with start < t <= end, in order, as UTC."""
     zone = ZoneInfo(timezone)
     # Start the wall-clock walk a little early so a gap slot mapped forward is not missed.

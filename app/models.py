@@ -24,7 +24,9 @@ DependencyCondition = Literal["success", "failure", "any"]
 WebhookEvent = Literal["started", "success", "failure", "cancelled"]
 SyncState = Literal["in_sync", "pending", "not_deployed"]
 
-TERMINAL_STATUSES: frozenset[str] = frozenset({"success", "failed", "timed_out", "cancelled", "lost"})
+TERMINAL_STATUSES: frozenset[str] = frozenset(
+    {"success", "failed", "timed_out", "cancelled", "lost"}
+)
 ACTIVE_STATUSES: frozenset[str] = frozenset({"pending", "running"})
 RUN_STATUSES: tuple[str, ...] = (
     "pending",

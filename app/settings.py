@@ -97,7 +97,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         slack_base = get("SLACK_BASE_URL")
         if slack_base and not slack_base.endswith("/"):
             slack_base += "/"  # slack_sdk joins method names onto the base and needs the slash
-        hosts = tuple(h.strip() for h in (get("WEBHOOK_ALLOWED_HOSTS") or "").split(",") if h.strip())
+        hosts = tuple(
+            h.strip() for h in (get("WEBHOOK_ALLOWED_HOSTS") or "").split(",") if h.strip()
+        )
         rate = get("RATE_LIMIT")
         return cls(
             database=get("DATABASE") or "./runyard.db",

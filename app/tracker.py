@@ -23,8 +23,9 @@ RunHook = Callable[[RunRecord], None]
 
 
 class RunTracker:
-    def __init__(self, store: Store, log_cap_bytes: int,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(
+        self, store: Store, log_cap_bytes: int, clock: Callable[[], datetime] = utcnow
+    ) -> None:
         self._store = store
         self._cap = log_cap_bytes
         self._clock = clock
@@ -65,8 +66,10 @@ class RunTracker:
             assert record is not None
             for hook in self.on_finished_tx:
                 hook(record)
-        log.info("run finished", extra={"run_id": run_id, "status": outcome.status,
-                                        "exit_code": outcome.exit_code})
+        log.info(
+            "run finished",
+            extra={"run_id": run_id, "status": outcome.status, "exit_code": outcome.exit_code},
+        )
         for after in self.on_finished:
             try:
                 after(record)

@@ -30,8 +30,9 @@ def job_out(job: Job) -> JobOut:
 
 def run_out(run: Run) -> RunOut:
     fields = msgspec.structs.asdict(run)
-    return RunOut(**fields, is_terminal=run.is_terminal, is_success=run.is_success,
-                  is_failed=run.is_failed)
+    return RunOut(
+        **fields, is_terminal=run.is_terminal, is_success=run.is_success, is_failed=run.is_failed
+    )
 
 
 class ProjectList(msgspec.Struct):
@@ -109,8 +110,9 @@ def parse_time(field: str, value: str | None) -> datetime | None:
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise invalid(field, f"{value!r} is not an RFC 3339 time such as "
-                             "2026-04-28T02:00:00Z") from None
+        raise invalid(
+            field, f"{value!r} is not an RFC 3339 time such as 2026-04-28T02:00:00Z"
+        ) from None
     if moment.tzinfo is None:
         raise invalid(field, "give a time zone, e.g. a trailing Z for UTC")
     return moment

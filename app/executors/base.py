@@ -47,7 +47,9 @@ class RunEvents(Protocol):
 
     def log(self, run_id: str, text: str) -> None: ...
 
-    def finished(self, run_id: str, outcome: Outcome) -> None: ...
+    def finished(self, run_id: str, outcome: Outcome) -> bool:
+        """True when this call moved the run to its terminal status."""
+        ...
 
 
 class Executor(Protocol):

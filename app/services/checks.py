@@ -27,9 +27,20 @@ RESOURCE_NAMES = frozenset({"cpu", "memory", "ephemeral-storage"})
 # interpreter loads: setting them would walk around the command validators.
 RESERVED_ENV = frozenset(
     {
-        "DBT_PROFILES_DIR", "DBT_PROJECT_DIR", "DBT_TARGET_PATH", "DBT_LOG_PATH",
-        "DBT_PACKAGES_INSTALL_PATH", "DBT_STATE", "DBT_DEFER_STATE", "DBT_FAVOR_STATE",
-        "PATH", "HOME", "SHELL", "BASH_ENV", "ENV", "IFS",
+        "DBT_PROFILES_DIR",
+        "DBT_PROJECT_DIR",
+        "DBT_TARGET_PATH",
+        "DBT_LOG_PATH",
+        "DBT_PACKAGES_INSTALL_PATH",
+        "DBT_STATE",
+        "DBT_DEFER_STATE",
+        "DBT_FAVOR_STATE",
+        "PATH",
+        "HOME",
+        "SHELL",
+        "BASH_ENV",
+        "ENV",
+        "IFS",
     }
 )
 RESERVED_ENV_PREFIXES = ("RUNYARD_", "LD_", "PYTHON", "KUBERNETES_", "SQLMESH_HOME")
@@ -37,9 +48,14 @@ RESERVED_ENV_PREFIXES = ("RUNYARD_", "LD_", "PYTHON", "KUBERNETES_", "SQLMESH_HO
 
 def check_name(field: str, value: str, what: str) -> list[FieldError]:
     if not 1 <= len(value) <= 63 or not NAME_RE.match(value):
-        return [FieldError(field, f"{what} names use lowercase letters, digits and hyphens, "
-                                  "start and end with a letter or digit, and have at most 63 "
-                                  f"characters (they become Kubernetes names); got {value!r}")]
+        return [
+            FieldError(
+                field,
+                f"{what} names use lowercase letters, digits and hyphens, "
+                "start and end with a letter or digit, and have at most 63 "
+                f"characters (they become Kubernetes names); got {value!r}",
+            )
+        ]
     return []
 
 
@@ -49,15 +65,28 @@ def check_environment(field: str, env: Mapping[str, str]) -> list[FieldError]:
         errors.append(FieldError(field, "at most 200 environment variables"))
     for name, value in env.items():
         if not ENV_NAME_RE.match(name) or len(name) > 256:
-            errors.append(FieldError(f"{field}.{name[:64]}", "variable names use letters, digits "
-                                     "and underscores and do not start with a digit"))
+            errors.append(
+                FieldError(
+                    f"{field}.{name[:64]}",
+                    "variable names use letters, digits "
+                    "and underscores and do not start with a digit",
+                )
+            )
         elif name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES):
-            errors.append(FieldError(f"{field}.{name}", "this variable is reserved: runyard sets "
-                                     "it or it would change where code and credentials come "
-                                     "from; remove it"))
+            errors.append(
+                FieldError(
+                    f"{field}.{name}",
+                    "this variable is reserved: runyard sets "
+                    "it or it would change where code and credentials come "
+                    "from; remove it",
+                )
+            )
         if len(value) > 32_768 or "\x00" in value:
-            errors.append(FieldError(f"{field}.{name[:64]}", "values have at most 32,768 "
-                                     "characters and no NUL byte"))
+            errors.append(
+                FieldError(
+                    f"{field}.{name[:64]}", "values have at most 32,768 characters and no NUL byte"
+                )
+            )
     return errors
 
 
@@ -68,16 +97,28 @@ def check_resources(field: str, resources: Mapping[str, Any]) -> list[FieldError
             errors.append(FieldError(f"{field}.{section}", "use 'requests' and 'limits'"))
             continue
         if not isinstance(amounts, dict):
-            errors.append(FieldError(f"{field}.{section}", "must be an object such as "
-                                     '{"cpu": "500m", "memory": "1Gi"}'))
+            errors.append(
+                FieldError(
+                    f"{field}.{section}",
+                    'must be an object such as {"cpu": "500m", "memory": "1Gi"}',
+                )
+            )
             continue
         for name, amount in amounts.items():
             if name not in RESOURCE_NAMES:
-                errors.append(FieldError(f"{field}.{section}.{name}",
-                                         "allowed resources: cpu, memory, ephemeral-storage"))
+                errors.append(
+                    FieldError(
+                        f"{field}.{section}.{name}",
+                        "allowed resources: cpu, memory, ephemeral-storage",
+                    )
+                )
             elif not isinstance(amount, str | int) or not QUANTITY_RE.match(str(amount)):
-                errors.append(FieldError(f"{field}.{section}.{name}", "not a Kubernetes quantity "
-                                         "(examples: 500m, 2, 512Mi, 1Gi)"))
+                errors.append(
+                    FieldError(
+                        f"{field}.{section}.{name}",
+                        "not a Kubernetes quantity (examples: 500m, 2, 512Mi, 1Gi)",
+                    )
+                )
     return errors
 
 
@@ -88,8 +129,13 @@ def _zones() -> frozenset[str]:
 
 def check_timezone(field: str, value: str) -> list[FieldError]:
     if value not in _zones():
-        return [FieldError(field, f"{value!r} is not an IANA time zone name "
-                                  "(examples: UTC, Europe/Berlin, America/New_York)")]
+        return [
+            FieldError(
+                field,
+                f"{value!r} is not an IANA time zone name "
+                "(examples: UTC, Europe/Berlin, America/New_York)",
+            )
+        ]
     return []
 
 
@@ -104,8 +150,10 @@ def check_schedule(field: str, value: str | None) -> list[FieldError]:
     if "TZ=" in text:
         problem = "put the time zone in the 'timezone' field, not in the schedule"
     elif len(fields) != 5:
-        problem = ("a schedule has five fields (minute hour day-of-month month day-of-week) "
-                   "or is one of " + ", ".join(sorted(CRON_MACROS)))
+        problem = (
+            "a schedule has five fields (minute hour day-of-month month day-of-week) "
+            "or is one of " + ", ".join(sorted(CRON_MACROS))
+        )
     elif not croniter.is_valid(text):
         problem = "not a valid cron expression"
     if problem:
@@ -115,8 +163,11 @@ def check_schedule(field: str, value: str | None) -> list[FieldError]:
 
 def check_channel(field: str, value: str | None) -> list[FieldError]:
     if value is not None and not CHANNEL_RE.match(value):
-        return [FieldError(field, "a Slack channel is '#name' (lowercase) or a channel id "
-                                  "such as C0123456789")]
+        return [
+            FieldError(
+                field, "a Slack channel is '#name' (lowercase) or a channel id such as C0123456789"
+            )
+        ]
     return []
 
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from validators import CommandPolicy, ParsedCommand, load_policy, validate_command
-
 from app.errors import FieldError, Invalid
+from validators import CommandPolicy, ParsedCommand, load_policy, validate_command
 
 
 class CommandChecker:

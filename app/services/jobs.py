@@ -29,8 +29,9 @@ from app.store import Store
 
 UNSET = msgspec.UNSET
 # Headers runyard sets itself; a job's headers may not replace them.
-RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "user-agent",
-                              "transfer-encoding", "connection"})
+RESERVED_HEADERS = frozenset(
+    {"content-type", "content-length", "host", "user-agent", "transfer-encoding", "connection"}
+)
 EVENTS = ("started", "success", "failure", "cancelled")
 
 
@@ -41,20 +42,20 @@ class JobCreate(JobConfig, kw_only=True, forbid_unknown_fields=True):
 class JobPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str | msgspec.UnsetType = UNSET
     command: str | msgspec.UnsetType = UNSET
-    schedule: str | None | msgspec.UnsetType = UNSET
+    schedule: str | msgspec.UnsetType | None = UNSET
     description: str | msgspec.UnsetType = UNSET
     timezone: str | msgspec.UnsetType = UNSET
     enabled: bool | msgspec.UnsetType = UNSET
     resources: dict[str, Any] | msgspec.UnsetType = UNSET
     environment: dict[str, str] | msgspec.UnsetType = UNSET
-    slack_channel: str | None | msgspec.UnsetType = UNSET
+    slack_channel: str | msgspec.UnsetType | None = UNSET
     slack_alerts_enabled: bool | msgspec.UnsetType = UNSET
     slack_alert_on_success: bool | msgspec.UnsetType = UNSET
-    webhook_url: str | None | msgspec.UnsetType = UNSET
+    webhook_url: str | msgspec.UnsetType | None = UNSET
     webhook_headers: dict[str, str] | msgspec.UnsetType = UNSET
     webhook_events: list[str] | msgspec.UnsetType = UNSET
     webhook_enabled: bool | msgspec.UnsetType = UNSET
-    webhook_secret: str | None | msgspec.UnsetType = UNSET
+    webhook_secret: str | msgspec.UnsetType | None = UNSET
     timeout_seconds: int | msgspec.UnsetType = UNSET
     retries: int | msgspec.UnsetType = UNSET
     ttl_seconds_after_finished: int | msgspec.UnsetType = UNSET
@@ -91,9 +92,9 @@ class JobService:
             raise NotFound(f"No job with id {job_id!r} in project {project_id!r}.")
         return job
 
-    def list(self, principal: Principal, project_id: str) -> list[Job]:
+    def list_jobs(self, principal: Principal, project_id: str) -> list[Job]:
         self.project(principal, project_id)
-        return self._store.jobs.list(project_id)
+        return self._store.jobs.for_project(project_id)
 
     def versions(self, principal: Principal, project_id: str, job_id: str) -> list[JobVersion]:
         self.get(principal, project_id, job_id)
@@ -143,8 +144,10 @@ class JobService:
         updated.sync_error = None
         self._check(project, updated)
         if not self._store.jobs.update(updated, expected_version=current.version):
-            raise Conflict("The job was changed by another request at the same time; read it "
-                           "again and repeat your change.")
+            raise Conflict(
+                "The job was changed by another request at the same time; read it "
+                "again and repeat your change."
+            )
         if current.name != updated.name and project.deployed:
             self._executor.remove_job(project, current)
         return self._apply(project, updated)
@@ -153,11 +156,16 @@ class JobService:
         require_writer(principal)
         project = self.project(principal, project_id)
         job = self.get(principal, project_id, job_id)
-        dependants = [j.name for j in self._store.jobs.list_org(principal.org_id)
-                      if any(d.job_id == job_id for d in j.depends_on)]
+        dependants = [
+            j.name
+            for j in self._store.jobs.for_org(principal.org_id)
+            if any(d.job_id == job_id for d in j.depends_on)
+        ]
         if dependants:
-            raise Conflict(f"Job {job.name!r} is an upstream of {', '.join(sorted(dependants))}; "
-                           "remove it from their depends_on first.")
+            raise Conflict(
+                f"Job {job.name!r} is an upstream of {', '.join(sorted(dependants))}; "
+                "remove it from their depends_on first."
+            )
         if project.deployed:
             self._executor.remove_job(project, job)
         self._store.jobs.delete(job_id)
@@ -194,8 +202,9 @@ class JobService:
         errors += check_channel("slack_channel", job.slack_channel)
         errors += check_range("timeout_seconds", job.timeout_seconds, 1, 7 * 86400)
         errors += check_range("retries", job.retries, 0, 10)
-        errors += check_range("ttl_seconds_after_finished", job.ttl_seconds_after_finished, 300,
-                              30 * 86400)
+        errors += check_range(
+            "ttl_seconds_after_finished", job.ttl_seconds_after_finished, 300, 30 * 86400
+        )
         if job.concurrency_policy not in ("Forbid", "Allow", "Replace"):
             errors.append(FieldError("concurrency_policy", "use Forbid, Allow or Replace"))
         if len(job.description) > 2000:
@@ -203,8 +212,11 @@ class JobService:
         errors += self._check_webhook(job)
         errors += self._check_dependencies(job)
         if errors:
-            raise Invalid("The job has invalid fields: "
-                          + "; ".join(f"{e.field}: {e.message}" for e in errors), errors)
+            raise Invalid(
+                "The job has invalid fields: "
+                + "; ".join(f"{e.field}: {e.message}" for e in errors),
+                errors,
+            )
 
     def _check_webhook(self, job: Job) -> list[FieldError]:
         errors: list[FieldError] = []
@@ -214,19 +226,30 @@ class JobService:
             errors.append(FieldError("webhook_url", "required when webhook_enabled is true"))
         for event in job.webhook_events:
             if event not in EVENTS:
-                errors.append(FieldError("webhook_events", f"{event!r} is not an event; use "
-                                         + ", ".join(EVENTS)))
+                errors.append(
+                    FieldError(
+                        "webhook_events", f"{event!r} is not an event; use " + ", ".join(EVENTS)
+                    )
+                )
         if len(job.webhook_headers) > 30:
             errors.append(FieldError("webhook_headers", "at most 30 headers"))
         for name, value in job.webhook_headers.items():
             if not HEADER_NAME_RE.match(name):
                 errors.append(FieldError(f"webhook_headers.{name[:40]}", "not a valid header name"))
             elif name.lower() in RESERVED_HEADERS or name.lower().startswith("x-runyard-"):
-                errors.append(FieldError(f"webhook_headers.{name}", "runyard sets this header "
-                                         "itself; it cannot be overridden"))
+                errors.append(
+                    FieldError(
+                        f"webhook_headers.{name}",
+                        "runyard sets this header itself; it cannot be overridden",
+                    )
+                )
             if any(c in value for c in "\r\n\x00") or len(value) > 4096:
-                errors.append(FieldError(f"webhook_headers.{name[:40]}", "values have no CR, LF "
-                                         "or NUL and at most 4,096 characters"))
+                errors.append(
+                    FieldError(
+                        f"webhook_headers.{name[:40]}",
+                        "values have no CR, LF or NUL and at most 4,096 characters",
+                    )
+                )
         if job.webhook_secret is not None and not 16 <= len(job.webhook_secret) <= 256:
             errors.append(FieldError("webhook_secret", "use 16 to 256 characters"))
         return errors
@@ -234,21 +257,26 @@ class JobService:
     def _check_dependencies(self, job: Job) -> list[FieldError]:
         if not job.depends_on:
             return []
-        org_jobs = {j.id: j for j in self._store.jobs.list_org(job.org_id)}
+        org_jobs = {j.id: j for j in self._store.jobs.for_org(job.org_id)}
         org_jobs[job.id] = job
         errors: list[FieldError] = []
         seen: set[str] = set()
         for i, dep in enumerate(job.depends_on):
             if dep.job_id not in org_jobs or dep.job_id == job.id:
-                errors.append(FieldError(f"depends_on[{i}].job_id",
-                                         f"no other job {dep.job_id!r} in your organization"))
+                errors.append(
+                    FieldError(
+                        f"depends_on[{i}].job_id",
+                        f"no other job {dep.job_id!r} in your organization",
+                    )
+                )
             if dep.job_id in seen:
                 errors.append(FieldError(f"depends_on[{i}].job_id", "listed twice"))
             seen.add(dep.job_id)
         if errors:
             return errors
-        cycle = _find_cycle(job.id, {j.id: [d.job_id for d in j.depends_on]
-                                     for j in org_jobs.values()})
+        cycle = _find_cycle(
+            job.id, {j.id: [d.job_id for d in j.depends_on] for j in org_jobs.values()}
+        )
         if cycle:
             names = " -> ".join(org_jobs[j].name for j in cycle)
             errors.append(FieldError("depends_on", f"this would make a cycle: {names}"))

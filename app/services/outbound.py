@@ -28,8 +28,9 @@ class UnsafeTarget(Exception):
 
 
 class OutboundPolicy:
-    def __init__(self, allowed_hosts: Sequence[str] = (),
-                 resolver: Resolver = system_resolver) -> None:
+    def __init__(
+        self, allowed_hosts: Sequence[str] = (), resolver: Resolver = system_resolver
+    ) -> None:
         self._names: set[str] = set()
         self._networks: list[IPNetwork] = []
         for entry in allowed_hosts:
@@ -72,13 +73,17 @@ class OutboundPolicy:
             literal = None
         if literal is not None:
             if not self._address_allowed(literal):
-                raise UnsafeTarget(f"{host} is a loopback, private, link-local or metadata "
-                                   "address; an operator can allow it with "
-                                   "RUNYARD_WEBHOOK_ALLOWED_HOSTS")
+                raise UnsafeTarget(
+                    f"{host} is a loopback, private, link-local or metadata "
+                    "address; an operator can allow it with "
+                    "RUNYARD_WEBHOOK_ALLOWED_HOSTS"
+                )
             return [host]
         if host == "localhost" or host.endswith((".localhost", ".internal", ".local")):
-            raise UnsafeTarget(f"{host} is a local name; an operator can allow it with "
-                               "RUNYARD_WEBHOOK_ALLOWED_HOSTS")
+            raise UnsafeTarget(
+                f"{host} is a local name; an operator can allow it with "
+                "RUNYARD_WEBHOOK_ALLOWED_HOSTS"
+            )
         if not resolve:
             return []
         try:
@@ -87,9 +92,11 @@ class OutboundPolicy:
             raise UnsafeTarget(f"{host} could not be resolved ({exc.strerror or exc})") from None
         for address in addresses:
             if not self._address_allowed(ipaddress.ip_address(address.split("%")[0])):
-                raise UnsafeTarget(f"{host} resolves to {address}, a loopback, private, "
-                                   "link-local or metadata address; an operator can allow it "
-                                   "with RUNYARD_WEBHOOK_ALLOWED_HOSTS")
+                raise UnsafeTarget(
+                    f"{host} resolves to {address}, a loopback, private, "
+                    "link-local or metadata address; an operator can allow it "
+                    "with RUNYARD_WEBHOOK_ALLOWED_HOSTS"
+                )
         return addresses
 
     def check_url(self, field: str, url: str) -> list[FieldError]:

@@ -22,7 +22,9 @@ ALLOWED_KEYS = {
 }
 SAFE_VOLUME_SOURCES = frozenset({"configMap", "secret", "persistentVolumeClaim", "emptyDir"})
 RESERVED_VOLUMES = frozenset({"dbt-target", "dbt-logs", "tmp"})
-_LABEL_KEY = re.compile(r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_LABEL_KEY = re.compile(
+    r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
 _DNS = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _TOLERATION_KEYS = {"key", "operator", "value", "effect", "tolerationSeconds"}
 _MOUNT_KEYS = {"name", "mountPath", "readOnly", "subPath"}
@@ -33,8 +35,11 @@ def _string_map(field: str, value: Any, what: str) -> list[FieldError]:
         isinstance(k, str) and isinstance(v, str) for k, v in value.items()
     ):
         return [FieldError(field, f"must be {what}")]
-    return [FieldError(f"{field}.{k}", "not a valid Kubernetes key")
-            for k in value if len(k) > 253 or not _LABEL_KEY.match(k)]
+    return [
+        FieldError(f"{field}.{k}", "not a valid Kubernetes key")
+        for k in value
+        if len(k) > 253 or not _LABEL_KEY.match(k)
+    ]
 
 
 def _tolerations(field: str, value: Any) -> list[FieldError]:
@@ -43,13 +48,19 @@ def _tolerations(field: str, value: Any) -> list[FieldError]:
     errors = []
     for i, item in enumerate(value):
         if not isinstance(item, dict) or set(item) - _TOLERATION_KEYS:
-            errors.append(FieldError(f"{field}[{i}]", "allowed keys: "
-                                     + ", ".join(sorted(_TOLERATION_KEYS))))
+            errors.append(
+                FieldError(f"{field}[{i}]", "allowed keys: " + ", ".join(sorted(_TOLERATION_KEYS)))
+            )
         elif item.get("operator", "Equal") not in ("Equal", "Exists") or item.get(
             "effect", "NoSchedule"
         ) not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
-            errors.append(FieldError(f"{field}[{i}]", "operator is Equal or Exists; effect is "
-                                     "NoSchedule, PreferNoSchedule or NoExecute"))
+            errors.append(
+                FieldError(
+                    f"{field}[{i}]",
+                    "operator is Equal or Exists; effect is "
+                    "NoSchedule, PreferNoSchedule or NoExecute",
+                )
+            )
     return errors
 
 
@@ -63,11 +74,19 @@ def _volumes(field: str, value: Any) -> list[FieldError]:
             continue
         sources = set(item) - {"name"}
         if len(sources) != 1 or not sources <= SAFE_VOLUME_SOURCES:
-            errors.append(FieldError(f"{field}[{i}]", "exactly one source of: "
-                                     + ", ".join(sorted(SAFE_VOLUME_SOURCES))))
+            errors.append(
+                FieldError(
+                    f"{field}[{i}]",
+                    "exactly one source of: " + ", ".join(sorted(SAFE_VOLUME_SOURCES)),
+                )
+            )
         if item["name"] in RESERVED_VOLUMES or not _DNS.match(item["name"]):
-            errors.append(FieldError(f"{field}[{i}].name", "a DNS name not used by runyard "
-                                     f"({', '.join(sorted(RESERVED_VOLUMES))})"))
+            errors.append(
+                FieldError(
+                    f"{field}[{i}].name",
+                    f"a DNS name not used by runyard ({', '.join(sorted(RESERVED_VOLUMES))})",
+                )
+            )
     return errors
 
 
@@ -85,8 +104,9 @@ def _mounts(field: str, value: Any, volume_names: set[str]) -> list[FieldError]:
         if item.get("name") not in volume_names:
             errors.append(FieldError(f"{field}[{i}].name", "must name a volume in 'volumes'"))
         sub = item.get("subPath")
-        if sub is not None and (not isinstance(sub, str) or sub.startswith("/")
-                                or ".." in sub.split("/")):
+        if sub is not None and (
+            not isinstance(sub, str) or sub.startswith("/") or ".." in sub.split("/")
+        ):
             errors.append(FieldError(f"{field}[{i}].subPath", "a relative path without '..'"))
     return errors
 
@@ -95,14 +115,20 @@ def check_template_overrides(field: str, overrides: dict[str, Any]) -> list[Fiel
     errors: list[FieldError] = []
     for key in overrides:
         if key not in ALLOWED_KEYS:
-            errors.append(FieldError(f"{field}.{key}", "not an override runyard accepts; "
-                                     "allowed: " + ", ".join(ALLOWED_KEYS)))
+            errors.append(
+                FieldError(
+                    f"{field}.{key}",
+                    "not an override runyard accepts; allowed: " + ", ".join(ALLOWED_KEYS),
+                )
+            )
     if "node_selector" in overrides:
-        errors += _string_map(f"{field}.node_selector", overrides["node_selector"],
-                              ALLOWED_KEYS["node_selector"])
+        errors += _string_map(
+            f"{field}.node_selector", overrides["node_selector"], ALLOWED_KEYS["node_selector"]
+        )
     if "annotations" in overrides:
-        errors += _string_map(f"{field}.annotations", overrides["annotations"],
-                              ALLOWED_KEYS["annotations"])
+        errors += _string_map(
+            f"{field}.annotations", overrides["annotations"], ALLOWED_KEYS["annotations"]
+        )
     if "tolerations" in overrides:
         errors += _tolerations(f"{field}.tolerations", overrides["tolerations"])
     if "image_pull_secrets" in overrides:
@@ -115,8 +141,14 @@ def check_template_overrides(field: str, overrides: dict[str, Any]) -> list[Fiel
     if "volumes" in overrides:
         errors += _volumes(f"{field}.volumes", volumes)
     if "volume_mounts" in overrides:
-        names = {v.get("name") for v in volumes if isinstance(v, dict)} if isinstance(
-            volumes, list) else set()
-        errors += _mounts(f"{field}.volume_mounts", overrides["volume_mounts"],
-                          {n for n in names if isinstance(n, str)})
+        names = (
+            {v.get("name") for v in volumes if isinstance(v, dict)}
+            if isinstance(volumes, list)
+            else set()
+        )
+        errors += _mounts(
+            f"{field}.volume_mounts",
+            overrides["volume_mounts"],
+            {n for n in names if isinstance(n, str)},
+        )
     return errors

@@ -13,8 +13,8 @@ from app.executors.base import Executor, SyncReport
 from app.ids import new_id, utcnow
 from app.models import Principal, Project, ProjectConfig
 from app.services.checks import check_channel, check_environment, check_name, check_resources
-from app.services.overrides import check_template_overrides
 from app.services.outbound import OutboundPolicy
+from app.services.overrides import check_template_overrides
 from app.store import Store
 
 UNSET = msgspec.UNSET
@@ -26,14 +26,14 @@ class ProjectPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     name: str | msgspec.UnsetType = UNSET
     kind: str | msgspec.UnsetType = UNSET
     description: str | msgspec.UnsetType = UNSET
-    image: str | None | msgspec.UnsetType = UNSET
-    path: str | None | msgspec.UnsetType = UNSET
+    image: str | msgspec.UnsetType | None = UNSET
+    path: str | msgspec.UnsetType | None = UNSET
     environment: dict[str, str] | msgspec.UnsetType = UNSET
     resources: dict[str, Any] | msgspec.UnsetType = UNSET
-    service_account: str | None | msgspec.UnsetType = UNSET
+    service_account: str | msgspec.UnsetType | None = UNSET
     template_overrides: dict[str, Any] | msgspec.UnsetType = UNSET
-    slack_channel: str | None | msgspec.UnsetType = UNSET
-    slack_webhook_url: str | None | msgspec.UnsetType = UNSET
+    slack_channel: str | msgspec.UnsetType | None = UNSET
+    slack_webhook_url: str | msgspec.UnsetType | None = UNSET
 
 
 class ProjectCreate(ProjectConfig, kw_only=True, forbid_unknown_fields=True):
@@ -42,8 +42,10 @@ class ProjectCreate(ProjectConfig, kw_only=True, forbid_unknown_fields=True):
 
 def require_writer(principal: Principal) -> None:
     if not principal.can_write:
-        raise Forbidden("This token has the 'viewer' role and can only read. Use a token "
-                        "with the 'admin' role to make changes.")
+        raise Forbidden(
+            "This token has the 'viewer' role and can only read. Use a token "
+            "with the 'admin' role to make changes."
+        )
 
 
 class ProjectService:
@@ -65,8 +67,8 @@ class ProjectService:
             raise NotFound(f"No project with id {project_id!r} in your organization.")
         return project
 
-    def list(self, principal: Principal) -> list[Project]:
-        return self._store.projects.list(principal.org_id)
+    def list_projects(self, principal: Principal) -> list[Project]:
+        return self._store.projects.for_org(principal.org_id)
 
     def create(self, principal: Principal, body: ProjectCreate) -> Project:
         require_writer(principal)
@@ -90,27 +92,33 @@ class ProjectService:
         require_writer(principal)
         current = self.get(principal, project_id)
         changes = {k: v for k, v in msgspec.structs.asdict(patch).items() if v is not UNSET}
-        if "kind" in changes and changes["kind"] != current.kind and self._store.jobs.count(
-            project_id
+        if (
+            "kind" in changes
+            and changes["kind"] != current.kind
+            and self._store.jobs.count(project_id)
         ):
-            raise Conflict("The project's kind cannot change while it has jobs: their commands "
-                           "were validated for the current kind. Delete the jobs first.")
+            raise Conflict(
+                "The project's kind cannot change while it has jobs: their commands "
+                "were validated for the current kind. Delete the jobs first."
+            )
         updated = msgspec.structs.replace(current, **changes, updated_at=self._clock())
         updated.slack_webhook_url_set = bool(updated.slack_webhook_url)
         self._check(updated)
         self._store.projects.save(updated)
         if updated.deployed:
             # Image, environment, resources and overrides flow into every CronJob.
-            self._executor.deploy(updated, self._store.jobs.list(updated.id))
+            self._executor.deploy(updated, self._store.jobs.for_project(updated.id))
         return updated
 
     def delete(self, principal: Principal, project_id: str, cascade: bool) -> None:
         require_writer(principal)
         project = self.get(principal, project_id)
-        jobs = self._store.jobs.list(project_id)
+        jobs = self._store.jobs.for_project(project_id)
         if jobs and not cascade:
-            raise Conflict(f"The project has {len(jobs)} job(s). Delete them first, or repeat "
-                           "the request with ?cascade=true to delete the project and its jobs.")
+            raise Conflict(
+                f"The project has {len(jobs)} job(s). Delete them first, or repeat "
+                "the request with ?cascade=true to delete the project and its jobs."
+            )
         if project.deployed:
             self._executor.undeploy(project, jobs)
         self._store.projects.delete(project_id)
@@ -119,18 +127,20 @@ class ProjectService:
         require_writer(principal)
         project = self.get(principal, project_id)
         if project.kind and project.image is None and self._executor.name == "kubernetes":
-            raise Invalid("The project has no image: set 'image' to the container image that "
-                          "holds the project before deploying it to Kubernetes.",
-                          [FieldError("image", "required to deploy on Kubernetes")])
+            raise Invalid(
+                "The project has no image: set 'image' to the container image that "
+                "holds the project before deploying it to Kubernetes.",
+                [FieldError("image", "required to deploy on Kubernetes")],
+            )
         self._store.projects.set_deployed(project_id, True)
         project = msgspec.structs.replace(project, deployed=True)
-        report = self._executor.deploy(project, self._store.jobs.list(project_id))
+        report = self._executor.deploy(project, self._store.jobs.for_project(project_id))
         return project, report
 
     def undeploy(self, principal: Principal, project_id: str) -> tuple[Project, SyncReport]:
         require_writer(principal)
         project = self.get(principal, project_id)
-        report = self._executor.undeploy(project, self._store.jobs.list(project_id))
+        report = self._executor.undeploy(project, self._store.jobs.for_project(project_id))
         self._store.projects.set_deployed(project_id, False)
         return msgspec.structs.replace(project, deployed=False), report
 
@@ -147,5 +157,8 @@ class ProjectService:
         if project.slack_webhook_url:
             errors += self._outbound.check_url("slack_webhook_url", project.slack_webhook_url)
         if errors:
-            raise Invalid("The project has invalid fields: "
-                          + "; ".join(f"{e.field}: {e.message}" for e in errors), errors)
+            raise Invalid(
+                "The project has invalid fields: "
+                + "; ".join(f"{e.field}: {e.message}" for e in errors),
+                errors,
+            )

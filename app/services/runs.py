@@ -82,20 +82,25 @@ class RunService:
 
     # --- starting runs ------------------------------------------------------------------
 
-    def trigger(self, principal: Principal, project_id: str, job_id: str,
-                command_override: str | None = None) -> RunRecord:
+    def trigger(
+        self,
+        principal: Principal,
+        project_id: str,
+        job_id: str,
+        command_override: str | None = None,
+    ) -> RunRecord:
         require_writer(principal)
         project = self._project(principal, project_id)
         job = self._store.jobs.get(principal.org_id, project_id, job_id)
         if job is None:
             raise NotFound(f"No job with id {job_id!r} in project {project_id!r}.")
-        run = self.start_run(project, job, triggered_by="manual",
-                             command_override=command_override)
+        run = self.start_run(project, job, triggered_by="manual", command_override=command_override)
         assert run is not None  # manual runs are refused with an error, never skipped
         return run
 
-    def rerun(self, principal: Principal, run_id: str,
-              command_override: str | None = None) -> RunRecord:
+    def rerun(
+        self, principal: Principal, run_id: str, command_override: str | None = None
+    ) -> RunRecord:
         require_writer(principal)
         old = self._store.runs.record(run_id)
         if old is None or old.org_id != principal.org_id:
@@ -103,9 +108,15 @@ class RunService:
         project = self._store.projects.get(principal.org_id, old.project_id)
         if project is None:
             raise Conflict("The run's project was deleted, so it cannot run again.")
-        run = self.start_run(project, None, triggered_by="rerun", snapshot=old.snapshot,
-                             job_id=old.job_id, command_override=command_override,
-                             rerun_of=old.id)
+        run = self.start_run(
+            project,
+            None,
+            triggered_by="rerun",
+            snapshot=old.snapshot,
+            job_id=old.job_id,
+            command_override=command_override,
+            rerun_of=old.id,
+        )
         assert run is not None
         return run
 
@@ -137,8 +148,9 @@ class RunService:
             command, argv = command_override, list(parsed.argv)
             snapshot = msgspec.structs.replace(snapshot, argv=argv)
         parsed_type = self._commands.parse(project.kind, command).subcommand
-        namespace = self._namespace_for(project.org_slug) if self._executor.name == (
-            "kubernetes") else None
+        namespace = (
+            self._namespace_for(project.org_slug) if self._executor.name == ("kubernetes") else None
+        )
         record = RunRecord(
             id=new_id("run"),
             org_id=project.org_id,
@@ -173,15 +185,16 @@ class RunService:
                     f"(POST /api/v1/runs/{active[0].id}/cancel), or set concurrency_policy to "
                     "Allow or Replace."
                 )
-            log.info("run skipped: another run of the job is active (Forbid)",
-                     extra={"job_id": record.job_id, "active_run_id": active[0].id})
+            log.info(
+                "run skipped: another run of the job is active (Forbid)",
+                extra={"job_id": record.job_id, "active_run_id": active[0].id},
+            )
             return None
         if not inserted:
             if scheduled_for is not None or job_name is not None:
                 return None  # this slot or this Kubernetes Job already has its run
             # Two runs of one job in the same second on Kubernetes: make the name unique.
-            record.job_name = run_job_name(project.name, config.name, now,
-                                           secrets.token_hex(2))
+            record.job_name = run_job_name(project.name, config.name, now, secrets.token_hex(2))
             inserted, _ = self._store.runs.insert_exclusive(record, forbid=False)
             if not inserted:  # pragma: no cover - a second collision within one second
                 raise Conflict("Too many runs of this job started at once; try again.")
@@ -196,9 +209,14 @@ class RunService:
         try:
             self._executor.launch(record)
         except RunyardError as exc:
-            self._tracker.finished(record.id, Outcome(
-                status="failed", end_time=self._clock(),
-                error=f"runyard could not start the run: {exc.detail}"))
+            self._tracker.finished(
+                record.id,
+                Outcome(
+                    status="failed",
+                    end_time=self._clock(),
+                    error=f"runyard could not start the run: {exc.detail}",
+                ),
+            )
             raise
 
     def _snapshot(self, project: Project, job: Job) -> RunSnapshot:
@@ -222,7 +240,7 @@ class RunService:
         if finished.status == "cancelled":
             return
         outcome = "success" if finished.status == "success" else "failure"
-        for job in self._store.jobs.list_org(finished.org_id):
+        for job in self._store.jobs.for_org(finished.org_id):
             for dep in job.depends_on:
                 if dep.job_id != finished.job_id or dep.on not in (outcome, "any"):
                     continue
@@ -230,11 +248,14 @@ class RunService:
                 if project is None or not job.enabled:
                     continue
                 try:
-                    self.start_run(project, job, triggered_by="dependency",
-                                   upstream_run_id=finished.id)
+                    self.start_run(
+                        project, job, triggered_by="dependency", upstream_run_id=finished.id
+                    )
                 except Exception:
-                    log.exception("could not start a dependent run",
-                                  extra={"job_id": job.id, "upstream_run_id": finished.id})
+                    log.exception(
+                        "could not start a dependent run",
+                        extra={"job_id": job.id, "upstream_run_id": finished.id},
+                    )
 
     # --- reading ------------------------------------------------------------------------
 
@@ -256,7 +277,7 @@ class RunService:
         assert record is not None
         return record.snapshot.job
 
-    def list(
+    def list_runs(
         self,
         principal: Principal,
         *,
@@ -267,19 +288,35 @@ class RunService:
         cursor: str | None = None,
         limit: int = 50,
     ) -> RunPage:
-        if project_id is not None and job_id is not None:
-            if self._store.jobs.get(principal.org_id, project_id, job_id) is None:
-                raise NotFound(f"No job with id {job_id!r} in project {project_id!r}.")
+        if (
+            project_id is not None
+            and job_id is not None
+            and self._store.jobs.get(principal.org_id, project_id, job_id) is None
+        ):
+            raise NotFound(f"No job with id {job_id!r} in project {project_id!r}.")
         try:
             position = int(cursor) if cursor else None
         except ValueError:
             raise Invalid("cursor: use the next_cursor value of the previous page") from None
-        return self._store.runs.page(principal.org_id, project_id=project_id, job_id=job_id,
-                                     status=status, since=since, cursor=position,
-                                     limit=max(1, min(limit, 200)))
+        return self._store.runs.page(
+            principal.org_id,
+            project_id=project_id,
+            job_id=job_id,
+            status=status,
+            since=since,
+            cursor=position,
+            limit=max(1, min(limit, 200)),
+        )
 
-    def logs(self, principal: Principal, run_id: str, *, tail: int | None = None,
-             since: datetime | None = None, search: str | None = None) -> str:
+    def logs(
+        self,
+        principal: Principal,
+        run_id: str,
+        *,
+        tail: int | None = None,
+        since: datetime | None = None,
+        search: str | None = None,
+    ) -> str:
         run = self.get(principal, run_id)
         text: str | None = None
         if not run.is_terminal and not self._store.runs.has_log(run_id):
@@ -303,8 +340,10 @@ class RunService:
         require_writer(principal)
         run = self.get(principal, run_id)
         if run.is_terminal:
-            raise Conflict(f"Run {run_id} already ended with status {run.status!r}; only "
-                           "pending or running runs can be cancelled.")
+            raise Conflict(
+                f"Run {run_id} already ended with status {run.status!r}; only "
+                "pending or running runs can be cancelled."
+            )
         self._cancel_record(run_id, "cancelled by a user")
         return self.get(principal, run_id)
 
@@ -313,11 +352,18 @@ class RunService:
         if record is None or record.is_terminal:
             return
         self._executor.cancel(record)
-        self._tracker.finished(run_id, Outcome(status="cancelled", end_time=self._clock(),
-                                               error=why))
+        self._tracker.finished(
+            run_id, Outcome(status="cancelled", end_time=self._clock(), error=why)
+        )
 
-    def status(self, principal: Principal, project_id: str, job_id: str,
-               window: timedelta | None = None, window_text: str = "") -> JobStatus:
+    def status(
+        self,
+        principal: Principal,
+        project_id: str,
+        job_id: str,
+        window: timedelta | None = None,
+        window_text: str = "",
+    ) -> JobStatus:
         project = self._project(principal, project_id)
         job = self._store.jobs.get(principal.org_id, project_id, job_id)
         if job is None:
@@ -345,7 +391,8 @@ class RunService:
             deployed=project.deployed,
             schedule=job.schedule,
             timezone=job.timezone,
-            next_run_time=next_fire(job.schedule, job.timezone, now) if scheduled and job.schedule
+            next_run_time=next_fire(job.schedule, job.timezone, now)
+            if scheduled and job.schedule
             else None,
             last_run=self._store.runs.last(job_id),
             counts=counts,

@@ -13,7 +13,7 @@ from app.models import Principal, Role, TokenInfo
 from app.services.checks import NAME_RE
 from app.store import Store
 
-TOKEN_PREFIX = "ryd_"
+TOKEN_PREFIX = "ryd_"  # noqa: S105 - a public prefix, not a secret
 _TOKEN_RE = re.compile(r"^ryd_[A-Za-z0-9_-]{20,100}$")
 # A resolved token is reused for this long, so the hot path skips the database. A revoked
 # token therefore keeps working for at most this many seconds in a running server.
@@ -32,26 +32,31 @@ class TokenService:
 
     def create(self, org_slug: str, role: str, name: str = "") -> tuple[str, TokenInfo]:
         if not NAME_RE.match(org_slug) or len(org_slug) > 40:
-            raise Invalid(f"organization slug {org_slug!r}: use lowercase letters, digits and "
-                          "hyphens, at most 40 characters")
+            raise Invalid(
+                f"organization slug {org_slug!r}: use lowercase letters, digits and "
+                "hyphens, at most 40 characters"
+            )
         if role not in ("admin", "viewer"):
             raise Invalid(f"role {role!r}: use 'admin' or 'viewer'")
         org = self._store.orgs.get_or_create(org_slug)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         prefix = token[:12]
         token_role: Role = "admin" if role == "admin" else "viewer"
-        token_id = self._store.tokens.insert(org_id=org.id, role=token_role, name=name,
-                                             prefix=prefix, token_hash=hash_token(token))
-        info = next(t for t in self._store.tokens.list(org_slug) if t.id == token_id)
+        token_id = self._store.tokens.insert(
+            org_id=org.id, role=token_role, name=name, prefix=prefix, token_hash=hash_token(token)
+        )
+        info = next(t for t in self._store.tokens.listing(org_slug) if t.id == token_id)
         return token, info
 
-    def list(self, org_slug: str | None = None) -> list[TokenInfo]:
-        return self._store.tokens.list(org_slug)
+    def list_tokens(self, org_slug: str | None = None) -> list[TokenInfo]:
+        return self._store.tokens.listing(org_slug)
 
     def revoke(self, token_id_or_prefix: str) -> None:
         if self._store.tokens.revoke(token_id_or_prefix) == 0:
-            raise NotFound(f"no active token with id or prefix {token_id_or_prefix!r}; "
-                           "see 'runyard tokens list'")
+            raise NotFound(
+                f"no active token with id or prefix {token_id_or_prefix!r}; "
+                "see 'runyard tokens list'"
+            )
         with self._lock:
             self._cache.clear()
 
@@ -67,12 +72,16 @@ class TokenService:
         if found:
             return found
         if not _TOKEN_RE.match(token):
-            raise Unauthorized("The bearer token is malformed. Send 'Authorization: Bearer "
-                               "<token>' with a token from 'runyard tokens create'.")
+            raise Unauthorized(
+                "The bearer token is malformed. Send 'Authorization: Bearer "
+                "<token>' with a token from 'runyard tokens create'."
+            )
         principal = self._store.tokens.principal_for_hash(hash_token(token))
         if principal is None:
-            raise Unauthorized("The bearer token is unknown or revoked. Create one with "
-                               "'runyard tokens create --org SLUG --role admin'.")
+            raise Unauthorized(
+                "The bearer token is unknown or revoked. Create one with "
+                "'runyard tokens create --org SLUG --role admin'."
+            )
         with self._lock:
             if len(self._cache) > 10_000:
                 self._cache.clear()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +53,8 @@ class Database:
     def close(self) -> None:
         with self._lock:
             for conn in self._all:
-                try:
+                with suppress(sqlite3.ProgrammingError):  # already closed
                     conn.close()
-                except sqlite3.ProgrammingError:  # pragma: no cover - already closed
-                    pass
             self._all.clear()
         self._local = threading.local()
 

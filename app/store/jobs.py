@@ -61,25 +61,26 @@ class JobRepo:
         return _job(row) if row else None
 
     def get_in_org(self, org_id: str, job_id: str) -> Job | None:
-        row = self._db.row(f"SELECT {_COLUMNS} FROM jobs WHERE id = ? AND org_id = ?",
-                           (job_id, org_id))
+        row = self._db.row(
+            f"SELECT {_COLUMNS} FROM jobs WHERE id = ? AND org_id = ?", (job_id, org_id)
+        )
         return _job(row) if row else None
 
     def get_any(self, job_id: str) -> Job | None:
         row = self._db.row(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
         return _job(row) if row else None
 
-    def list(self, project_id: str) -> list[Job]:
+    def for_project(self, project_id: str) -> list[Job]:
         rows = self._db.rows(
             f"SELECT {_COLUMNS} FROM jobs WHERE project_id = ? ORDER BY name", (project_id,)
         )
         return [_job(r) for r in rows]
 
-    def list_org(self, org_id: str) -> list[Job]:
+    def for_org(self, org_id: str) -> list[Job]:
         rows = self._db.rows(f"SELECT {_COLUMNS} FROM jobs WHERE org_id = ?", (org_id,))
         return [_job(r) for r in rows]
 
-    def list_all(self) -> list[Job]:
+    def everything(self) -> list[Job]:
         return [_job(r) for r in self._db.rows(f"SELECT {_COLUMNS} FROM jobs")]
 
     def count(self, project_id: str) -> int:
@@ -91,9 +92,19 @@ class JobRepo:
             with self._db.write() as db:
                 db.conn.execute(
                     f"INSERT INTO jobs ({_COLUMNS}, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (job.id, job.org_id, job.project_id, config, job.webhook_secret, job.version,
-                     job.sync_state, job.sync_error, to_text(job.created_at),
-                     to_text(job.updated_at), job.name),
+                    (
+                        job.id,
+                        job.org_id,
+                        job.project_id,
+                        config,
+                        job.webhook_secret,
+                        job.version,
+                        job.sync_state,
+                        job.sync_error,
+                        to_text(job.created_at),
+                        to_text(job.updated_at),
+                        job.name,
+                    ),
                 )
                 db.conn.execute(
                     "INSERT INTO job_versions (job_id, version, config, created_at)"
@@ -111,8 +122,17 @@ class JobRepo:
                 cursor = db.conn.execute(
                     "UPDATE jobs SET name = ?, config = ?, webhook_secret = ?, version = ?,"
                     " sync_state = ?, sync_error = ?, updated_at = ? WHERE id = ? AND version = ?",
-                    (job.name, config, job.webhook_secret, job.version, job.sync_state,
-                     job.sync_error, to_text(job.updated_at), job.id, expected_version),
+                    (
+                        job.name,
+                        config,
+                        job.webhook_secret,
+                        job.version,
+                        job.sync_state,
+                        job.sync_error,
+                        to_text(job.updated_at),
+                        job.id,
+                        expected_version,
+                    ),
                 )
                 if cursor.rowcount != 1:
                     return False
@@ -126,8 +146,9 @@ class JobRepo:
         return True
 
     def set_sync(self, job_id: str, state: SyncState, error: str | None = None) -> None:
-        self._db.execute("UPDATE jobs SET sync_state = ?, sync_error = ? WHERE id = ?",
-                         (state, error, job_id))
+        self._db.execute(
+            "UPDATE jobs SET sync_state = ?, sync_error = ? WHERE id = ?", (state, error, job_id)
+        )
 
     def versions(self, job_id: str) -> list[JobVersion]:
         rows = self._db.rows(
@@ -136,8 +157,11 @@ class JobRepo:
             (job_id,),
         )
         return [
-            JobVersion(version=r["version"], config=_config_decoder.decode(r["config"]),
-                       created_at=from_text(r["created_at"]))
+            JobVersion(
+                version=r["version"],
+                config=_config_decoder.decode(r["config"]),
+                created_at=from_text(r["created_at"]),
+            )
             for r in rows
         ]
 

@@ -49,9 +49,7 @@ class TokenRepo:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    def insert(
-        self, *, org_id: str, role: Role, name: str, prefix: str, token_hash: str
-    ) -> str:
+    def insert(self, *, org_id: str, role: Role, name: str, prefix: str, token_hash: str) -> str:
         token_id = new_id("tok", 12)
         with self._db.write() as db:
             db.conn.execute(
@@ -63,19 +61,23 @@ class TokenRepo:
 
     def principal_for_hash(self, token_hash: str) -> Principal | None:
         row = self._db.row(
-            "SELECT t.id, t.role, o.id AS org_id, o.slug FROM tokens t JOIN orgs o ON o.id = t.org_id"
+            "SELECT t.id, t.role, o.id AS org_id, o.slug"
+            " FROM tokens t JOIN orgs o ON o.id = t.org_id"
             " WHERE t.token_hash = ? AND t.revoked_at IS NULL",
             (token_hash,),
         )
         if row is None:
             return None
-        return Principal(org_id=row["org_id"], org_slug=row["slug"], role=row["role"],
-                         token_id=row["id"])
+        return Principal(
+            org_id=row["org_id"], org_slug=row["slug"], role=row["role"], token_id=row["id"]
+        )
 
     def touch(self, token_id: str, when: datetime) -> None:
-        self._db.execute("UPDATE tokens SET last_used_at = ? WHERE id = ?", (to_text(when), token_id))
+        self._db.execute(
+            "UPDATE tokens SET last_used_at = ? WHERE id = ?", (to_text(when), token_id)
+        )
 
-    def list(self, org_slug: str | None = None) -> list[TokenInfo]:
+    def listing(self, org_slug: str | None = None) -> list[TokenInfo]:
         sql = (
             "SELECT t.*, o.slug FROM tokens t JOIN orgs o ON o.id = t.org_id"
             + (" WHERE o.slug = ?" if org_slug else "")
@@ -84,7 +86,11 @@ class TokenRepo:
         rows = self._db.rows(sql, (org_slug,) if org_slug else ())
         return [
             TokenInfo(
-                id=r["id"], org_slug=r["slug"], role=r["role"], name=r["name"], prefix=r["prefix"],
+                id=r["id"],
+                org_slug=r["slug"],
+                role=r["role"],
+                name=r["name"],
+                prefix=r["prefix"],
                 created_at=from_text(r["created_at"]),
                 last_used_at=from_text(r["last_used_at"]) if r["last_used_at"] else None,
                 revoked_at=from_text(r["revoked_at"]) if r["revoked_at"] else None,
@@ -95,7 +101,8 @@ class TokenRepo:
     def revoke(self, token_id_or_prefix: str) -> int:
         with self._db.write() as db:
             cursor = db.conn.execute(
-                "UPDATE tokens SET revoked_at = ? WHERE revoked_at IS NULL AND (id = ? OR prefix = ?)",
+                "UPDATE tokens SET revoked_at = ?"
+                " WHERE revoked_at IS NULL AND (id = ? OR prefix = ?)",
                 (to_text(utcnow()), token_id_or_prefix, token_id_or_prefix),
             )
             return int(cursor.rowcount)

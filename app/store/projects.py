@@ -53,9 +53,11 @@ class ProjectRepo:
         row = self._db.row(_SELECT + " WHERE p.id = ?", (project_id,))
         return _project(row) if row else None
 
-    def list(self, org_id: str) -> list[Project]:
-        return [_project(r) for r in self._db.rows(_SELECT + " WHERE p.org_id = ? ORDER BY p.name",
-                                                    (org_id,))]
+    def for_org(self, org_id: str) -> list[Project]:
+        return [
+            _project(r)
+            for r in self._db.rows(_SELECT + " WHERE p.org_id = ? ORDER BY p.name", (org_id,))
+        ]
 
     def list_deployed(self) -> list[Project]:
         return [_project(r) for r in self._db.rows(_SELECT + " WHERE p.deployed = 1")]
@@ -64,8 +66,14 @@ class ProjectRepo:
         """Insert or update; a name taken by another project of the org is a 409."""
         config = config_of(project)
         values = (
-            project.id, project.org_id, project.name, project.kind, _encode(config).decode(),
-            project.slack_webhook_url, int(project.deployed), to_text(project.created_at),
+            project.id,
+            project.org_id,
+            project.name,
+            project.kind,
+            _encode(config).decode(),
+            project.slack_webhook_url,
+            int(project.deployed),
+            to_text(project.created_at),
             to_text(project.updated_at),
         )
         try:
@@ -85,7 +93,9 @@ class ProjectRepo:
             ) from None
 
     def set_deployed(self, project_id: str, deployed: bool) -> None:
-        self._db.execute("UPDATE projects SET deployed = ? WHERE id = ?", (int(deployed), project_id))
+        self._db.execute(
+            "UPDATE projects SET deployed = ? WHERE id = ?", (int(deployed), project_id)
+        )
 
     def delete(self, project_id: str) -> None:
         with self._db.write() as db:

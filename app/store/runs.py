@@ -62,8 +62,9 @@ def _run(row: dict[str, Any]) -> Run:
 
 
 def _record(row: dict[str, Any]) -> RunRecord:
-    return RunRecord(**_run_fields(row), org_id=row["org_id"],
-                     snapshot=_snapshot_decoder.decode(row["snapshot"]))
+    return RunRecord(
+        **_run_fields(row), org_id=row["org_id"], snapshot=_snapshot_decoder.decode(row["snapshot"])
+    )
 
 
 class RunPage(msgspec.Struct):
@@ -86,16 +87,30 @@ class RunRepo:
                     f"INSERT INTO runs ({_RUN_COLUMNS}, org_id, snapshot) VALUES"
                     " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
-                        run.id, run.project_id, run.job_id, run.job_name, run.cronjob_name,
-                        run.namespace, run.job_type, run.status,
+                        run.id,
+                        run.project_id,
+                        run.job_id,
+                        run.job_name,
+                        run.cronjob_name,
+                        run.namespace,
+                        run.job_type,
+                        run.status,
                         to_text(run.start_time) if run.start_time else None,
                         to_text(run.end_time) if run.end_time else None,
-                        run.duration_seconds, run.triggered_by, run.command, run.exit_code,
-                        run.error, run.job_version, run.rerun_of, run.upstream_run_id,
+                        run.duration_seconds,
+                        run.triggered_by,
+                        run.command,
+                        run.exit_code,
+                        run.error,
+                        run.job_version,
+                        run.rerun_of,
+                        run.upstream_run_id,
                         run.executor,
                         to_text(run.scheduled_for) if run.scheduled_for else None,
                         _encode(run.results).decode() if run.results else None,
-                        to_text(run.created_at), to_text(run.updated_at), run.org_id,
+                        to_text(run.created_at),
+                        to_text(run.updated_at),
+                        run.org_id,
                         _encode(run.snapshot).decode(),
                     ),
                 )
@@ -115,8 +130,10 @@ class RunRepo:
             return self.insert(run), active
 
     def set_k8s_names(self, run_id: str, job_name: str, namespace: str | None) -> None:
-        self._db.execute("UPDATE runs SET job_name = ?, namespace = ? WHERE id = ?",
-                         (job_name, namespace, run_id))
+        self._db.execute(
+            "UPDATE runs SET job_name = ?, namespace = ? WHERE id = ?",
+            (job_name, namespace, run_id),
+        )
 
     def mark_running(self, run_id: str, start_time: datetime, now: datetime) -> bool:
         cursor = self._db.execute(
@@ -145,9 +162,16 @@ class RunRepo:
             " duration_seconds = max(0, (julianday(?) - julianday(coalesce(start_time, ?)))"
             " * 86400.0), updated_at = ? WHERE id = ? AND status IN (?, ?)",
             (
-                status, to_text(end_time), exit_code, error,
+                status,
+                to_text(end_time),
+                exit_code,
+                error,
                 _encode(list(results)).decode() if results else None,
-                to_text(end_time), to_text(end_time), to_text(end_time), to_text(now), run_id,
+                to_text(end_time),
+                to_text(end_time),
+                to_text(end_time),
+                to_text(now),
+                run_id,
                 *_ACTIVE,
             ),
         )
@@ -156,13 +180,15 @@ class RunRepo:
     # --- reads --------------------------------------------------------------------------
 
     def get(self, org_id: str, run_id: str) -> Run | None:
-        row = self._db.row(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ? AND org_id = ?",
-                           (run_id, org_id))
+        row = self._db.row(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ? AND org_id = ?", (run_id, org_id)
+        )
         return _run(row) if row else None
 
     def record(self, run_id: str) -> RunRecord | None:
-        row = self._db.row(f"SELECT {_RUN_COLUMNS}, org_id, snapshot FROM runs WHERE id = ?",
-                           (run_id,))
+        row = self._db.row(
+            f"SELECT {_RUN_COLUMNS}, org_id, snapshot FROM runs WHERE id = ?", (run_id,)
+        )
         return _record(row) if row else None
 
     def by_k8s_job(self, namespace: str, job_name: str) -> Run | None:
@@ -278,15 +304,18 @@ class RunRepo:
                 ).fetchall():
                     if log_bytes <= cap_bytes:
                         break
-                    conn.execute("DELETE FROM run_log_chunks WHERE run_id = ? AND seq = ?",
-                                 (run_id, seq))
+                    conn.execute(
+                        "DELETE FROM run_log_chunks WHERE run_id = ? AND seq = ?", (run_id, seq)
+                    )
                     log_bytes -= length
                     dropped += length
                 if log_bytes > cap_bytes:
                     keep = max(0, size - (log_bytes - cap_bytes))
-                    tail = text.encode()[size - keep:].decode(errors="ignore")
-                    conn.execute("UPDATE run_log_chunks SET data = ? WHERE run_id = ? AND seq = ?",
-                                 (tail, run_id, next_seq))
+                    tail = text.encode()[size - keep :].decode(errors="ignore")
+                    conn.execute(
+                        "UPDATE run_log_chunks SET data = ? WHERE run_id = ? AND seq = ?",
+                        (tail, run_id, next_seq),
+                    )
                     dropped += size - len(tail.encode())
                     log_bytes -= size - len(tail.encode())
             conn.execute(
@@ -301,7 +330,8 @@ class RunRepo:
         last = 0
         for seq, length in conn.execute(
             "SELECT seq, length(CAST(data AS BLOB)) FROM run_log_chunks WHERE run_id = ?"
-            " ORDER BY seq", (run_id,)
+            " ORDER BY seq",
+            (run_id,),
         ):
             if total + length > head_bytes and last:
                 break
@@ -313,8 +343,9 @@ class RunRepo:
 
     def read_log(self, run_id: str, since: datetime | None = None) -> str:
         """The stored log; with ``since``, only the chunks written at or after that time."""
-        state = self._db.row("SELECT log_head_seq, log_dropped_bytes FROM runs WHERE id = ?",
-                             (run_id,))
+        state = self._db.row(
+            "SELECT log_head_seq, log_dropped_bytes FROM runs WHERE id = ?", (run_id,)
+        )
         if state is None:
             return ""
         parts: list[str] = []
@@ -335,18 +366,22 @@ class RunRepo:
         return "".join(parts)
 
     def has_log(self, run_id: str) -> bool:
-        return bool(self._db.scalar("SELECT 1 FROM run_log_chunks WHERE run_id = ? LIMIT 1",
-                                    (run_id,)))
+        return bool(
+            self._db.scalar("SELECT 1 FROM run_log_chunks WHERE run_id = ? LIMIT 1", (run_id,))
+        )
 
     def delete_older_than(self, cutoff: datetime, batch: int = 500) -> int:
         """Retention: remove finished runs created before ``cutoff`` with their logs."""
         removed = 0
         while True:
             with self._db.write() as db:
-                ids = [r[0] for r in db.conn.execute(
-                    "SELECT id FROM runs WHERE created_at < ? AND status NOT IN (?, ?) LIMIT ?",
-                    (to_text(cutoff), *_ACTIVE, batch),
-                ).fetchall()]
+                ids = [
+                    r[0]
+                    for r in db.conn.execute(
+                        "SELECT id FROM runs WHERE created_at < ? AND status NOT IN (?, ?) LIMIT ?",
+                        (to_text(cutoff), *_ACTIVE, batch),
+                    ).fetchall()
+                ]
                 if not ids:
                     return removed
                 marks = ",".join("?" * len(ids))

@@ -1,0 +1,34 @@
+# Recipes for day-to-day work; `./dev` does the set-up they rely on.
+
+default:
+    @just --list
+
+# create the virtualenv with every development dependency
+setup:
+    ./dev test --co -q > /dev/null
+
+# ruff lint and format check
+lint:
+    .venv/bin/ruff check .
+    .venv/bin/ruff format --check .
+
+# mypy --strict over app, validators, tests and bench
+typecheck:
+    .venv/bin/mypy
+
+# the whole suite, exactly as CI runs it
+test *ARGS:
+    ./dev test {{ARGS}}
+
+# the HTTP service on RUNYARD_HOST:RUNYARD_PORT
+serve:
+    ./dev serve
+
+# the end-to-end demo on the example dbt and SQLMesh projects
+demo:
+    ./dev demo
+
+# every benchmark in bench/, then the results table
+bench:
+    for b in bench/*.py; do .venv/bin/python "$b" || exit 1; done
+    .venv/bin/python bench/report.py

@@ -1,0 +1,67 @@
+"""Bearer-token authentication and the role check for /api/v1.
+
+Authentication runs as middleware and the role check as a guard, both before the request
+body is read: an unauthenticated caller or a viewer trying to write gets 401/403 without
+the server parsing (or reporting on) anything it sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anyio import to_thread
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.enums import ScopeType
+from litestar.handlers import BaseRouteHandler
+from litestar.middleware import AbstractMiddleware
+from litestar.types import Receive, Scope, Send
+
+from app.errors import Forbidden, Unauthorized
+from app.models import Principal
+from app.services.tokens import TokenService
+
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+async def _authenticate(tokens: TokenService, header: str) -> Principal:
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized(
+            "Send 'Authorization: Bearer <token>'. Create a token with "
+            "'runyard tokens create --org SLUG --role admin'.",
+            headers={"WWW-Authenticate": 'Bearer realm="runyard"'},
+        )
+    principal = tokens.cached(token)
+    if principal is None:
+        # A cache miss reads the database: never on the event loop thread.
+        principal = await to_thread.run_sync(tokens.authenticate, token)
+    return principal
+
+
+class AuthMiddleware(AbstractMiddleware):
+    scopes = {ScopeType.HTTP}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"].startswith("/api/"):
+            headers = dict(scope["headers"])
+            header = headers.get(b"authorization", b"").decode("latin-1")
+            tokens: TokenService = scope["app"].state.container.tokens
+            scope.setdefault("state", {})["principal"] = await _authenticate(tokens, header)
+        await self.app(scope, receive, send)
+
+
+def writers_only(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    if connection.scope.get("method") in WRITE_METHODS:
+        principal: Principal = connection.scope["state"]["principal"]
+        if not principal.can_write:
+            raise Forbidden(
+                "This token has the 'viewer' role and can only read. Use a token "
+                "with the 'admin' role to make changes."
+            )
+
+
+def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    principal: Principal = request.scope["state"]["principal"]
+    return principal

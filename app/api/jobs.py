@@ -1,0 +1,151 @@
+"""/api/v1/projects/{id}/jobs: thin handlers over JobService and RunService."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Annotated
+
+from litestar import Controller, delete, get, post, put
+from litestar.params import Parameter
+
+from app.api.views import (
+    JobList,
+    RunList,
+    TriggerBody,
+    TriggerResult,
+    VersionList,
+    job_out,
+    run_out,
+)
+from app.container import Container
+from app.errors import invalid
+from app.models import RUN_STATUSES, JobOut, Principal
+from app.services.jobs import JobCreate, JobPatch
+from app.services.runs import JobStatus
+
+_WINDOW_UNITS = {"h": 3600, "d": 86400}
+
+
+class JobController(Controller):
+    path = "/api/v1/projects/{project_id:str}/jobs"
+    tags = ["jobs"]
+
+    @get("/", sync_to_thread=True, summary="List a project's jobs")
+    def list_jobs(self, principal: Principal, container: Container, project_id: str) -> JobList:
+        jobs = [job_out(j) for j in container.jobs.list_jobs(principal, project_id)]
+        return JobList(jobs, len(jobs))
+
+    @post("/", sync_to_thread=True, summary="Create a job")
+    def create_job(
+        self, principal: Principal, container: Container, project_id: str, data: JobCreate
+    ) -> JobOut:
+        return job_out(container.jobs.create(principal, project_id, data))
+
+    @get("/{job_id:str}", sync_to_thread=True, summary="Read a job")
+    def get_job(
+        self, principal: Principal, container: Container, project_id: str, job_id: str
+    ) -> JobOut:
+        return job_out(container.jobs.get(principal, project_id, job_id))
+
+    @put(
+        "/{job_id:str}",
+        sync_to_thread=True,
+        summary="Update a job (only the supplied fields change)",
+    )
+    def update_job(
+        self,
+        principal: Principal,
+        container: Container,
+        project_id: str,
+        job_id: str,
+        data: JobPatch,
+    ) -> JobOut:
+        return job_out(container.jobs.update(principal, project_id, job_id, data))
+
+    @delete("/{job_id:str}", sync_to_thread=True, status_code=204, summary="Delete a job")
+    def delete_job(
+        self, principal: Principal, container: Container, project_id: str, job_id: str
+    ) -> None:
+        container.jobs.delete(principal, project_id, job_id)
+
+    @get(
+        "/{job_id:str}/versions",
+        sync_to_thread=True,
+        summary="The job's configuration versions, newest first",
+    )
+    def versions(
+        self, principal: Principal, container: Container, project_id: str, job_id: str
+    ) -> VersionList:
+        versions = container.jobs.versions(principal, project_id, job_id)
+        return VersionList(versions, len(versions))
+
+    @post(
+        "/{job_id:str}/trigger",
+        sync_to_thread=True,
+        status_code=201,
+        summary="Start a one-off run of the job",
+    )
+    def trigger(
+        self,
+        principal: Principal,
+        container: Container,
+        project_id: str,
+        job_id: str,
+        data: TriggerBody | None = None,
+    ) -> TriggerResult:
+        override = data.command_override if data else None
+        run = container.runs.trigger(principal, project_id, job_id, override)
+        return TriggerResult(
+            job_run_id=run.id,
+            job_name=run.job_name,
+            status="pending",
+            message="Run triggered successfully",
+        )
+
+    @get("/{job_id:str}/runs", sync_to_thread=True, summary="The job's runs, newest first")
+    def runs(
+        self,
+        principal: Principal,
+        container: Container,
+        project_id: str,
+        job_id: str,
+        status: str | None = None,
+        cursor: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
+    ) -> RunList:
+        if status is not None and status not in RUN_STATUSES:
+            raise invalid("status", "use one of " + ", ".join(RUN_STATUSES))
+        page = container.runs.list_runs(
+            principal,
+            project_id=project_id,
+            job_id=job_id,
+            status=status,
+            cursor=cursor,
+            limit=limit,
+        )
+        return RunList([run_out(r) for r in page.runs], page.total, page.next_cursor)
+
+    @get(
+        "/{job_id:str}/status",
+        sync_to_thread=True,
+        summary="Last run, counts by status, next fire time; ?window=7d adds statistics",
+    )
+    def status(
+        self,
+        principal: Principal,
+        container: Container,
+        project_id: str,
+        job_id: str,
+        window: str | None = None,
+    ) -> JobStatus:
+        span = None
+        if window is not None:
+            unit = window[-1:]
+            if (
+                unit not in _WINDOW_UNITS
+                or not window[:-1].isdigit()
+                or not (0 < int(window[:-1]) <= 9999)
+            ):
+                raise invalid("window", "use a number of hours or days such as 24h or 7d")
+            span = timedelta(seconds=int(window[:-1]) * _WINDOW_UNITS[unit])
+        return container.runs.status(principal, project_id, job_id, span, window or "")

@@ -1,0 +1,142 @@
+"""Every failure becomes an RFC 9457 problem (application/problem+json).
+
+Bodies never carry stack traces, SQL or secrets: unexpected errors are logged with the
+request id and answered with a generic 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from litestar import Request, Response
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from app.api.views import Problem
+from app.errors import RunyardError
+
+log = logging.getLogger("runyard.api")
+PROBLEM_BASE = "https://runyard.dev/problems/"
+PROBLEM_JSON = "application/problem+json"
+
+_TITLES = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthorized", "Unauthorized"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    409: ("conflict", "Conflict"),
+    413: ("body-too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("validation", "Validation failed"),
+    429: ("rate-limited", "Too many requests"),
+}
+
+Req = Request[Any, Any, Any]
+
+
+def _response(
+    request: Req,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    errors: list[dict[str, str]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Problem]:
+    problem = Problem(
+        type=PROBLEM_BASE + slug,
+        title=title,
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        errors=errors or [],
+    )
+    return Response(problem, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def runyard_error(request: Req, exc: RunyardError) -> Response[Problem]:
+    return _response(
+        request,
+        exc.status,
+        exc.slug,
+        exc.title,
+        exc.detail,
+        [{"field": e.field, "message": e.message} for e in exc.errors],
+        exc.headers or None,
+    )
+
+
+def _field_of(key: str | None) -> str:
+    return key or "body"
+
+
+def validation_error(request: Req, exc: ValidationException) -> Response[Problem]:
+    """Litestar's 400 for bodies and parameters that do not decode or fit their type."""
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    errors = []
+    for item in extra:
+        if isinstance(item, dict):
+            message = str(item.get("message", "invalid value"))
+            field = _field_of(item.get("key"))
+            if field == "data" and message == "'data'":
+                field, message = "body", "a JSON object is required"
+            errors.append({"field": field, "message": message[:500]})
+    detail_text = str(exc.detail)
+    if not errors:
+        errors = [{"field": "body", "message": detail_text[:500]}]
+    summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return _response(
+        request,
+        422,
+        "validation",
+        "Validation failed",
+        f"The request has invalid fields: {summary}"[:2000],
+        errors,
+    )
+
+
+def http_error(request: Req, exc: HTTPException) -> Response[Problem]:
+    status = exc.status_code
+    slug, title = _TITLES.get(status, ("http-error", "Request failed"))
+    detail = str(exc.detail)
+    if status == 400 and isinstance(exc.__cause__, SerializationException):
+        return _response(
+            request,
+            400,
+            "bad-request",
+            "Malformed request body",
+            f"The request body is not valid JSON ({exc.__cause__}). Send a JSON "
+            "object with 'Content-Type: application/json'.",
+        )
+    if status == 404:
+        detail = f"No route matches {request.method} {request.url.path}; see /schema for the API."
+    elif status == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}; see /schema."
+    elif status == 413:
+        detail = "The request body is larger than this server accepts (RUNYARD_MAX_BODY_BYTES)."
+    elif status >= 500:
+        log.error("HTTP error %s on %s %s: %s", status, request.method, request.url.path, detail)
+        detail = "The server could not complete the request."
+    headers = dict(exc.headers or {})
+    return _response(request, status, slug, title, detail, headers=headers or None)
+
+
+def unexpected_error(request: Req, exc: Exception) -> Response[Problem]:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return _response(
+        request,
+        500,
+        "internal",
+        "Internal error",
+        "runyard hit an unexpected error; it was logged. Try again, and report it if it persists.",
+    )
+
+
+EXCEPTION_HANDLERS: ExceptionHandlersMap = {
+    RunyardError: runyard_error,
+    ValidationException: validation_error,
+    HTTPException: http_error,
+    Exception: unexpected_error,
+}

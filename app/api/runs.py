@@ -1,0 +1,104 @@
+"""/api/v1/runs: run records, stored logs, cancel and rerun."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, MediaType, get, post
+from litestar.params import Parameter
+
+from app.api.views import RunConfig, RunList, TriggerBody, parse_time, run_out
+from app.container import Container
+from app.errors import invalid
+from app.models import RUN_STATUSES, Principal, RunOut
+
+
+class RunController(Controller):
+    path = "/api/v1/runs"
+    tags = ["runs"]
+
+    @get("/", sync_to_thread=True, summary="The organization's runs, newest first")
+    def list_runs(
+        self,
+        principal: Principal,
+        container: Container,
+        project_id: str | None = None,
+        job_id: str | None = None,
+        status: str | None = None,
+        since: str | None = None,
+        cursor: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
+    ) -> RunList:
+        if status is not None and status not in RUN_STATUSES:
+            raise invalid("status", "use one of " + ", ".join(RUN_STATUSES))
+        page = container.runs.list_runs(
+            principal,
+            project_id=project_id,
+            job_id=job_id,
+            status=status,
+            since=parse_time("since", since),
+            cursor=cursor,
+            limit=limit,
+        )
+        return RunList([run_out(r) for r in page.runs], page.total, page.next_cursor)
+
+    @get("/{run_id:str}", sync_to_thread=True, summary="A run record")
+    def get_run(self, principal: Principal, container: Container, run_id: str) -> RunOut:
+        return run_out(container.runs.get(principal, run_id))
+
+    @get(
+        "/{run_id:str}/config",
+        sync_to_thread=True,
+        summary="The configuration snapshot the run used",
+    )
+    def run_config(self, principal: Principal, container: Container, run_id: str) -> RunConfig:
+        run = container.runs.get(principal, run_id)
+        return RunConfig(
+            run_id=run.id,
+            job_version=run.job_version,
+            config=container.runs.config(principal, run_id),
+        )
+
+    @get(
+        "/{run_id:str}/logs",
+        sync_to_thread=True,
+        media_type=MediaType.TEXT,
+        summary="The run's logs as plain text (live while it runs)",
+    )
+    def logs(
+        self,
+        principal: Principal,
+        container: Container,
+        run_id: str,
+        tail: Annotated[int | None, Parameter(ge=0, le=1_000_000)] = None,
+        since: str | None = None,
+        search: Annotated[str | None, Parameter(max_length=500)] = None,
+    ) -> str:
+        return container.runs.logs(
+            principal, run_id, tail=tail, since=parse_time("since", since), search=search
+        )
+
+    @post(
+        "/{run_id:str}/cancel",
+        sync_to_thread=True,
+        status_code=200,
+        summary="Cancel a pending or running run",
+    )
+    def cancel(self, principal: Principal, container: Container, run_id: str) -> RunOut:
+        return run_out(container.runs.cancel(principal, run_id))
+
+    @post(
+        "/{run_id:str}/rerun",
+        sync_to_thread=True,
+        status_code=201,
+        summary="Run again from this run's configuration snapshot",
+    )
+    def rerun(
+        self,
+        principal: Principal,
+        container: Container,
+        run_id: str,
+        data: TriggerBody | None = None,
+    ) -> RunOut:
+        override = data.command_override if data else None
+        return run_out(container.runs.rerun(principal, run_id, override))

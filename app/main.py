@@ -1,0 +1,78 @@
+"""The Litestar application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from anyio import to_thread
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from app import __version__
+from app.api.auth import AuthMiddleware, provide_principal, writers_only
+from app.api.health import health, ready
+from app.api.jobs import JobController
+from app.api.problems import EXCEPTION_HANDLERS
+from app.api.projects import ProjectController
+from app.api.runs import RunController
+from app.container import Container
+from app.settings import Settings
+
+
+def _provide_container(state: State) -> Container:
+    container: Container = state.container
+    return container
+
+
+def create_app(settings: Settings | None = None, container: Container | None = None) -> Litestar:
+    """Build the app. Pass a container to share one with the caller (tests, the demo);
+    otherwise one is built from ``settings`` (or the environment) and owned by the app."""
+    settings = settings or (container.settings if container else Settings.from_env())
+    owned = container is None
+    state = State({"container": container or Container(settings)})
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        # Starting recovers interrupted runs and starts the scheduler: blocking work.
+        the_container: Container = app.state.container
+        if owned:
+            await to_thread.run_sync(the_container.start)
+        try:
+            yield
+        finally:
+            if owned:
+                await to_thread.run_sync(the_container.stop)
+
+    return Litestar(
+        route_handlers=[ProjectController, JobController, RunController, health, ready],
+        dependencies={
+            "principal": Provide(provide_principal, sync_to_thread=False),
+            "container": Provide(_provide_container, sync_to_thread=False),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        middleware=[AuthMiddleware],
+        guards=[writers_only],
+        state=state,
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="runyard",
+            version=__version__,
+            description="Run dbt and SQLMesh projects on a schedule.",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "bearer": SecurityScheme(
+                        type="http",
+                        scheme="bearer",
+                        description="A token from 'runyard tokens create'",
+                    )
+                }
+            ),
+            security=[{"bearer": []}],
+        ),
+    )

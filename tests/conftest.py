@@ -1,0 +1,90 @@
+"""Shared fixtures: a real app over a temporary SQLite database, and tokens for three
+callers: an admin and a viewer of org "acme", and an admin of another org "globex"."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from litestar.testing import TestClient
+
+from app.container import Container
+from app.main import create_app
+from app.settings import Settings
+
+os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
+os.environ.setdefault("SQLMESH__DISABLE_ANONYMIZED_ANALYTICS", "1")
+
+ContainerFactory = Callable[..., Container]
+
+
+@pytest.fixture
+def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "database": str(tmp_path / "runyard.db"),
+            "executor": "local",
+            "workdir": str(tmp_path),
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def container_factory(settings_factory: Callable[..., Settings]) -> Iterator[ContainerFactory]:
+    """Builds started containers; every one is stopped at the end of the test."""
+    made: list[Container] = []
+
+    def make(start: bool = True, **overrides: Any) -> Container:
+        container = Container(settings_factory(**overrides))
+        if start:
+            container.start()
+        made.append(container)
+        return container
+
+    yield make
+    for container in reversed(made):
+        container.stop()
+
+
+@pytest.fixture
+def container(container_factory: ContainerFactory) -> Container:
+    return container_factory()
+
+
+@pytest.fixture
+def client(container: Container) -> Iterator[TestClient[Any]]:
+    with TestClient(create_app(container=container)) as test_client:
+        yield test_client
+
+
+def _headers(container: Container, org: str, role: str) -> dict[str, str]:
+    token, _ = container.tokens.create(org, role)
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def admin_headers(container: Container) -> dict[str, str]:
+    return _headers(container, "acme", "admin")
+
+
+@pytest.fixture
+def viewer_headers(container: Container) -> dict[str, str]:
+    return _headers(container, "acme", "viewer")
+
+
+@pytest.fixture
+def other_org_headers(container: Container) -> dict[str, str]:
+    return _headers(container, "globex", "admin")
+
+
+@pytest.fixture(autouse=True)
+def _quiet_http_client_logs() -> None:
+    # httpx logs every request at INFO; test output is easier to read without them.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
