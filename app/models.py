@@ -227,6 +227,8 @@ class RunRecord(Run, kw_only=True):
 
     org_id: str
     snapshot: RunSnapshot
+    idempotency_key: str | None = None
+    request_hash: str | None = None
 
 
 class RunOut(Run, kw_only=True):

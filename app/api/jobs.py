@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from litestar import Controller, delete, get, post, put
+from litestar import Controller, Response, delete, get, post, put
 from litestar.params import Parameter
 
 from app.api.views import (
@@ -20,7 +20,7 @@ from app.api.views import (
 from app.container import Container
 from app.errors import invalid
 from app.models import RUN_STATUSES, JobOut, Principal
-from app.services.jobs import JobCreate, JobPatch
+from app.services.jobs import BatchBody, BatchResult, Dependencies, JobCreate, JobPatch
 from app.services.runs import JobStatus
 
 _WINDOW_UNITS = {"h": 3600, "d": 86400}
@@ -40,6 +40,38 @@ class JobController(Controller):
         self, principal: Principal, container: Container, project_id: str, data: JobCreate
     ) -> JobOut:
         return job_out(container.jobs.create(principal, project_id, data))
+
+    @post(
+        "/batch-enable",
+        sync_to_thread=True,
+        status_code=200,
+        summary="Enable many jobs of the project at once",
+    )
+    def batch_enable(
+        self, principal: Principal, container: Container, project_id: str, data: BatchBody
+    ) -> BatchResult:
+        return container.jobs.set_enabled(principal, project_id, data.job_ids, True)
+
+    @post(
+        "/batch-disable",
+        sync_to_thread=True,
+        status_code=200,
+        summary="Disable many jobs of the project at once",
+    )
+    def batch_disable(
+        self, principal: Principal, container: Container, project_id: str, data: BatchBody
+    ) -> BatchResult:
+        return container.jobs.set_enabled(principal, project_id, data.job_ids, False)
+
+    @get(
+        "/{job_id:str}/dependencies",
+        sync_to_thread=True,
+        summary="The job's upstream and downstream jobs",
+    )
+    def job_dependencies(
+        self, principal: Principal, container: Container, project_id: str, job_id: str
+    ) -> Dependencies:
+        return container.jobs.dependencies(principal, project_id, job_id)
 
     @get("/{job_id:str}", sync_to_thread=True, summary="Read a job")
     def get_job(
@@ -83,7 +115,7 @@ class JobController(Controller):
         "/{job_id:str}/trigger",
         sync_to_thread=True,
         status_code=201,
-        summary="Start a one-off run of the job",
+        summary="Start a one-off run of the job (Idempotency-Key header supported)",
     )
     def trigger(
         self,
@@ -92,15 +124,26 @@ class JobController(Controller):
         project_id: str,
         job_id: str,
         data: TriggerBody | None = None,
-    ) -> TriggerResult:
+        idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key")] = None,
+    ) -> Response[TriggerResult]:
         override = data.command_override if data else None
-        run = container.runs.trigger(principal, project_id, job_id, override)
-        return TriggerResult(
+        result = container.runs.trigger(principal, project_id, job_id, override, idempotency_key)
+        run = result.run
+        if result.replayed:
+            replay = TriggerResult(
+                job_run_id=run.id,
+                job_name=run.job_name,
+                status=run.status,
+                message="This Idempotency-Key already started this run",
+            )
+            return Response(replay, status_code=200)
+        body = TriggerResult(
             job_run_id=run.id,
             job_name=run.job_name,
             status="pending",
             message="Run triggered successfully",
         )
+        return Response(body, status_code=201)
 
     @get("/{job_id:str}/runs", sync_to_thread=True, summary="The job's runs, newest first")
     def runs(

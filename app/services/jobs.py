@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from app.errors import Conflict, FieldError, Invalid, NotFound
+from app.errors import Conflict, FieldError, Invalid, NotFound, invalid
 from app.executors.base import Executor
 from app.ids import new_id, utcnow
 from app.models import Dependency, Job, JobConfig, JobVersion, Principal, Project
@@ -100,7 +100,32 @@ class JobService:
         self.get(principal, project_id, job_id)
         return self._store.jobs.versions(job_id)
 
+    def dependencies(self, principal: Principal, project_id: str, job_id: str) -> Dependencies:
+        job = self.get(principal, project_id, job_id)
+        return dependencies_of(job, self._store.jobs.for_org(principal.org_id))
+
     # --- writes -------------------------------------------------------------------------
+
+    def set_enabled(
+        self, principal: Principal, project_id: str, job_ids: list[str], enabled: bool
+    ) -> BatchResult:
+        """Enable or disable many jobs of a project; all ids are checked before any change."""
+        require_writer(principal)
+        self.project(principal, project_id)
+        if not job_ids or len(job_ids) > 1000:
+            raise invalid("job_ids", "give between 1 and 1,000 job ids")
+        known = {j.id: j for j in self._store.jobs.for_project(project_id)}
+        unknown = sorted({i for i in job_ids if i not in known})
+        if unknown:
+            raise invalid("job_ids", "not jobs of this project: " + ", ".join(unknown))
+        changed, unchanged = [], []
+        for job_id in dict.fromkeys(job_ids):
+            if known[job_id].enabled == enabled:
+                unchanged.append(job_id)
+                continue
+            self.update(principal, project_id, job_id, JobPatch(enabled=enabled))
+            changed.append(job_id)
+        return BatchResult(changed=changed, unchanged=unchanged)
 
     def create(self, principal: Principal, project_id: str, body: JobCreate) -> Job:
         require_writer(principal)
@@ -296,3 +321,46 @@ def _find_cycle(start: str, upstreams: dict[str, list[str]]) -> list[str] | None
                 visited.add(nxt)
                 stack.append((nxt, [*path, nxt]))
     return None
+
+
+class DependencyLink(msgspec.Struct, kw_only=True):
+    job_id: str
+    job_name: str
+    project_id: str
+    on: str
+
+
+class Dependencies(msgspec.Struct, kw_only=True):
+    job_id: str
+    upstream: list[DependencyLink]
+    downstream: list[DependencyLink]
+
+
+class BatchBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    job_ids: list[str]
+
+
+class BatchResult(msgspec.Struct, kw_only=True):
+    changed: list[str]
+    unchanged: list[str]
+
+
+def dependencies_of(job: Job, org_jobs: list[Job]) -> Dependencies:
+    by_id = {j.id: j for j in org_jobs}
+    upstream = [
+        DependencyLink(
+            job_id=d.job_id,
+            job_name=by_id[d.job_id].name,
+            project_id=by_id[d.job_id].project_id,
+            on=d.on,
+        )
+        for d in job.depends_on
+        if d.job_id in by_id
+    ]
+    downstream = [
+        DependencyLink(job_id=j.id, job_name=j.name, project_id=j.project_id, on=d.on)
+        for j in org_jobs
+        for d in j.depends_on
+        if d.job_id == job.id
+    ]
+    return Dependencies(job_id=job.id, upstream=upstream, downstream=downstream)

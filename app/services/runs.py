@@ -7,6 +7,7 @@ atomically with the insert, and hands the run to the executor.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import secrets
@@ -16,7 +17,15 @@ from datetime import datetime, timedelta
 import msgspec
 
 from app.cron import next_fire
-from app.errors import ClusterError, ClusterUnavailable, Conflict, Invalid, NotFound, RunyardError
+from app.errors import (
+    ClusterError,
+    ClusterUnavailable,
+    Conflict,
+    Invalid,
+    NotFound,
+    RunyardError,
+    invalid,
+)
 from app.executors.base import Executor, Outcome
 from app.ids import new_id, utcnow
 from app.models import (
@@ -37,6 +46,26 @@ from app.store.jobs import config_of
 from app.tracker import RunTracker
 
 log = logging.getLogger("runyard.runs")
+
+
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+class Triggered(msgspec.Struct):
+    run: Run
+    replayed: bool
+
+
+class _Replayed(Exception):
+    """Internal: an idempotency key matched an earlier run."""
+
+    def __init__(self, run: Run) -> None:
+        super().__init__(run.id)
+        self.run = run
+
+
+def _request_hash(command_override: str | None) -> str:
+    return hashlib.sha256(msgspec.json.encode({"command_override": command_override})).hexdigest()
 
 
 class WindowStats(msgspec.Struct, kw_only=True):
@@ -88,15 +117,29 @@ class RunService:
         project_id: str,
         job_id: str,
         command_override: str | None = None,
-    ) -> RunRecord:
+        idempotency_key: str | None = None,
+    ) -> Triggered:
+        """A manual run. With an idempotency key, the same key within 24 hours returns the
+        run it started instead of starting another; reusing it for another body is a 422."""
         require_writer(principal)
         project = self._project(principal, project_id)
         job = self._store.jobs.get(principal.org_id, project_id, job_id)
         if job is None:
             raise NotFound(f"No job with id {job_id!r} in project {project_id!r}.")
-        run = self.start_run(project, job, triggered_by="manual", command_override=command_override)
+        if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
+            raise invalid("Idempotency-Key", "use 1 to 255 characters")
+        try:
+            run = self.start_run(
+                project,
+                job,
+                triggered_by="manual",
+                command_override=command_override,
+                idempotency_key=idempotency_key,
+            )
+        except _Replayed as replay:
+            return Triggered(replay.run, replayed=True)
         assert run is not None  # manual runs are refused with an error, never skipped
-        return run
+        return Triggered(run, replayed=False)
 
     def rerun(
         self, principal: Principal, run_id: str, command_override: str | None = None
@@ -133,6 +176,7 @@ class RunService:
         upstream_run_id: str | None = None,
         scheduled_for: datetime | None = None,
         job_name: str | None = None,
+        idempotency_key: str | None = None,
     ) -> RunRecord | None:
         """Record and launch a run. Returns None when a scheduled or dependency run is
         skipped (Forbid with a run active, or the slot already has a run)."""
@@ -174,9 +218,24 @@ class RunService:
             created_at=now,
             updated_at=now,
             snapshot=snapshot,
+            idempotency_key=idempotency_key,
+            request_hash=_request_hash(command_override) if idempotency_key else None,
         )
         policy = config.concurrency_policy
-        inserted, active = self._store.runs.insert_exclusive(record, forbid=policy == "Forbid")
+        admission = self._store.runs.insert_exclusive(
+            record,
+            forbid=policy == "Forbid",
+            replay_since=now - IDEMPOTENCY_WINDOW if idempotency_key else None,
+        )
+        if admission.replay is not None:
+            if admission.replay_hash != record.request_hash:
+                raise invalid(
+                    "Idempotency-Key",
+                    "this key was already used within 24 hours "
+                    "for a trigger with a different body; use a new key",
+                )
+            raise _Replayed(admission.replay)
+        inserted, active = admission.inserted, admission.active
         if not inserted and active:
             if triggered_by in ("manual", "rerun"):
                 raise Conflict(
@@ -195,8 +254,7 @@ class RunService:
                 return None  # this slot or this Kubernetes Job already has its run
             # Two runs of one job in the same second on Kubernetes: make the name unique.
             record.job_name = run_job_name(project.name, config.name, now, secrets.token_hex(2))
-            inserted, _ = self._store.runs.insert_exclusive(record, forbid=False)
-            if not inserted:  # pragma: no cover - a second collision within one second
+            if not self._store.runs.insert_exclusive(record, forbid=False).inserted:
                 raise Conflict("Too many runs of this job started at once; try again.")
         if policy == "Replace":
             for other in active:

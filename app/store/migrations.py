@@ -105,6 +105,8 @@ MIGRATIONS: tuple[Migration, ...] = (
                 log_bytes INTEGER NOT NULL DEFAULT 0,
                 log_head_seq INTEGER,
                 log_dropped_bytes INTEGER NOT NULL DEFAULT 0,
+                idempotency_key TEXT,
+                request_hash TEXT,
                 created_at TEXT NOT NULL,
                 updated_at TEXT NOT NULL
             )""",
@@ -115,6 +117,8 @@ MIGRATIONS: tuple[Migration, ...] = (
             # One run per scheduled slot and per Kubernetes Job, however often events repeat.
             """CREATE UNIQUE INDEX runs_one_per_slot ON runs (job_id, scheduled_for)
                WHERE scheduled_for IS NOT NULL""",
+            """CREATE INDEX runs_by_idempotency_key ON runs (job_id, idempotency_key)
+               WHERE idempotency_key IS NOT NULL""",
             """CREATE UNIQUE INDEX runs_one_per_k8s_job ON runs (namespace, job_name)
                WHERE namespace IS NOT NULL AND job_name IS NOT NULL""",
             """CREATE TABLE run_log_chunks (

@@ -67,6 +67,15 @@ def _record(row: dict[str, Any]) -> RunRecord:
     )
 
 
+class Admission(msgspec.Struct):
+    """What happened to a run offered for insertion."""
+
+    inserted: bool
+    active: list[Run]
+    replay: Run | None = None
+    replay_hash: str | None = None
+
+
 class RunPage(msgspec.Struct):
     runs: list[Run]
     total: int
@@ -84,8 +93,9 @@ class RunRepo:
         try:
             with self._db.write() as db:
                 db.conn.execute(
-                    f"INSERT INTO runs ({_RUN_COLUMNS}, org_id, snapshot) VALUES"
-                    " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO runs ({_RUN_COLUMNS}, org_id, snapshot, idempotency_key,"
+                    " request_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                    " ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         run.id,
                         run.project_id,
@@ -112,6 +122,8 @@ class RunRepo:
                         to_text(run.updated_at),
                         run.org_id,
                         _encode(run.snapshot).decode(),
+                        run.idempotency_key,
+                        run.request_hash,
                     ),
                 )
         except sqlite3.IntegrityError as exc:
@@ -120,14 +132,25 @@ class RunRepo:
             raise
         return True
 
-    def insert_exclusive(self, run: RunRecord, *, forbid: bool) -> tuple[bool, list[Run]]:
-        """Insert unless ``forbid`` and the job has an active run, in one transaction so
-        concurrent triggers cannot both pass the check. Returns (inserted, active runs)."""
+    def insert_exclusive(
+        self, run: RunRecord, *, forbid: bool, replay_since: datetime | None = None
+    ) -> Admission:
+        """Insert the run in one transaction with the checks that must not race: a run
+        already started with the same idempotency key (since ``replay_since``) is returned
+        instead, and with ``forbid`` an active run of the job blocks the insert."""
         with self._db.write():
+            if run.idempotency_key and replay_since is not None:
+                row = self._db.row(
+                    f"SELECT {_RUN_COLUMNS}, request_hash FROM runs WHERE job_id = ?"
+                    " AND idempotency_key = ? AND created_at >= ? ORDER BY seq DESC LIMIT 1",
+                    (run.job_id, run.idempotency_key, to_text(replay_since)),
+                )
+                if row is not None:
+                    return Admission(False, [], _run(row), row["request_hash"])
             active = self.active_for_job(run.job_id)
             if forbid and active:
-                return False, active
-            return self.insert(run), active
+                return Admission(False, active)
+            return Admission(self.insert(run), active)
 
     def set_k8s_names(self, run_id: str, job_name: str, namespace: str | None) -> None:
         self._db.execute(

@@ -213,3 +213,40 @@ def test_dependencies_cycle_refused(client: TestClient[Any], admin_headers: H) -
     )
     body = assert_problem(response, 422, field="depends_on")
     assert "a -> b -> a" in body["detail"]
+
+
+def test_batch_enable_disable(client: TestClient[Any], admin_headers: H) -> None:
+    project = make_project(client, admin_headers)
+    jobs = [make_job(client, admin_headers, project["id"], name=f"j{i}") for i in range(3)]
+    url = f"/api/v1/projects/{project['id']}/jobs"
+    ids = [j["id"] for j in jobs]
+    response = client.post(url + "/batch-disable", json={"job_ids": ids[:2]}, headers=admin_headers)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"changed": ids[:2], "unchanged": []}
+    states = {j["id"]: j["enabled"] for j in client.get(url, headers=admin_headers).json()["jobs"]}
+    assert states == {ids[0]: False, ids[1]: False, ids[2]: True}
+    again = client.post(url + "/batch-enable", json={"job_ids": ids}, headers=admin_headers)
+    assert again.json() == {"changed": ids[:2], "unchanged": [ids[2]]}
+    # An unknown id refuses the whole batch and changes nothing.
+    bad = client.post(url + "/batch-disable", json={"job_ids": [ids[0], "job_nope"]},
+                      headers=admin_headers)
+    assert "job_nope" in assert_problem(bad, 422, field="job_ids")["detail"]
+    assert all(j["enabled"] for j in client.get(url, headers=admin_headers).json()["jobs"])
+
+
+def test_dependencies_endpoint(client: TestClient[Any], admin_headers: H) -> None:
+    ingest = make_project(client, admin_headers, name="ingest", kind="sqlmesh")
+    dbt = make_project(client, admin_headers)
+    a = make_job(client, admin_headers, ingest["id"], name="load", command="sqlmesh run")
+    b = make_job(client, admin_headers, dbt["id"], name="build", schedule=None,
+                 depends_on=[{"job_id": a["id"], "on": "success"}])
+    up = client.get(f"/api/v1/projects/{dbt['id']}/jobs/{b['id']}/dependencies",
+                    headers=admin_headers).json()
+    assert up["upstream"] == [{"job_id": a["id"], "job_name": "load",
+                               "project_id": ingest["id"], "on": "success"}]
+    down = client.get(f"/api/v1/projects/{ingest['id']}/jobs/{a['id']}/dependencies",
+                      headers=admin_headers).json()
+    assert [d["job_id"] for d in down["downstream"]] == [b["id"]]
+    # An upstream cannot be deleted while others depend on it.
+    assert_problem(client.delete(f"/api/v1/projects/{ingest['id']}/jobs/{a['id']}",
+                                 headers=admin_headers), 409)

@@ -86,6 +86,9 @@ def _fill(path: str, ids: dict[str, str]) -> str:
     return PARAM.sub(lambda m: ids.get(m.group(1), "x"), path)
 
 
+ids_placeholder = "job_from_seed"
+
+
 def _body(method: str, path: str) -> dict[str, Any]:
     """A body that is valid for the route, so the answer is about access, not the body."""
     if method == "POST" and path.endswith("/jobs"):
@@ -94,6 +97,8 @@ def _body(method: str, path: str) -> dict[str, Any]:
         return {"name": "other", "kind": "dbt"}
     if method == "PUT":
         return {"description": "changed"}
+    if path.endswith(("/batch-enable", "/batch-disable")):
+        return {"job_ids": [ids_placeholder]}
     return {}
 
 
