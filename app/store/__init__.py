@@ -6,6 +6,7 @@ from pathlib import Path
 
 from app.store.db import Database
 from app.store.jobs import JobRepo
+from app.store.local import LocalRepo
 from app.store.orgs import OrgRepo, TokenRepo
 from app.store.projects import ProjectRepo
 from app.store.runs import RunPage, RunRepo
@@ -21,6 +22,7 @@ class Store:
         self.projects = ProjectRepo(self.database)
         self.jobs = JobRepo(self.database)
         self.runs = RunRepo(self.database)
+        self.local = LocalRepo(self.database)  # local executor and scheduler state
 
     def migrate(self) -> int:
         return self.database.migrate()

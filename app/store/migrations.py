@@ -130,6 +130,32 @@ MIGRATIONS: tuple[Migration, ...] = (
             ) WITHOUT ROWID""",
         ),
     ),
+    Migration(
+        3,
+        "local executor processes and embedded scheduler state",
+        (
+            # One row per active local run: enough to find its process again after a restart.
+            # ``identity`` (boot id and process start time) tells a live process from another
+            # that later received the same pid.
+            """CREATE TABLE local_processes (
+                run_id TEXT PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+                pid INTEGER NOT NULL,
+                identity TEXT NOT NULL,
+                attempt INTEGER NOT NULL,
+                first_started_at TEXT NOT NULL,
+                spool TEXT NOT NULL,
+                log_offset INTEGER NOT NULL DEFAULT 0,
+                updated_at TEXT NOT NULL
+            )""",
+            # The last cron slot the scheduler considered per job (fired, skipped or missed),
+            # so a restart knows which slots it missed and never fires one twice.
+            """CREATE TABLE scheduler_state (
+                job_id TEXT PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
+                last_slot TEXT NOT NULL,
+                updated_at TEXT NOT NULL
+            )""",
+        ),
+    ),
 )
 
 CURRENT_VERSION = MIGRATIONS[-1].version
