@@ -18,6 +18,8 @@ from app.services.commands import CommandChecker
 from app.services.jobs import JobService
 from app.services.outbound import OutboundPolicy
 from app.services.projects import ProjectService
+from app.services.ratelimit import RateLimiter
+from app.services.retention import RetentionWorker
 from app.services.runs import RunService
 from app.services.tokens import TokenService
 from app.settings import ExecutorName, Settings
@@ -60,7 +62,11 @@ class Container:
         self.executor_name: ExecutorName = choose_executor(settings)
         factory = executor_factory or default_executor_factory(self.executor_name)
         self.executor = factory(self)
+        self.retention = RetentionWorker(self.store, settings.run_retention_days, clock)
         self.tokens = TokenService(self.store)
+        self.rate_limiter = RateLimiter(
+            settings.rate_limit.requests, settings.rate_limit.per_seconds
+        )
         self.projects = ProjectService(self.store, self.executor, self.outbound, clock)
         self.jobs = JobService(self.store, self.executor, self.commands, self.outbound, clock)
         self.runs = RunService(
@@ -68,10 +74,12 @@ class Container:
         )
 
     def start(self) -> None:
-        """Start background work: the executor's watchers and schedulers."""
+        """Start background work: the executor's watchers and schedulers, retention."""
         self.executor.start()
+        self.retention.start()
 
     def stop(self) -> None:
+        self.retention.stop()
         self.executor.stop()
         self.store.close()
 

@@ -47,8 +47,10 @@ class AuthMiddleware(AbstractMiddleware):
         if scope["path"].startswith("/api/"):
             headers = dict(scope["headers"])
             header = headers.get(b"authorization", b"").decode("latin-1")
-            tokens: TokenService = scope["app"].state.container.tokens
-            scope.setdefault("state", {})["principal"] = await _authenticate(tokens, header)
+            container = scope["app"].state.container
+            principal = await _authenticate(container.tokens, header)
+            container.rate_limiter.take(principal.token_id)
+            scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
 
 

@@ -152,3 +152,28 @@ def test_secrets_never_in_logs_or_bodies(
     for record in caplog.records:
         line = record.getMessage() + str(vars(record))
         assert SECRET not in line and token not in line and "envsecret-value" not in line
+
+
+def test_rate_limit_answers_429_with_retry_after(container_factory: Any) -> None:
+    from app.main import create_app
+    from app.settings import RateLimit
+
+    limited = container_factory(rate_limit=RateLimit(5, 60))
+    token, _ = limited.tokens.create("acme", "viewer")
+    other, _ = limited.tokens.create("acme", "viewer")
+    with TestClient(create_app(container=limited)) as test_client:
+        headers = {"Authorization": f"Bearer {token}"}
+        statuses = [
+            test_client.get("/api/v1/projects", headers=headers).status_code for _ in range(6)
+        ]
+        assert statuses == [200] * 5 + [429]
+        refused = test_client.get("/api/v1/projects", headers=headers)
+        assert_problem(refused, 429)
+        assert int(refused.headers["retry-after"]) >= 1
+        assert (
+            test_client.get(
+                "/api/v1/projects", headers={"Authorization": f"Bearer {other}"}
+            ).status_code
+            == 200
+        )
+        assert test_client.get("/health").status_code == 200  # outside /api/v1: no budget

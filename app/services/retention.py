@@ -1,0 +1,57 @@
+"""Retention: finished runs and their logs older than the configured age are pruned in the
+background. Active runs are never touched, whatever their age."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from app.store import Store
+
+log = logging.getLogger("runyard.retention")
+
+
+class RetentionWorker:
+    def __init__(
+        self,
+        store: Store,
+        days: int,
+        clock: Callable[[], datetime],
+        interval_seconds: float = 3600.0,
+    ) -> None:
+        self._store = store
+        self._days = days
+        self._clock = clock
+        self._interval = interval_seconds
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def prune_once(self) -> int:
+        cutoff = self._clock() - timedelta(days=self._days)
+        removed = self._store.runs.delete_older_than(cutoff)
+        if removed:
+            log.info("pruned old runs", extra={"removed": removed, "days": self._days})
+        return removed
+
+    def start(self) -> None:
+        if self._days <= 0 or self._thread is not None:
+            return  # 0 keeps runs forever
+        self._thread = threading.Thread(target=self._loop, name="runyard-retention", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.prune_once()
+            except Exception:
+                log.exception("pruning old runs failed; will try again")
+            if self._stop.wait(self._interval):
+                return
