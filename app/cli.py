@@ -11,6 +11,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from app.cli_client import add_client_commands, run_client_command
 from app.settings import Settings, SettingsError
 
 EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
@@ -146,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("token_id")
     revoke.set_defaults(func=cmd_tokens_revoke)
 
+    add_client_commands(sub)
+
     demo = sub.add_parser("demo", help="run the example dbt and SQLMesh projects end to end")
     demo.add_argument("demo_args", nargs=argparse.REMAINDER)
     demo.set_defaults(func=cmd_demo)
@@ -155,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "client_func", None):
+        return run_client_command(args)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
