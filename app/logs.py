@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 
 from app.settings import Settings
@@ -15,6 +16,22 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 _NEVER = frozenset(
     {"token", "authorization", "webhook_secret", "environment", "env", "password", "secret"}
 )
+
+
+# Set per request by the web layer; worker threads inherit them (anyio copies the context).
+request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+org: ContextVar[str | None] = ContextVar("org", default=None)
+
+
+class ContextFilter(logging.Filter):
+    """Adds the request id and org of the request being served, where there is one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name, var in (("request_id", request_id), ("org", org)):
+            value = var.get()
+            if value is not None and not hasattr(record, name):
+                setattr(record, name, value)
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,6 +52,7 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(ContextFilter())
     as_json = settings.log_format == "json" or (
         settings.log_format == "auto" and not sys.stderr.isatty()
     )

@@ -32,6 +32,7 @@ class RunTracker:
         # Called inside the transaction that changes the status: their writes commit with it.
         self.on_started_tx: list[RunHook] = []
         self.on_finished_tx: list[RunHook] = []
+        self.on_started: list[RunHook] = []
         # Called after the commit; failures are logged, never undo the status change.
         self.on_finished: list[RunHook] = []
 
@@ -44,6 +45,7 @@ class RunTracker:
             for hook in self.on_started_tx:
                 hook(record)
         log.info("run started", extra={"run_id": run_id})
+        self._after(self.on_started, record)
 
     def log(self, run_id: str, text: str) -> None:
         self._store.runs.append_log(run_id, text, self._cap, self._clock())
@@ -70,9 +72,13 @@ class RunTracker:
             "run finished",
             extra={"run_id": run_id, "status": outcome.status, "exit_code": outcome.exit_code},
         )
-        for after in self.on_finished:
-            try:
-                after(record)
-            except Exception:
-                log.exception("a hook after a finished run failed", extra={"run_id": run_id})
+        self._after(self.on_finished, record)
         return True
+
+    @staticmethod
+    def _after(hooks: list[RunHook], record: RunRecord) -> None:
+        for hook in hooks:
+            try:
+                hook(record)
+            except Exception:
+                log.exception("a hook after a run changed failed", extra={"run_id": record.id})

@@ -88,3 +88,78 @@ def other_org_headers(container: Container) -> dict[str, str]:
 def _quiet_http_client_logs() -> None:
     # httpx logs every request at INFO; test output is easier to read without them.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+class LiveServer:
+    """runyard served by a real uvicorn on a free port, in a background thread."""
+
+    def __init__(self, container: Container) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port: int = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.container = container
+        config = uvicorn.Config(
+            create_app(container=container),
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            access_log=False,
+        )
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+
+    def start(self) -> LiveServer:
+        import time
+
+        self._thread.start()
+        deadline = time.monotonic() + 15
+        while not self._server.started:
+            if time.monotonic() > deadline:
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=15)
+
+
+@pytest.fixture
+def live_server(container: Container) -> Iterator[LiveServer]:
+    server = LiveServer(container).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dbt_project_dir(tmp_path: Path) -> Path:
+    """A fresh copy of examples/dbt_demo to run real dbt in."""
+    import shutil
+
+    target = tmp_path / "dbt_demo"
+    shutil.copytree(
+        Path(__file__).parent.parent / "examples" / "dbt_demo",
+        target,
+        ignore=shutil.ignore_patterns("target", "logs", "*.duckdb", "dbt_packages"),
+    )
+    return target
+
+
+@pytest.fixture
+def sqlmesh_project_dir(tmp_path: Path) -> Path:
+    """A fresh copy of examples/sqlmesh_demo to run real SQLMesh in."""
+    import shutil
+
+    target = tmp_path / "sqlmesh_demo"
+    shutil.copytree(
+        Path(__file__).parent.parent / "examples" / "sqlmesh_demo",
+        target,
+        ignore=shutil.ignore_patterns("logs", ".cache", "*.duckdb", "*.db"),
+    )
+    return target

@@ -17,6 +17,7 @@ from litestar.handlers import BaseRouteHandler
 from litestar.middleware import AbstractMiddleware
 from litestar.types import Receive, Scope, Send
 
+from app import logs
 from app.errors import Forbidden, Unauthorized
 from app.models import Principal
 from app.services.tokens import TokenService
@@ -49,6 +50,7 @@ class AuthMiddleware(AbstractMiddleware):
             header = headers.get(b"authorization", b"").decode("latin-1")
             container = scope["app"].state.container
             principal = await _authenticate(container.tokens, header)
+            logs.org.set(principal.org_slug)
             container.rate_limiter.take(principal.token_id)
             scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)

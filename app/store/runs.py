@@ -268,6 +268,15 @@ class RunRepo:
         next_cursor = str(rows[limit - 1]["seq"]) if len(rows) > limit else None
         return RunPage([_run(r) for r in rows[:limit]], total, next_cursor)
 
+    def active_counts(self) -> list[tuple[str, str, int]]:
+        """(executor, status, count) of pending and running runs."""
+        rows = self._db.rows(
+            "SELECT executor, status, count(*) AS n FROM runs WHERE status IN (?, ?)"
+            " GROUP BY executor, status",
+            _ACTIVE,
+        )
+        return [(r["executor"], r["status"], int(r["n"])) for r in rows]
+
     def counts_by_status(self, job_id: str, since: datetime | None = None) -> dict[str, int]:
         sql = "SELECT status, count(*) AS n FROM runs WHERE job_id = ?"
         params: list[Any] = [job_id]

@@ -228,8 +228,9 @@ def test_batch_enable_disable(client: TestClient[Any], admin_headers: H) -> None
     again = client.post(url + "/batch-enable", json={"job_ids": ids}, headers=admin_headers)
     assert again.json() == {"changed": ids[:2], "unchanged": [ids[2]]}
     # An unknown id refuses the whole batch and changes nothing.
-    bad = client.post(url + "/batch-disable", json={"job_ids": [ids[0], "job_nope"]},
-                      headers=admin_headers)
+    bad = client.post(
+        url + "/batch-disable", json={"job_ids": [ids[0], "job_nope"]}, headers=admin_headers
+    )
     assert "job_nope" in assert_problem(bad, 422, field="job_ids")["detail"]
     assert all(j["enabled"] for j in client.get(url, headers=admin_headers).json()["jobs"])
 
@@ -238,15 +239,25 @@ def test_dependencies_endpoint(client: TestClient[Any], admin_headers: H) -> Non
     ingest = make_project(client, admin_headers, name="ingest", kind="sqlmesh")
     dbt = make_project(client, admin_headers)
     a = make_job(client, admin_headers, ingest["id"], name="load", command="sqlmesh run")
-    b = make_job(client, admin_headers, dbt["id"], name="build", schedule=None,
-                 depends_on=[{"job_id": a["id"], "on": "success"}])
-    up = client.get(f"/api/v1/projects/{dbt['id']}/jobs/{b['id']}/dependencies",
-                    headers=admin_headers).json()
-    assert up["upstream"] == [{"job_id": a["id"], "job_name": "load",
-                               "project_id": ingest["id"], "on": "success"}]
-    down = client.get(f"/api/v1/projects/{ingest['id']}/jobs/{a['id']}/dependencies",
-                      headers=admin_headers).json()
+    b = make_job(
+        client,
+        admin_headers,
+        dbt["id"],
+        name="build",
+        schedule=None,
+        depends_on=[{"job_id": a["id"], "on": "success"}],
+    )
+    up = client.get(
+        f"/api/v1/projects/{dbt['id']}/jobs/{b['id']}/dependencies", headers=admin_headers
+    ).json()
+    assert up["upstream"] == [
+        {"job_id": a["id"], "job_name": "load", "project_id": ingest["id"], "on": "success"}
+    ]
+    down = client.get(
+        f"/api/v1/projects/{ingest['id']}/jobs/{a['id']}/dependencies", headers=admin_headers
+    ).json()
     assert [d["job_id"] for d in down["downstream"]] == [b["id"]]
     # An upstream cannot be deleted while others depend on it.
-    assert_problem(client.delete(f"/api/v1/projects/{ingest['id']}/jobs/{a['id']}",
-                                 headers=admin_headers), 409)
+    assert_problem(
+        client.delete(f"/api/v1/projects/{ingest['id']}/jobs/{a['id']}", headers=admin_headers), 409
+    )

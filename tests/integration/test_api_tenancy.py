@@ -78,6 +78,7 @@ def _seed(client: TestClient[Any], container: Container, headers: H) -> dict[str
         "job_id": job["id"],
         "run_id": run.id,
         "name": "analytics-nightly-1",
+        "job_name": "analytics-nightly-1",
         "notification_id": "ntf_unknown",
     }
 
@@ -134,6 +135,10 @@ def test_other_org_sees_nothing(
         response = client.request(
             method, _fill(path, ids), headers=other_org_headers, json=_body(method, path)
         )
+        if response.status_code == 501:
+            # The live Kubernetes jobs API answers the same to everyone on the local executor.
+            assert assert_problem(response, 501)["type"].endswith("kubernetes-only")
+            continue
         assert response.status_code == 404, (method, path, response.text)
         assert_problem(response, 404)
     # Lists show only the caller's own things.
