@@ -1,0 +1,586 @@
+"""The local executor: runs each run's command as a local process, schedules with the
+embedded scheduler. The default when there is no cluster (laptops, CI, the demo).
+
+One supervisor thread per active run follows the process: it copies its output into the
+run's stored log every ``POLL_SECONDS``, enforces the deadline, retries, and reports the
+outcome to the tracker. The process runs under a tiny wrapper (``local_wrapper.py``) in its
+own process group, writing to a spool file beside the database, so it survives a crash of
+runyard and a restarted runyard can re-attach to it.
+
+Stopping runyard (``stop()``) terminates the active runs' processes and records them as
+``cancelled`` ("runyard was stopped while the run was active"): on a laptop or in CI,
+Ctrl-C should not leave dbt running unseen. Only a crash leaves processes behind; the next
+``start()`` re-attaches to those still alive and records the others as ``lost``.
+One runyard process per database: two would each take the other's runs for their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shlex
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from app.errors import RunyardError
+from app.executors.base import Launched, Outcome, RunEvents, SyncReport
+from app.executors.local_output import TAIL_BYTES, OutputCollector, engine_env
+from app.executors.local_process import (
+    build_env,
+    identity,
+    is_same_process,
+    project_dir,
+    read_exit_code,
+    reap,
+    signal_group,
+    spawn,
+)
+from app.ids import utcnow
+from app.models import Job, Project, RunRecord, RunStatus
+from app.scheduler import Scheduler
+from app.store import Store
+from app.store.local import LocalProcess
+
+if TYPE_CHECKING:
+    import subprocess
+
+    from app.container import Container
+
+log = logging.getLogger("runyard.local")
+
+POLL_SECONDS = 0.2  # how often output is copied to the log (one write per batch)
+READ_CHUNK = 1024 * 1024  # at most this much output per log write
+PARTIAL_LINE_LIMIT = 64 * 1024  # an unfinished line longer than this is stored anyway
+NO_RETRY_EXIT_CODES = frozenset({1, 2})  # dbt/SQLMesh "the project failed": as podFailurePolicy
+
+StopReason = Literal["cancelled", "timed_out", "shutdown"]
+
+
+class _Process:
+    """A process of this runyard process, started by ``spawn``."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+
+    def ended(self) -> bool:
+        return self.popen.poll() is not None
+
+    def exit_code(self) -> int | None:
+        code = self.popen.returncode
+        return 128 - code if code is not None and code < 0 else code
+
+
+class _ForeignProcess:
+    """A process started by an earlier runyard process: not our child, so its exit status
+    comes from the wrapper's exit file."""
+
+    def __init__(self, pid: int, ident: str, exit_file: Path) -> None:
+        self.pid = pid
+        self._identity = ident
+        self._exit_file = exit_file
+
+    def ended(self) -> bool:
+        reap(self.pid)
+        return not is_same_process(self.pid, self._identity)
+
+    def exit_code(self) -> int | None:
+        return read_exit_code(self._exit_file)
+
+
+class _ActiveRun:
+    """One run being followed. Its files in the spool directory: ``<run>.log`` (output),
+    ``<run>.exit`` (exit code, by the wrapper), ``<run>.dbt/`` (dbt's JSON event log)."""
+
+    def __init__(
+        self,
+        run: RunRecord,
+        cwd: Path,
+        spool_dir: Path,
+        first_started_at: datetime,
+        deadline: float,
+    ) -> None:
+        self.run = run
+        self.cwd = cwd
+        self.spool = spool_dir / f"{run.id}.log"
+        self.exit_file = spool_dir / f"{run.id}.exit"
+        dbt_log_dir = spool_dir / f"{run.id}.dbt"
+        kind = run.snapshot.project_kind
+        self.env = build_env(run, cwd, extra=engine_env(kind, cwd, dbt_log_dir))
+        self.first_started_at = first_started_at
+        self.deadline = deadline  # time.monotonic() value
+        self.attempts = run.snapshot.job.retries + 1
+        self.attempt = 1
+        self.process: _Process | _ForeignProcess | None = None
+        self.offset = 0  # bytes of the spool file already stored
+        self.collector = OutputCollector(kind, cwd, dbt_log_dir)
+        self.stop: StopReason | None = None
+        self.kill_at: float | None = None
+        self.detached = False
+        self.wake = threading.Event()
+        self.ended = threading.Event()  # the current process has ended
+        self.thread: threading.Thread | None = None
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(
+        self,
+        store: Store,
+        events: RunEvents,
+        *,
+        workdir: str = ".",
+        spool_dir: Path,
+        clock: Callable[[], datetime] = utcnow,
+        scheduler_factory: Callable[[], Scheduler] | None = None,
+        scheduler_thread: bool = True,
+        term_grace_seconds: float = 10.0,
+    ) -> None:
+        self._store = store
+        self._events = events
+        self._workdir = workdir
+        self._spool_dir = spool_dir
+        self._clock = clock
+        self._scheduler_factory = scheduler_factory
+        self._scheduler_thread = scheduler_thread  # False: tests drive scheduler.tick()
+        self._grace = term_grace_seconds
+        self._runs: dict[str, _ActiveRun] = {}
+        self._lock = threading.Lock()
+        self._stopping = False
+        self.scheduler: Scheduler | None = None
+
+    # --- runs -----------------------------------------------------------------------------
+
+    def launch(self, run: RunRecord) -> Launched:
+        cwd = project_dir(run, self._workdir)  # a 422 naming the path when it is missing
+        now = self._clock()
+        active = _ActiveRun(
+            run, cwd, self._spool_dir, now, time.monotonic() + run.snapshot.job.timeout_seconds
+        )
+        with self._lock:
+            if self._stopping:
+                raise RunyardError(
+                    "runyard is shutting down and starts no new runs; "
+                    "trigger the run again once it is back."
+                )
+            self._runs[run.id] = active
+        try:
+            self._spool_dir.mkdir(parents=True, exist_ok=True)
+            self._start_attempt(active)
+        except OSError as exc:
+            with self._lock:
+                self._runs.pop(run.id, None)
+            raise RunyardError(
+                f"runyard could not start {run.snapshot.argv[0]!r} in {str(cwd)!r}: {exc}"
+            ) from None
+        self._events.started(run.id, now)
+        self._note(active, f"{shlex.join(run.snapshot.argv)}   (in {cwd})")
+        self._supervise_in_thread(active)
+        return Launched(job_name=run.job_name or run.id)
+
+    def cancel(self, run: RunRecord) -> None:
+        """Stop the run's process group (SIGTERM, SIGKILL after the grace period) and wait
+        for it to end, so a replacing run does not meet the old one's locks."""
+        with self._lock:
+            active = self._runs.get(run.id)
+        if active is None:
+            self._stop_unsupervised(run.id)
+            return
+        self._request_stop(active, "cancelled")
+        active.ended.wait(self._grace + 5)
+
+    def live_logs(self, run: RunRecord) -> str | None:
+        return None  # the supervisor stores output while the run goes on
+
+    # --- schedules: nothing external to write; the scheduler reads the database -----------
+
+    def apply_job(self, project: Project, job: Job) -> None:
+        if self.scheduler is not None:
+            self.scheduler.refresh_job(job.id)
+
+    def remove_job(self, project: Project, job: Job) -> None:
+        if self.scheduler is not None:
+            self.scheduler.forget_job(job.id)
+
+    def deploy(self, project: Project, jobs: Sequence[Job]) -> SyncReport:
+        """created: schedules that become active; updated: active schedules whose cron or
+        zone changed; unchanged: the rest (jobs without a schedule, or disabled)."""
+        if self.scheduler is None:
+            active = sum(1 for j in jobs if j.schedule and j.enabled)
+            return SyncReport(created=active, unchanged=len(jobs) - active)
+        report = self.scheduler.preview(jobs, deployed=True)
+        self.scheduler.refresh_project(project.id)
+        return report
+
+    def undeploy(self, project: Project, jobs: Sequence[Job]) -> SyncReport:
+        """deleted: schedules that stop; unchanged: the rest. Running runs go on."""
+        if self.scheduler is None:
+            return SyncReport(unchanged=len(jobs))
+        report = self.scheduler.preview(jobs, deployed=False)
+        for job in jobs:
+            self.scheduler.forget_job(job.id)
+        return report
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._recover()
+        if self._scheduler_factory is not None and self.scheduler is None:
+            self.scheduler = self._scheduler_factory()
+            if self._scheduler_thread:
+                self.scheduler.start()
+
+    def stop(self) -> None:
+        if self.scheduler is not None:
+            self.scheduler.stop()  # first: a fire in progress still launches normally
+        with self._lock:
+            self._stopping = True
+            runs = list(self._runs.values())
+        for active in runs:
+            self._request_stop(active, "shutdown")
+        for active in runs:
+            if active.thread is not None:
+                active.thread.join(self._grace + 10)
+
+    def detach(self) -> None:
+        """Stop following the active runs but leave their processes running, as a crash
+        would: the next ``start()`` on this database re-attaches to them."""
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        with self._lock:
+            self._stopping = True
+            runs = list(self._runs.values())
+        for active in runs:
+            active.detached = True
+            active.wake.set()
+        for active in runs:
+            if active.thread is not None:
+                active.thread.join(10)
+
+    # --- supervision ----------------------------------------------------------------------
+
+    def _start_attempt(self, active: _ActiveRun) -> None:
+        """Start (or restart, for a retry) the run's process and record where it is."""
+        active.collector.reset()
+        active.ended.clear()
+        popen = spawn(
+            active.run.snapshot.argv, active.cwd, active.env, active.spool, active.exit_file
+        )
+        active.process = _Process(popen)
+        self._store.local.save_process(
+            LocalProcess(
+                run_id=active.run.id,
+                pid=popen.pid,
+                identity=identity(popen.pid) or "",
+                attempt=active.attempt,
+                first_started_at=active.first_started_at,
+                spool=str(active.spool),
+                log_offset=active.offset,
+            ),
+            self._clock(),
+        )
+
+    def _supervise_in_thread(self, active: _ActiveRun) -> None:
+        active.thread = threading.Thread(
+            target=self._supervise, args=(active,), name=f"run-{active.run.id}", daemon=True
+        )
+        active.thread.start()
+
+    def _supervise(self, active: _ActiveRun) -> None:
+        run_id = active.run.id
+        try:
+            outcome = self._follow_attempts(active)
+            if outcome is not None:
+                self._events.finished(run_id, outcome)
+        except Exception:
+            log.exception("the supervisor of a local run failed", extra={"run_id": run_id})
+            with contextlib.suppress(Exception):
+                self._events.finished(
+                    run_id,
+                    Outcome(
+                        status="failed",
+                        end_time=self._clock(),
+                        error="runyard lost track of the run's process because of an internal "
+                        "error; see runyard's log.",
+                    ),
+                )
+        finally:
+            active.ended.set()
+            with self._lock:
+                self._runs.pop(run_id, None)
+            if not active.detached:
+                with contextlib.suppress(Exception):
+                    self._store.local.forget_process(run_id)
+                for path in (active.spool, active.exit_file):
+                    path.unlink(missing_ok=True)
+                active.collector.close()
+
+    def _follow_attempts(self, active: _ActiveRun) -> Outcome | None:
+        """Follow attempts until the run ends; the outcome to record, or None when there is
+        nothing to record (cancelled: the service records it; detached)."""
+        while True:
+            self._follow(active)
+            if active.detached:
+                return None
+            assert active.process is not None
+            code = active.process.exit_code()
+            if active.stop == "cancelled":
+                self._note(active, "the run was cancelled; its process group was stopped")
+                return None
+            if code == 0:  # also when it finished just as a stop was requested
+                return self._outcome(active, "success", code)
+            if active.stop == "shutdown":
+                return self._outcome(
+                    active,
+                    "cancelled",
+                    code,
+                    "runyard was stopped while the run was active; its process was terminated.",
+                )
+            if active.stop == "timed_out":
+                limit = active.run.snapshot.job.timeout_seconds
+                return self._outcome(
+                    active,
+                    "timed_out",
+                    code,
+                    f"The run exceeded its timeout_seconds ({limit} s) and was stopped.",
+                )
+            if code is None:
+                return self._outcome(
+                    active,
+                    "lost",
+                    None,
+                    "runyard restarted while the run "
+                    "was active, and its process ended without leaving an "
+                    "exit code; how it ended is unknown.",
+                )
+            if code in NO_RETRY_EXIT_CODES or active.attempt >= active.attempts:
+                return self._outcome(active, "failed", code)
+            self._note(
+                active,
+                f"attempt {active.attempt} of {active.attempts} failed with "
+                f"exit code {code}; retrying (attempt {active.attempt + 1} of "
+                f"{active.attempts})",
+            )
+            active.attempt += 1
+            try:
+                self._start_attempt(active)
+            except OSError as exc:
+                return self._outcome(
+                    active,
+                    "failed",
+                    code,
+                    f"runyard could not start attempt {active.attempt}: {exc}",
+                )
+
+    def _follow(self, active: _ActiveRun) -> None:
+        """Copy output to the log until the current process ends, enforcing the deadline
+        and escalating a stop to SIGKILL after the grace period."""
+        assert active.process is not None
+        process = active.process
+        while not active.detached:
+            ended = process.ended()
+            self._drain(active, final=ended)
+            if ended:
+                break
+            now = time.monotonic()
+            if active.stop is None and now >= active.deadline:
+                self._request_stop(active, "timed_out")
+            if active.kill_at is not None and now >= active.kill_at:
+                signal_group(process.pid, signal.SIGKILL)
+                active.kill_at = None
+            active.wake.wait(POLL_SECONDS)
+            active.wake.clear()
+        if active.stop is not None and not active.detached and isinstance(process, _Process):
+            # The group's leader has ended; stragglers it left behind go too. (Not for a
+            # process of an earlier runyard: its pid is no longer ours to vouch for.)
+            signal_group(process.pid, signal.SIGKILL)
+        active.ended.set()
+
+    def _drain(self, active: _ActiveRun, final: bool) -> None:
+        """Store the output written since the last call; whole lines unless ``final``."""
+        while True:
+            try:
+                with active.spool.open("rb") as spool:
+                    spool.seek(active.offset)
+                    data = spool.read(READ_CHUNK)
+            except FileNotFoundError:
+                return
+            if not data:
+                return
+            full = len(data) == READ_CHUNK
+            if not final and not full:
+                cut = data.rfind(b"\n") + 1
+                if cut == 0 and len(data) < PARTIAL_LINE_LIMIT:
+                    return  # wait for the rest of the line
+                data = data[:cut] if cut else data
+            text = data.decode("utf-8", errors="replace")
+            active.offset += len(data)
+            with self._store.database.write():
+                self._events.log(active.run.id, text)
+                self._store.local.set_log_offset(active.run.id, active.offset)
+            active.collector.feed(text)
+            if not full:
+                return
+
+    def _request_stop(self, active: _ActiveRun, reason: StopReason) -> None:
+        if active.stop is None:
+            active.stop = reason
+        process = active.process
+        if process is not None and not active.ended.is_set():
+            signal_group(process.pid, signal.SIGTERM)
+            active.kill_at = time.monotonic() + self._grace
+        active.wake.set()
+
+    def _note(self, active: _ActiveRun, text: str) -> None:
+        """A line of runyard's own in the run's log."""
+        self._events.log(active.run.id, f"[runyard] {text}\n")
+
+    def _outcome(
+        self, active: _ActiveRun, status: RunStatus, code: int | None, error: str | None = None
+    ) -> Outcome:
+        results, summary = active.collector.summary(status, code)
+        if status in ("failed", "timed_out") and summary:
+            error = f"{error} {summary}" if error else summary
+        return Outcome(
+            status=status, end_time=self._clock(), exit_code=code, error=error, results=results
+        )
+
+    def _stop_unsupervised(self, run_id: str) -> None:
+        """Cancel a run this executor does not follow (a process left by a crash that
+        ``start()`` has not re-attached yet)."""
+        found = self._store.local.process(run_id)
+        if found is not None and is_same_process(found.pid, found.identity):
+            signal_group(found.pid, signal.SIGTERM)
+
+    # --- recovery -------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Re-attach to the processes of runs a previous runyard process left active; record
+        the others as lost. No run stays pending or running without a process."""
+        processes = {p.run_id: p for p in self._store.local.processes()}
+        for run in self._store.runs.active(self.name):
+            with self._lock:
+                if run.id in self._runs:
+                    continue
+            found = processes.pop(run.id, None)
+            if found is None:
+                self._events.finished(
+                    run.id,
+                    Outcome(
+                        status="lost",
+                        end_time=self._clock(),
+                        error="runyard restarted while the run was active, before its process "
+                        "was started; trigger it again.",
+                    ),
+                )
+                continue
+            self._reattach(run, found)
+        for leftover in processes.values():  # runs that ended but were not cleaned up
+            self._store.local.forget_process(leftover.run_id)
+            spool = Path(leftover.spool)
+            for path in (spool, spool.with_suffix(".exit")):
+                path.unlink(missing_ok=True)
+            shutil.rmtree(spool.with_suffix(".dbt"), ignore_errors=True)
+
+    def _reattach(self, run: RunRecord, found: LocalProcess) -> None:
+        spool = Path(found.spool)
+        try:
+            cwd = project_dir(run, self._workdir)
+        except RunyardError:
+            cwd = Path(self._workdir)
+        elapsed = (self._clock() - found.first_started_at).total_seconds()
+        active = _ActiveRun(
+            run,
+            cwd,
+            spool.parent,
+            found.first_started_at,
+            time.monotonic() + run.snapshot.job.timeout_seconds - elapsed,
+        )
+        active.attempt = found.attempt
+        active.offset = found.log_offset
+        active.collector.feed(_spool_tail(spool, found.log_offset))
+        active.process = _ForeignProcess(found.pid, found.identity, active.exit_file)
+        alive = not active.process.ended()
+        with self._lock:
+            self._runs[run.id] = active
+        self._events.started(run.id, found.first_started_at)
+        self._note(
+            active,
+            "runyard restarted; "
+            + (
+                f"re-attached to the run's process (pid {found.pid})"
+                if alive
+                else "the run's process ended while runyard was down"
+            ),
+        )
+        log.info(
+            "re-attached to a local run", extra={"run_id": run.id, "pid": found.pid, "alive": alive}
+        )
+        self._supervise_in_thread(active)
+
+
+def _spool_tail(spool: Path, end: int) -> str:
+    """The output before ``end`` that the result parsers look at (its last lines)."""
+    start = max(0, end - TAIL_BYTES)
+    try:
+        with spool.open("rb") as handle:
+            handle.seek(start)
+            data = handle.read(end - start)
+    except OSError:
+        return ""
+    if start > 0:
+        data = data[data.find(b"\n") + 1 :]  # from the first whole line
+    return data.decode("utf-8", errors="replace")
+
+
+def spool_dir_for(database: str) -> Path:
+    """Where run output is spooled: beside the database (``runyard.db-local/``)."""
+    if database == ":memory:" or database.startswith("file:"):
+        return Path(tempfile.gettempdir()) / "runyard-local"
+    path = Path(database).expanduser()
+    return path.with_name(path.name + "-local")
+
+
+def build_local_executor(
+    container: Container, *, scheduler_thread: bool = True, term_grace_seconds: float = 10.0
+) -> LocalExecutor:
+    """The container's local executor. ``scheduler_thread=False`` builds the scheduler at
+    ``start()`` without its background thread, for tests that call ``scheduler.tick(now)``."""
+    settings = container.settings
+
+    def make_scheduler() -> Scheduler:
+        # Built at start(): RunService, which the scheduler fires through, is created
+        # after the executor in Container.__init__.
+        runs = container.runs
+
+        def fire(project: Project, job: Job, slot: datetime) -> bool:
+            return (
+                runs.start_run(project, job, triggered_by="scheduled", scheduled_for=slot)
+                is not None
+            )
+
+        return Scheduler(
+            container.store,
+            fire,
+            clock=container.clock,
+            missed_fire_policy=settings.missed_fire_policy,
+        )
+
+    return LocalExecutor(
+        container.store,
+        container.tracker,
+        workdir=settings.workdir,
+        spool_dir=spool_dir_for(settings.database),
+        clock=container.clock,
+        scheduler_factory=make_scheduler,
+        scheduler_thread=scheduler_thread,
+        term_grace_seconds=term_grace_seconds,
+    )

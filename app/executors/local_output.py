@@ -1,0 +1,142 @@
+"""What the local executor keeps from a run's output to report its results.
+
+Parsing is ``app.executors.results``; this module decides what to feed it without holding a
+whole (possibly huge) output in memory:
+
+* dbt: stdout stays text for people to read; dbt also writes its JSON event log
+  (``DBT_LOG_FORMAT_FILE=json``) into a directory of the run's own (``DBT_LOG_PATH``), so
+  concurrent runs of one project never share a log file. At the end, the results come from
+  ``target/run_results.json`` when its invocation id is the run's (every node, with
+  timings), else from the JSON log, else from what stdout shows (text or JSON).
+* SQLMesh reports failures only as text: the end of stdout is parsed.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections import deque
+from collections.abc import Iterator
+from pathlib import Path
+
+from app.executors.results import (
+    NodeResult,
+    dbt_invocation_id,
+    parse_dbt_log,
+    parse_dbt_output,
+    parse_sqlmesh_output,
+    read_dbt_run_results,
+    summarise_failure,
+)
+from app.models import NodeSummary, ProjectKind, RunStatus
+
+TAIL_BYTES = 256 * 1024  # enough for dbt's and SQLMesh's end-of-run failure summaries
+SUMMARY_TAIL_LINES = 100
+
+
+def engine_env(kind: ProjectKind, cwd: Path, dbt_log_dir: Path) -> dict[str, str]:
+    """Variables the engines need so runyard can read their results, and plain output."""
+    env = {"DBT_USE_COLORS": "false", "NO_COLOR": "1"}
+    if kind == "dbt":
+        env["DBT_LOG_FORMAT_FILE"] = "json"
+        env["DBT_LOG_PATH"] = str(dbt_log_dir)
+    else:
+        # SQLMesh writes a user file under $HOME otherwise, shared by every project.
+        env["SQLMESH_HOME"] = str(cwd / ".sqlmesh")
+    return env
+
+
+class OutputCollector:
+    """Fed the output of one attempt as it is read; summarises it when the attempt ends."""
+
+    def __init__(self, kind: ProjectKind, cwd: Path, dbt_log_dir: Path) -> None:
+        self._kind = kind
+        self._cwd = cwd
+        self._dbt_log_dir = dbt_log_dir
+        self._tail: deque[str] = deque()
+        self._tail_bytes = 0
+        self._partial = ""
+
+    def reset(self) -> None:
+        """A new attempt: forget the previous one's output and dbt log."""
+        self._tail.clear()
+        self._tail_bytes = 0
+        self._partial = ""
+        shutil.rmtree(self._dbt_log_dir, ignore_errors=True)
+
+    def feed(self, text: str) -> None:
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._tail.append(line)
+            self._tail_bytes += len(line) + 1
+            while self._tail_bytes > TAIL_BYTES and len(self._tail) > 1:
+                self._tail_bytes -= len(self._tail.popleft()) + 1
+
+    def tail(self, lines: int | None = None) -> str:
+        kept = list(self._tail) + ([self._partial] if self._partial else [])
+        if lines is not None:
+            kept = kept[-lines:]
+        return "\n".join(kept)
+
+    def results(self) -> list[NodeResult]:
+        if self._kind == "sqlmesh":
+            return parse_sqlmesh_output(self.tail())
+        log_file = self._dbt_log_dir / "dbt.log"
+        invocation = dbt_invocation_id(_lines(log_file)) if log_file.is_file() else None
+        if invocation is not None:
+            found = read_dbt_run_results(self._cwd, invocation)
+            if found is not None:
+                return _with_messages(found, parse_dbt_log(_lines(log_file)))
+            return parse_dbt_log(_lines(log_file))
+        return parse_dbt_output(self.tail())  # no JSON log (e.g. --log-path): stdout
+
+    def summary(
+        self, status: RunStatus, exit_code: int | None
+    ) -> tuple[list[NodeSummary], str | None]:
+        """The node results to keep with the run and, for a failure, a one-line error that
+        names the failed models, tests or audits."""
+        results = self.results()
+        error = None
+        if status == "failed":
+            error = (
+                summarise_failure(self._kind, results, exit_code, self.tail(SUMMARY_TAIL_LINES))
+                or None
+            )
+        return [_summary(r) for r in results], error
+
+    def close(self) -> None:
+        shutil.rmtree(self._dbt_log_dir, ignore_errors=True)
+
+
+def _lines(path: Path) -> Iterator[str]:
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        yield from handle
+
+
+def _with_messages(results: list[NodeResult], logged: list[NodeResult]) -> list[NodeResult]:
+    """run_results.json lists every node; the JSON log can add a message it lacks."""
+    messages = {r.unique_id: r.message for r in logged if r.message}
+    return [
+        r
+        if r.message or r.unique_id not in messages
+        else NodeResult(
+            unique_id=r.unique_id,
+            name=r.name,
+            resource_type=r.resource_type,
+            status=r.status,
+            execution_time=r.execution_time,
+            message=messages[r.unique_id],
+        )
+        for r in results
+    ]
+
+
+def _summary(result: NodeResult) -> NodeSummary:
+    return NodeSummary(
+        unique_id=result.unique_id,
+        name=result.name,
+        resource_type=result.resource_type,
+        status=result.status,
+        execution_time=result.execution_time,
+        message=result.message,
+    )
