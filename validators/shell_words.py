@@ -33,7 +33,8 @@ MAX_COMMAND_LENGTH = 8192
 MAX_ERRORS = 20
 """Scanning continues after a problem so one answer lists several, but not endlessly."""
 
-SAFE_UNQUOTED = frozenset(string.ascii_letters + string.digits + "-_.,:/=+@%")
+_ALNUM = frozenset(string.ascii_letters + string.digits)
+SAFE_UNQUOTED = _ALNUM | frozenset("-_.,:/=+@%")
 """Characters with no meaning to any common shell, accepted outside quotes."""
 
 QUOTE_HINT = (
@@ -109,8 +110,10 @@ def refused_anywhere(ch: str) -> str | None:
 def lookalike_of(ch: str) -> str | None:
     """The shell syntax a non-ASCII character stands in for (e.g. ';' for a full-width ';')."""
     normalised = unicodedata.normalize("NFKC", ch)
-    suspicious = [c for c in normalised if c not in SAFE_UNQUOTED and not c.isalnum()]
-    return normalised if suspicious else None
+    if normalised == ch:
+        return None
+    shell_like = [c for c in normalised if c.isascii() and c not in SAFE_UNQUOTED]
+    return normalised if shell_like else None
 
 
 def split_words(text: str) -> SplitResult:
@@ -257,6 +260,20 @@ class _Splitter:
             # Letters, digits and combining marks of any script are plain word characters.
             self.current.append(ch)
             self.in_word = True
+        elif unicodedata.category(ch) == "Pd":
+            self._fail(
+                ch,
+                f"is a typographic dash ({describe_char(ch)}), not '-'; editors and chat tools "
+                "often turn -- into one",
+                "options typed with plain hyphens, e.g. --select",
+            )
+        elif unicodedata.category(ch) in ("Pi", "Pf"):
+            self._fail(
+                ch,
+                f"is a typographic quote ({describe_char(ch)}), which shells do not treat as a "
+                "quote",
+                "plain single quotes ' around values",
+            )
         else:
             self._fail(ch, f"is a symbol ({describe_char(ch)}) outside quotes")
         self.i += 1

@@ -18,7 +18,7 @@ def value_problem(kind: ValueKind, value: str, choices: tuple[str, ...] = ()) ->
     Emptiness and leading dashes are checked by the caller, for every kind alike.
     """
     if kind is ValueKind.NAME and not NAME.match(value):
-        return "is not a valid name (letters, digits, _ . - and no spaces)"
+        return "is not a valid name"
     if kind is ValueKind.INTEGER and not INTEGER.match(value):
         return "is not a whole number"
     if kind is ValueKind.CHOICE and value not in choices:

@@ -22,6 +22,7 @@ from validators import ParsedCommand
 from validators.rules import Arity, FlagSpec, RuleSet, ValueKind
 
 DISTRIBUTIONS = {"dbt": "dbt-core", "sqlmesh": "sqlmesh"}
+NOT_EXPOSED = object()
 
 
 @functools.cache
@@ -172,7 +173,9 @@ class DryParse:
             for param in ctx.command.params:
                 assert param.name is not None
                 if ctx.get_parameter_source(param.name) is ParameterSource.COMMANDLINE:
-                    yield param, ctx.params[param.name]
+                    # Options with expose_value=False (SQLMesh's --local) keep no value: the
+                    # CLI looks at the raw arguments instead. Being given is all there is.
+                    yield param, ctx.params.get(param.name, NOT_EXPOSED)
 
 
 def _remaining(ctx: click.Context) -> list[str]:
@@ -247,6 +250,8 @@ def reading_differences(rules: RuleSet, parsed: ParsedCommand, click_parse: DryP
 def _value_difference(
     flag: str, values: tuple[str, ...], option: click.Option, value: Any
 ) -> list[str]:
+    if value is NOT_EXPOSED:
+        return []
     if not takes_value(option):
         if option.count:
             return [] if value >= 1 else [f"{flag}: click counted {value}"]
