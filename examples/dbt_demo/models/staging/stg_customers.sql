@@ -1,0 +1,5 @@
+select
+    customer_id,
+    first_name || ' ' || last_name as customer_name,
+    country
+from {{ ref('customers') }}
