@@ -82,7 +82,8 @@ def test_wait_failure_exits_1_and_prints_the_models_error(setup: dict[str, Any])
     assert result.returncode == 1, result.stdout + result.stderr
     assert "failed" in result.stdout
     assert "broken" in result.stdout  # the failed model is named in the summary
-    assert "--- logs" in result.stderr and "Conversion Error" in result.stderr
+    assert "--- logs" in result.stderr
+    assert "Runtime Error in model broken_orders" in result.stderr
 
 
 def test_timeout_shorter_than_the_run_exits_1(setup: dict[str, Any]) -> None:
