@@ -109,6 +109,38 @@ def cmd_tokens_revoke(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    """One pass of the Kubernetes executor's drift repair, then a summary."""
+    from app.container import Container
+    from app.errors import RunyardError
+
+    container = Container(_settings())
+    reconcile = getattr(container.executor, "reconcile", None)
+    if reconcile is None:
+        container.store.close()  # the local executor was never started: nothing to stop
+        print(
+            "runyard: reconcile applies to the Kubernetes executor; this runyard runs jobs "
+            "as local processes (set RUNYARD_EXECUTOR=kubernetes, or KUBECONFIG).",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    try:
+        try:
+            report = reconcile()
+        except RunyardError as exc:
+            print(f"runyard: {exc.detail}", file=sys.stderr)
+            return EXIT_REFUSED
+        print(
+            f"CronJobs: {report.created} created, {report.updated} updated, "
+            f"{report.deleted} deleted, {report.unchanged} unchanged, {report.failed} failed"
+        )
+        for error in report.errors:
+            print(f"  {error}", file=sys.stderr)
+        return EXIT_REFUSED if report.failed else EXIT_OK
+    finally:
+        container.stop()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from app.demo import main as demo_main
 
@@ -148,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.set_defaults(func=cmd_tokens_revoke)
 
     add_client_commands(sub)
+
+    reconcile = sub.add_parser(
+        "reconcile", help="bring the cluster's CronJobs back to the database once (kubernetes)"
+    )
+    reconcile.set_defaults(func=cmd_reconcile)
 
     demo = sub.add_parser("demo", help="run the example dbt and SQLMesh projects end to end")
     demo.add_argument("demo_args", nargs=argparse.REMAINDER)

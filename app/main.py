@@ -16,6 +16,7 @@ from app import __version__
 from app.api.auth import AuthMiddleware, provide_principal, writers_only
 from app.api.health import health, ready
 from app.api.jobs import JobController
+from app.api.k8s import LiveJobController, job_manifest
 from app.api.problems import EXCEPTION_HANDLERS
 from app.api.projects import ProjectController
 from app.api.runs import RunController
@@ -48,7 +49,15 @@ def create_app(settings: Settings | None = None, container: Container | None = N
                 await to_thread.run_sync(the_container.stop)
 
     return Litestar(
-        route_handlers=[ProjectController, JobController, RunController, health, ready],
+        route_handlers=[
+            ProjectController,
+            JobController,
+            RunController,
+            LiveJobController,
+            job_manifest,
+            health,
+            ready,
+        ],
         dependencies={
             "principal": Provide(provide_principal, sync_to_thread=False),
             "container": Provide(_provide_container, sync_to_thread=False),

@@ -54,6 +54,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     run_retention_days: int = 90
     log_cap_bytes: int = 10 * 1024 * 1024
     reconcile_interval_seconds: float = 60.0
+    # Directory of the CronJob and Job skeletons; None: the repository's k8s_templates/.
+    k8s_templates: str | None = None
     workdir: str = "."
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
@@ -119,6 +121,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             run_retention_days=integer("RUN_RETENTION_DAYS", 90),
             log_cap_bytes=integer("LOG_CAP_BYTES", 10 * 1024 * 1024),
             reconcile_interval_seconds=float(integer("RECONCILE_INTERVAL", 60)),
+            k8s_templates=get("K8S_TEMPLATES"),
             workdir=get("WORKDIR") or ".",
             log_format=log_format,  # type: ignore[arg-type]
             log_level=(get("LOG_LEVEL") or "INFO").upper(),

@@ -22,7 +22,7 @@ DEFAULT_POLICY = CommandPolicy()
 _VALUE_HINTS = {
     ValueKind.TEXT: "a value that does not start with -",
     ValueKind.NAME: "a name of letters, digits, _ . -",
-    ValueKind.PATH: "a relative path inside the project, e.g. target/state",
+    ValueKind.PATH: "a relative path inside the project, using / and no '..', e.g. target/state",
     ValueKind.INTEGER: "a whole number such as 4",
     ValueKind.MACRO: "a macro name such as grant_select or my_package.vacuum",
 }
@@ -242,7 +242,8 @@ class _CommandParser:
             return  # reported once for the whole command
         problem = value_problem(spec.value, value, spec.choices)
         if problem is not None:
-            self._error(value, f"{problem} for {name}", self._value_hint(spec), position)
+            reason = f"{problem} (the value of {name})"
+            self._error(value, reason, self._value_hint(spec), position)
 
     def _value_hint(self, spec: FlagSpec) -> str:
         if spec.value is ValueKind.CHOICE:
@@ -319,7 +320,8 @@ class _CommandParser:
                 continue
             problem = value_problem(spec.value, word)
             if problem is not None:
-                self._error(word, f"{problem} for {spec.name}", _VALUE_HINTS[spec.value], position)
+                reason = f"{problem} (the {spec.name} argument)"
+                self._error(word, reason, _VALUE_HINTS[spec.value], position)
         for spec, count in zip(specs, filled, strict=True):
             if spec.required and count == 0:
                 usage = f"{self.rules.program} {sub.name} {spec.name.upper()}"

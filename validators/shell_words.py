@@ -39,7 +39,7 @@ SAFE_UNQUOTED = _ALNUM | frozenset("-_.,:/=+@%")
 
 QUOTE_HINT = (
     "plain words of letters, digits and - _ . , : / = + @ %; put any other character of a "
-    "value inside single quotes, e.g. --select 'tag:nightly'"
+    "value inside single quotes, e.g. 'stg_*'"
 )
 
 # Why each ASCII character outside the safe set is refused when it appears outside quotes.

@@ -38,11 +38,11 @@ def path_problem(value: str) -> str | None:
     """
     for form in (value, unicodedata.normalize("NFKC", value)):
         if form.startswith("/"):
-            return "is an absolute path; paths must be relative to the project directory"
+            return "is an absolute path"
         if form.startswith("~"):
-            return "points into a home directory; paths must stay inside the project"
+            return "starts with ~, a home directory"
         if "\\" in form:
-            return "contains a backslash; use / between directories"
+            return "contains a backslash"
         if ".." in form.split("/"):
             return "leaves the project directory with '..'"
     return None

@@ -141,7 +141,7 @@ def test_positional_arguments() -> None:
     error = only_error("sqlmesh janitor now")
     assert error.allowed == "sqlmesh janitor takes options only"
     error = only_error("sqlmesh run 'prod env'")
-    assert error.reason.startswith("is not a valid name for environment")
+    assert error.reason == "is not a valid name (the environment argument)"
     assert accepted("sqlmesh test tests/test_orders.yaml::test_full tests/b.yaml")[0] == "test"
 
 

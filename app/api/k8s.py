@@ -1,0 +1,118 @@
+"""Kubernetes views: a job's CronJob manifest (dry run) and the live jobs API.
+
+The manifest works with either executor: rendering needs no cluster. The live jobs API reads
+the cluster, so a runyard running jobs as local processes answers it with 501 and points to
+the run records (``/api/v1/runs``), which exist with both executors.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import yaml
+from litestar import Controller, MediaType, Response, get
+from litestar.params import Parameter
+
+from app.container import Container
+from app.errors import Conflict, RunyardError, invalid
+from app.executors.k8s_live import LIVE_STATUSES, LiveJobDetail, LiveJobList, LiveJobs
+from app.models import Principal
+
+
+class KubernetesOnly(RunyardError):
+    status = 501
+    title = "Not available with the local executor"
+    slug = "kubernetes-only"
+
+
+def _live(container: Container) -> LiveJobs:
+    live = getattr(container.executor, "live", None)
+    if not isinstance(live, LiveJobs):
+        raise KubernetesOnly(
+            "This runyard runs jobs as local processes (RUNYARD_EXECUTOR=local), so there are "
+            "no Kubernetes Job objects to show. Use /api/v1/runs and "
+            "/api/v1/runs/{run_id}/logs for runs and their logs."
+        )
+    return live
+
+
+def _manifests(container: Container) -> Any:
+    # Imported here: the kubernetes client loads only when a manifest is asked for.
+    from app.executors.k8s_render import Templates
+    from app.executors.kubernetes import Manifests
+
+    existing = getattr(container.executor, "manifests", None)
+    if isinstance(existing, Manifests):
+        return existing
+    settings = container.settings
+    return Manifests(
+        Templates.load(settings.k8s_templates), container.commands, settings.namespace_for
+    )
+
+
+@get(
+    "/api/v1/projects/{project_id:str}/jobs/{job_id:str}/manifest",
+    sync_to_thread=True,
+    tags=["jobs"],
+    summary="The job's CronJob exactly as runyard would apply it (dry run; ?format=yaml)",
+)
+def job_manifest(
+    principal: Principal,
+    container: Container,
+    project_id: str,
+    job_id: str,
+    format: Literal["json", "yaml"] = "json",
+) -> Response[Any]:
+    project = container.jobs.project(principal, project_id)
+    job = container.jobs.get(principal, project_id, job_id)
+    manifest = _manifests(container).cronjob(project, job)
+    if manifest is None:
+        raise Conflict(
+            f"Job {job.name!r} has no schedule, so it has no CronJob: it runs only when "
+            f"triggered (POST /api/v1/projects/{project_id}/jobs/{job_id}/trigger), as a "
+            "one-off Kubernetes Job. Set a schedule to give it a CronJob."
+        )
+    if format == "yaml":
+        return Response(yaml.safe_dump(manifest, sort_keys=False), media_type="application/yaml")
+    return Response(manifest, media_type=MediaType.JSON)
+
+
+class LiveJobController(Controller):
+    path = "/api/v1/jobs"
+    tags = ["kubernetes jobs"]
+
+    @get(
+        "/",
+        sync_to_thread=True,
+        summary="runyard's Kubernetes Jobs in your organization's namespace, newest first",
+    )
+    def list_jobs(
+        self,
+        principal: Principal,
+        container: Container,
+        status: str | None = None,
+        project: Annotated[str | None, Parameter(max_length=63)] = None,
+        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+    ) -> LiveJobList:
+        if status is not None and status not in LIVE_STATUSES:
+            raise invalid("status", "use one of " + ", ".join(LIVE_STATUSES))
+        return _live(container).list_jobs(principal, status=status, project=project, limit=limit)
+
+    @get("/{job_name:str}", sync_to_thread=True, summary="One Kubernetes Job, with its pods")
+    def get_job(self, principal: Principal, container: Container, job_name: str) -> LiveJobDetail:
+        return _live(container).get_job(principal, job_name)
+
+    @get(
+        "/{job_name:str}/logs",
+        sync_to_thread=True,
+        media_type=MediaType.TEXT,
+        summary="The last lines of the logs of the Job's pods, as plain text",
+    )
+    def logs(
+        self,
+        principal: Principal,
+        container: Container,
+        job_name: str,
+        tail: Annotated[int, Parameter(ge=0, le=100_000)] = 100,
+    ) -> str:
+        return _live(container).logs(principal, job_name, tail)

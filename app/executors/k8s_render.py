@@ -1,0 +1,285 @@
+"""Renders runyard's CronJobs and Jobs from the YAML skeletons in ``k8s_templates/``.
+
+Pure: no cluster, no ``kubernetes`` import. A skeleton is loaded once, deep-copied per object,
+and fields are set on the copy; nothing a user typed is ever pasted into YAML text, so no
+value can change the structure of a manifest. The container runs the validated argument
+list directly (``command`` + ``args``), never through a shell.
+
+The rendered dicts use the API's JSON field names and leave out what the API server would
+drop (empty lists and maps, empty env values), so that a rendered object and the one the
+server returns compare equal field by field (see ``k8s_sync``).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from app.errors import FieldError, Invalid
+from app.executors.local_process import ENGINE_ENV
+from app.models import Job, JobConfig, Project, ProjectKind, RunRecord
+
+Obj = dict[str, Any]
+
+TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "k8s_templates"
+MAIN_CONTAINER = "main"
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+ORG_LABEL = "runyard.dev/org"
+PROJECT_LABEL = "runyard.dev/project-id"
+JOB_LABEL = "runyard.dev/job-id"
+RUN_LABEL = "runyard.dev/run-id"
+# Names and version for people reading `kubectl describe`; annotations, since names may be
+# renamed and label values are restricted.
+PROJECT_ANNOTATION = "runyard.dev/project"
+JOB_ANNOTATION = "runyard.dev/job"
+VERSION_ANNOTATION = "runyard.dev/job-version"
+SELECTOR = f"{MANAGED_BY}=runyard"
+
+# Where the writable emptyDir volumes of job.yaml are mounted; the engines are pointed there.
+TARGET_DIR = "/runyard/target"
+LOG_DIR = "/runyard/logs"
+SCRATCH_DIR = "/tmp"  # noqa: S108 - an emptyDir of the pod, not the host's /tmp
+DBT_ONLY_VOLUMES = frozenset({"dbt-target", "dbt-logs"})
+
+# What the engines need (shared with the local executor), plus a writable HOME: the root
+# filesystem is read-only and tools write caches to ~. Projects and jobs cannot set these
+# (the API reserves them), and they are applied last.
+POD_ENV = {**ENGINE_ENV, "HOME": SCRATCH_DIR}
+DBT_ENV = {
+    # dbt looks for profiles.yml here: the project directory, the image's working directory.
+    "DBT_PROFILES_DIR": ".",
+    "DBT_TARGET_PATH": TARGET_DIR,
+    "DBT_LOG_PATH": LOG_DIR,
+}
+
+
+@dataclass(frozen=True)
+class Templates:
+    """The two skeletons, loaded and checked once."""
+
+    job: Obj
+    cronjob: Obj
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str] | None = None) -> Templates:
+        return _load(str(Path(directory) if directory else TEMPLATES_DIR))
+
+
+@lru_cache(maxsize=4)
+def _load(directory: str) -> Templates:
+    loaded = []
+    for name, kind in (("job.yaml", "Job"), ("cronjob.yaml", "CronJob")):
+        path = Path(directory) / name
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise RuntimeError(f"cannot load the Kubernetes template {path}: {exc}") from exc
+        if not isinstance(data, dict) or data.get("kind") != kind:
+            raise RuntimeError(f"the Kubernetes template {path} must be a {kind} object")
+        loaded.append(data)
+    return Templates(job=loaded[0], cronjob=loaded[1])
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Everything that goes into a run's pod: a job's live configuration (for its CronJob)
+    or a run's frozen snapshot (for a one-off Job)."""
+
+    project_name: str
+    kind: ProjectKind
+    image: str | None
+    service_account: str | None
+    overrides: Mapping[str, Any]
+    project_environment: Mapping[str, str]
+    project_resources: Mapping[str, Any]
+    config: JobConfig
+    job_version: int
+    argv: Sequence[str] = field(default_factory=list)
+
+    @classmethod
+    def of_job(cls, project: Project, job: Job, argv: Sequence[str]) -> Workload:
+        return cls(
+            project_name=project.name,
+            kind=project.kind,
+            image=project.image,
+            service_account=project.service_account,
+            overrides=project.template_overrides,
+            project_environment=project.environment,
+            project_resources=project.resources,
+            config=job,
+            job_version=job.version,
+            argv=list(argv),
+        )
+
+    @classmethod
+    def of_run(cls, run: RunRecord) -> Workload:
+        snap = run.snapshot
+        return cls(
+            project_name=snap.project_name,
+            kind=snap.project_kind,
+            image=snap.image,
+            service_account=snap.service_account,
+            overrides=snap.template_overrides,
+            project_environment=snap.project_environment,
+            project_resources=snap.project_resources,
+            config=snap.job,
+            job_version=snap.job_version,
+            argv=list(snap.argv),
+        )
+
+
+def labels(
+    org_slug: str, project_id: str, job_id: str, run_id: str | None = None
+) -> dict[str, str]:
+    result = {
+        MANAGED_BY: "runyard",
+        ORG_LABEL: org_slug,
+        PROJECT_LABEL: project_id,
+        JOB_LABEL: job_id,
+    }
+    if run_id:
+        result[RUN_LABEL] = run_id
+    return result
+
+
+def render_cronjob(
+    templates: Templates, work: Workload, *, name: str, namespace: str, labels: dict[str, str]
+) -> Obj:
+    """The CronJob of a scheduled job. Its jobTemplate carries the same labels, so the Jobs it
+    creates (and their pods) are recognisable as runyard's."""
+    if not work.config.schedule:
+        raise ValueError("a job without a schedule has no CronJob")
+    job = _job_object(templates, work, labels)
+    cronjob = copy.deepcopy(templates.cronjob)
+    cronjob["metadata"] = _metadata(cronjob, name, namespace, labels, _annotations(work))
+    spec = cronjob["spec"]
+    spec["schedule"] = work.config.schedule
+    spec["timeZone"] = work.config.timezone
+    spec["concurrencyPolicy"] = work.config.concurrency_policy
+    spec["suspend"] = not work.config.enabled
+    spec["jobTemplate"] = {"metadata": job["metadata"], "spec": job["spec"]}
+    return cronjob
+
+
+def render_job(
+    templates: Templates, work: Workload, *, name: str, namespace: str, labels: dict[str, str]
+) -> Obj:
+    """A one-off Job (a manual trigger, a rerun, a dependency): ``labels`` include the run id."""
+    job = _job_object(templates, work, labels)
+    job["metadata"] = _metadata(job, name, namespace, labels, _annotations(work))
+    return job
+
+
+# --- the pieces ------------------------------------------------------------------------------
+
+
+def _annotations(work: Workload) -> dict[str, str]:
+    return {
+        PROJECT_ANNOTATION: work.project_name,
+        JOB_ANNOTATION: work.config.name,
+        VERSION_ANNOTATION: str(work.job_version),
+    }
+
+
+def _metadata(
+    skeleton: Obj, name: str, namespace: str, labels: dict[str, str], annotations: dict[str, str]
+) -> Obj:
+    meta = copy.deepcopy(skeleton.get("metadata") or {})
+    meta["name"] = name
+    meta["namespace"] = namespace
+    meta["labels"] = {**(meta.get("labels") or {}), **labels}
+    meta["annotations"] = {**(meta.get("annotations") or {}), **annotations}
+    return meta
+
+
+def _job_object(templates: Templates, work: Workload, labels: dict[str, str]) -> Obj:
+    """A Job's metadata (labels, annotations only) and spec, from job.yaml."""
+    if not work.image:
+        raise Invalid(
+            f"Project {work.project_name!r} has no image: set 'image' to the container image "
+            "that holds the project to run it on Kubernetes.",
+            [FieldError("image", "required to run on Kubernetes")],
+        )
+    if not work.argv:
+        raise ValueError("a run needs a validated command")
+    config = work.config
+    job = copy.deepcopy(templates.job)
+    spec = job["spec"]
+    spec["activeDeadlineSeconds"] = config.timeout_seconds
+    spec["backoffLimit"] = config.retries
+    spec["ttlSecondsAfterFinished"] = config.ttl_seconds_after_finished
+    template = spec["template"]
+    template["metadata"] = {"labels": {**template["metadata"]["labels"], **labels}}
+    pod_annotations = dict(work.overrides.get("annotations") or {})
+    if pod_annotations:
+        template["metadata"]["annotations"] = pod_annotations
+    _pod_spec(template["spec"], work)
+    job_meta = {
+        "labels": {**job["metadata"]["labels"], **labels},
+        "annotations": _annotations(work),
+    }
+    return {
+        "apiVersion": job["apiVersion"],
+        "kind": job["kind"],
+        "metadata": job_meta,
+        "spec": spec,
+    }
+
+
+def _pod_spec(pod: Obj, work: Workload) -> None:
+    overrides = work.overrides
+    main = next(c for c in pod["containers"] if c["name"] == MAIN_CONTAINER)
+    main["image"] = work.image
+    main["command"] = [work.argv[0]]
+    if len(work.argv) > 1:
+        main["args"] = list(work.argv[1:])
+    main["env"] = _env(work)
+    main["resources"] = _resources(work.project_resources, work.config.resources)
+    if work.kind == "sqlmesh":
+        # SQLMesh writes logs/ and .cache/ inside the project directory and has no setting
+        # for the log directory: it needs a writable filesystem, and no dbt volumes.
+        main["securityContext"]["readOnlyRootFilesystem"] = False
+        main["volumeMounts"] = [
+            m for m in main["volumeMounts"] if m["name"] not in DBT_ONLY_VOLUMES
+        ]
+        pod["volumes"] = [v for v in pod["volumes"] if v["name"] not in DBT_ONLY_VOLUMES]
+    main["volumeMounts"] += [dict(m) for m in overrides.get("volume_mounts") or []]
+    pod["volumes"] += [copy.deepcopy(v) for v in overrides.get("volumes") or []]
+    if work.service_account:
+        pod["serviceAccountName"] = work.service_account
+    if overrides.get("node_selector"):
+        pod["nodeSelector"] = dict(overrides["node_selector"])
+    if overrides.get("tolerations"):
+        pod["tolerations"] = [dict(t) for t in overrides["tolerations"]]
+    if overrides.get("image_pull_secrets"):
+        pod["imagePullSecrets"] = [{"name": s} for s in overrides["image_pull_secrets"]]
+
+
+def _env(work: Workload) -> list[Obj]:
+    """Project variables, the job's (which win), then runyard's (which nobody overrides),
+    sorted by name so the list is stable. An empty value is sent without ``value``: the
+    API server drops empty strings, and the rendered object must equal the stored one."""
+    values: dict[str, str] = {**work.project_environment, **work.config.environment}
+    values.update(POD_ENV)
+    if work.kind == "dbt":
+        values.update(DBT_ENV)
+    return [{"name": k, "value": v} if v else {"name": k} for k, v in sorted(values.items())]
+
+
+def _resources(project: Mapping[str, Any], job: Mapping[str, Any]) -> Obj:
+    """``requests`` and ``limits``, resource by resource: the job's amount wins over the
+    project's. Amounts are strings, as the API returns quantities."""
+    merged: Obj = {}
+    for section in ("requests", "limits"):
+        amounts = {**(project.get(section) or {}), **(job.get(section) or {})}
+        if amounts:
+            merged[section] = {name: str(amount) for name, amount in sorted(amounts.items())}
+    return merged

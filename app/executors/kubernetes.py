@@ -1,0 +1,445 @@
+"""The Kubernetes executor: CronJobs for scheduled jobs, Jobs for one-off runs.
+
+The only module that imports ``kubernetes``. ``KubeGateway`` wraps the official sync client
+and turns its failures into runyard errors: no answer is ``ClusterUnavailable`` (503), an
+answer that is not a success is ``ClusterError`` (502) quoting what the API server said.
+The logic lives in modules that need no client: ``k8s_render`` (manifests), ``k8s_sync``
+(CronJobs kept in step with the database) and ``k8s_live`` (the live jobs API).
+
+Namespaces are not created: an operator creates each org's namespace and binds runyard's
+Role there (docs/kubernetes.md), so runyard needs no cluster-wide write permission.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import kubernetes.client
+import kubernetes.config
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from app.errors import ClusterError, ClusterUnavailable
+from app.executors.base import Launched, SyncReport
+from app.executors.k8s_live import LiveJobs, read_logs
+from app.executors.k8s_render import (
+    RUN_LABEL,
+    Templates,
+    Workload,
+    labels,
+    render_cronjob,
+    render_job,
+)
+from app.executors.k8s_sync import ClusterConflict, CronJobSync
+from app.models import Job, Project, RunRecord
+from app.naming import cronjob_name
+from app.services.commands import CommandChecker
+from app.settings import Settings, SettingsError
+from app.store import Store
+
+if TYPE_CHECKING:
+    from app.container import Container
+
+log = logging.getLogger("runyard.kubernetes")
+
+Obj = dict[str, Any]
+# (connect, read) seconds for every API call: an unreachable API server must not hold a
+# request thread for minutes.
+REQUEST_TIMEOUT = (5.0, 30.0)
+
+
+# --- configuration and models ------------------------------------------------------------
+
+
+def load_configuration(env: dict[str, str] | None = None) -> kubernetes.client.Configuration:
+    """KUBECONFIG when it is set, else the in-cluster service account, else ~/.kube/config."""
+    env = dict(os.environ) if env is None else env
+    configuration = kubernetes.client.Configuration()
+    try:
+        if not env.get("KUBECONFIG") and env.get("KUBERNETES_SERVICE_HOST"):
+            kubernetes.config.load_incluster_config(client_configuration=configuration)
+        else:
+            kubernetes.config.load_kube_config(
+                config_file=env.get("KUBECONFIG") or None, client_configuration=configuration
+            )
+    except (kubernetes.config.ConfigException, OSError, TypeError, ValueError) as exc:
+        raise SettingsError(
+            "RUNYARD_EXECUTOR=kubernetes needs a cluster configuration: run runyard in a pod "
+            f"(in-cluster service account) or set KUBECONFIG. The client said: {exc}"
+        ) from None
+    return configuration
+
+
+_models = kubernetes.client.ApiClient(kubernetes.client.Configuration())
+
+
+class _Body:
+    """What ``ApiClient.deserialize`` reads: a response with JSON ``data``."""
+
+    def __init__(self, obj: Obj) -> None:
+        self.data = json.dumps(obj)
+
+
+def round_trip(obj: Obj, model: str) -> Obj:
+    """``obj`` through the client's model (``V1CronJob``, ``V1Job``) and back: fields the API
+    does not know are dropped and values take the API's types, as the server would store them."""
+    result: Obj = _models.sanitize_for_serialization(_models.deserialize(_Body(obj), model))
+    return result
+
+
+class Manifests:
+    """The objects runyard applies; also what the manifest endpoint shows (no cluster needed)."""
+
+    def __init__(
+        self, templates: Templates, commands: CommandChecker, namespace_for: Callable[[str], str]
+    ) -> None:
+        self._templates = templates
+        self._commands = commands
+        self._namespace_for = namespace_for
+
+    def cronjob(self, project: Project, job: Job) -> Obj | None:
+        """The job's CronJob, or None when the job has no schedule (it only runs on demand)."""
+        if not job.schedule:
+            return None
+        argv = self._commands.parse(project.kind, job.command).argv
+        body = render_cronjob(
+            self._templates,
+            Workload.of_job(project, job, argv),
+            name=cronjob_name(project.name, job.name),
+            namespace=self._namespace_for(project.org_slug),
+            labels=labels(project.org_slug, project.id, job.id),
+        )
+        return round_trip(body, "V1CronJob")
+
+    def job(self, run: RunRecord, org_slug: str) -> Obj:
+        assert run.job_name and run.namespace, "a Kubernetes run has its Job name and namespace"
+        body = render_job(
+            self._templates,
+            Workload.of_run(run),
+            name=run.job_name,
+            namespace=run.namespace,
+            labels=labels(org_slug, run.project_id, run.job_id, run.id),
+        )
+        return round_trip(body, "V1Job")
+
+
+# --- the gateway ---------------------------------------------------------------------------
+
+
+class KubeGateway:
+    """Plain-dict calls to the API server (``_preload_content=False``: the JSON is read as
+    it came, without building model objects only to turn them back into dicts)."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self.api_client = api_client
+        self._batch = kubernetes.client.BatchV1Api(api_client)
+        self._core = kubernetes.client.CoreV1Api(api_client)
+        self._host = api_client.configuration.host
+
+    def _call(
+        self,
+        action: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        text: bool = False,
+        absent: frozenset[int] = frozenset({404}),
+        **kwargs: Any,
+    ) -> Any:
+        """The decoded JSON (or ``text``) answer; None when the status is one of ``absent``
+        (404: no such object). Raises runyard's errors for anything else."""
+        try:
+            response = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+        except ApiException as exc:
+            if exc.status in absent and not _is_namespace_missing(exc):
+                return None
+            raise self._refused(action, exc) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ClusterUnavailable(
+                f"The Kubernetes API at {self._host} could not be reached to {action} "
+                f"({_why(exc)})."
+            ) from None
+        data = response.data
+        response.release_conn()
+        if text:
+            return data.decode("utf-8", "replace")
+        return json.loads(data) if data else {}
+
+    def _refused(self, action: str, exc: ApiException) -> ClusterError | ClusterUnavailable:
+        if not exc.status:  # the client's own failure before an answer (TLS)
+            return ClusterUnavailable(
+                f"The Kubernetes API at {self._host} could not be reached to {action} "
+                f"({exc.reason})."
+            )
+        reason, message = str(exc.reason or ""), ""
+        try:
+            status = json.loads(exc.body or b"{}")
+            reason, message = status.get("reason") or reason, status.get("message") or ""
+        except (ValueError, AttributeError):
+            message = (exc.body or b"")[:300].decode("utf-8", "replace")
+        said = f"{exc.status} {reason}" + (f": {message}" if message else "")
+        if exc.status in (503, 504):  # the API server answered that it cannot serve now
+            return ClusterUnavailable(f"The Kubernetes API could not {action}: {said}.")
+        hint = ""
+        if exc.status in (401, 403):
+            hint = (
+                " Check runyard's service account and its RoleBinding in that namespace"
+                " (docs/kubernetes.md)."
+            )
+        elif _is_namespace_missing(exc):
+            hint = (
+                " runyard does not create namespaces: create it and bind runyard's Role there"
+                " (docs/kubernetes.md)."
+            )
+        error_type = ClusterConflict if exc.status == 409 else ClusterError
+        return error_type(f"The Kubernetes API refused to {action}: {said}.{hint}")
+
+    # -- CronJobs (k8s_sync.Cluster) ---------------------------------------------------------
+
+    def list_cronjobs(self, namespace: str, selector: str) -> list[Obj]:
+        result = self._call(
+            f"list CronJobs in namespace {namespace}",
+            self._batch.list_namespaced_cron_job,
+            namespace,
+            label_selector=selector,
+        )
+        return list((result or {}).get("items") or [])
+
+    def read_cronjob(self, namespace: str, name: str) -> Obj | None:
+        result: Obj | None = self._call(
+            f"read CronJob {namespace}/{name}",
+            self._batch.read_namespaced_cron_job,
+            name,
+            namespace,
+        )
+        return result
+
+    def create_cronjob(self, namespace: str, body: Obj) -> Obj:
+        name = body["metadata"]["name"]
+        result: Obj = self._call(
+            f"create CronJob {namespace}/{name}",
+            self._batch.create_namespaced_cron_job,
+            namespace,
+            body,
+        )
+        return result
+
+    def replace_cronjob(self, namespace: str, name: str, body: Obj) -> Obj:
+        result: Obj = self._call(
+            f"update CronJob {namespace}/{name}",
+            self._batch.replace_namespaced_cron_job,
+            name,
+            namespace,
+            body,
+        )
+        return result
+
+    def delete_cronjob(self, namespace: str, name: str, uid: str | None = None) -> None:
+        # The uid precondition: never delete a same-named CronJob created since it was read.
+        options = {"propagationPolicy": "Background"}
+        if uid:
+            options["preconditions"] = {"uid": uid}  # type: ignore[assignment]
+        self._call(
+            f"delete CronJob {namespace}/{name}",
+            self._batch.delete_namespaced_cron_job,
+            name,
+            namespace,
+            body=options,
+        )
+
+    # -- Jobs and pods (k8s_live.JobSource) --------------------------------------------------
+
+    def list_jobs(self, namespace: str, selector: str) -> list[Obj]:
+        result = self._call(
+            f"list Jobs in namespace {namespace}",
+            self._batch.list_namespaced_job,
+            namespace,
+            label_selector=selector,
+        )
+        return list((result or {}).get("items") or [])
+
+    def read_job(self, namespace: str, name: str) -> Obj | None:
+        result: Obj | None = self._call(
+            f"read Job {namespace}/{name}", self._batch.read_namespaced_job, name, namespace
+        )
+        return result
+
+    def create_job(self, namespace: str, body: Obj) -> Obj:
+        name = body["metadata"]["name"]
+        result: Obj = self._call(
+            f"create Job {namespace}/{name}", self._batch.create_namespaced_job, namespace, body
+        )
+        return result
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        # Background propagation: the Job goes now and the garbage collector removes its
+        # pods (the batch/v1 default would orphan them, leaving dbt running).
+        self._call(
+            f"delete Job {namespace}/{name}",
+            self._batch.delete_namespaced_job,
+            name,
+            namespace,
+            propagation_policy="Background",
+        )
+
+    def list_pods(self, namespace: str, selector: str) -> list[Obj]:
+        result = self._call(
+            f"list pods in namespace {namespace}",
+            self._core.list_namespaced_pod,
+            namespace,
+            label_selector=selector,
+        )
+        return list((result or {}).get("items") or [])
+
+    def pod_log(self, namespace: str, pod: str, container: str, tail: int | None) -> str | None:
+        extra: dict[str, Any] = {"container": container}
+        if tail is not None:
+            extra["tail_lines"] = tail
+        # 400: the container is waiting to start (ContainerCreating, pulling its image).
+        log_text: str | None = self._call(
+            f"read the log of pod {namespace}/{pod}",
+            self._core.read_namespaced_pod_log,
+            pod,
+            namespace,
+            text=True,
+            absent=frozenset({400, 404}),
+            **extra,
+        )
+        return log_text
+
+
+def _is_namespace_missing(exc: ApiException) -> bool:
+    try:
+        details = json.loads(exc.body or b"{}").get("details") or {}
+    except (ValueError, AttributeError):
+        return False
+    return exc.status == 404 and details.get("kind") == "namespaces"
+
+
+def _why(exc: BaseException) -> str:
+    """A short reason from urllib3's nested errors (no object reprs, no stack)."""
+    reason = getattr(exc, "reason", None) or exc
+    text = str(reason)
+    if "Connection refused" in text:
+        return "connection refused"
+    if "timed out" in text.lower():
+        return "timed out"
+    if "Name or service not known" in text or "nodename nor servname" in text:
+        return "unknown host"
+    return text.rsplit(": ", 1)[-1][:200] or type(reason).__name__
+
+
+# --- the executor --------------------------------------------------------------------------
+
+
+class KubernetesExecutor:
+    name = "kubernetes"
+
+    def __init__(
+        self, store: Store, settings: Settings, gateway: KubeGateway, manifests: Manifests
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self.gateway = gateway
+        self.manifests = manifests
+        self.sync = CronJobSync(store, gateway, manifests.cronjob, settings.namespace_for)
+        self.live = LiveJobs(store, gateway, settings.namespace_for)
+        self._reconciling = threading.Lock()
+        self._stopping = threading.Event()
+        self._loop: threading.Thread | None = None
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def launch(self, run: RunRecord) -> Launched:
+        org_slug = self._store.orgs.slug_of(run.org_id) or ""
+        body = self.manifests.job(run, org_slug)
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        try:
+            self.gateway.create_job(namespace, body)
+        except ClusterConflict:
+            # Already there: ours when a retried launch created it before; else a name clash.
+            existing = self.gateway.read_job(namespace, name) or {}
+            if (existing.get("metadata") or {}).get("labels", {}).get(RUN_LABEL) != run.id:
+                raise ClusterError(
+                    f"A Kubernetes Job named {name!r} already exists in namespace "
+                    f"{namespace!r} and is not this run's; trigger the job again."
+                ) from None
+        return Launched(job_name=name, namespace=namespace)
+
+    def cancel(self, run: RunRecord) -> None:
+        if run.job_name and run.namespace:
+            self.gateway.delete_job(run.namespace, run.job_name)  # absent already: fine
+
+    def live_logs(self, run: RunRecord) -> str | None:
+        if not (run.job_name and run.namespace):
+            return None
+        return read_logs(self.gateway, run.namespace, run.job_name, None)
+
+    # -- schedules ---------------------------------------------------------------------------
+
+    def apply_job(self, project: Project, job: Job) -> None:
+        self.sync.apply_job(project, job)
+
+    def remove_job(self, project: Project, job: Job) -> None:
+        self.sync.remove_job(project, job)
+
+    def deploy(self, project: Project, jobs: Sequence[Job]) -> SyncReport:
+        return self.sync.deploy(project, jobs)
+
+    def undeploy(self, project: Project, jobs: Sequence[Job]) -> SyncReport:
+        return self.sync.undeploy(project, jobs)
+
+    def reconcile(self) -> SyncReport:
+        """One pass of drift repair (the loop's, or `runyard reconcile`'s). Never two at once."""
+        with self._reconciling:
+            report = self.sync.reconcile()
+        if report.created or report.updated or report.deleted or report.failed:
+            log.info(
+                "reconcile: %d created, %d updated, %d deleted, %d unchanged, %d failed",
+                report.created,
+                report.updated,
+                report.deleted,
+                report.unchanged,
+                report.failed,
+            )
+        return report
+
+    # -- background work ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Reconcile now and every RUNYARD_RECONCILE_INTERVAL seconds (0: never)."""
+        if self._settings.reconcile_interval_seconds <= 0 or self._loop is not None:
+            return
+        self._stopping.clear()
+        self._loop = threading.Thread(target=self._run_loop, name="k8s-reconcile", daemon=True)
+        self._loop.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._loop is not None:
+            self._loop.join(REQUEST_TIMEOUT[0] + REQUEST_TIMEOUT[1])
+            self._loop = None
+        self.gateway.api_client.close()
+
+    def _run_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.reconcile()
+            except ClusterUnavailable as exc:
+                log.warning("reconcile skipped: %s", exc.detail)
+            except Exception:
+                log.exception("reconcile failed")
+            self._stopping.wait(self._settings.reconcile_interval_seconds)
+
+
+def build_kubernetes_executor(container: Container) -> KubernetesExecutor:
+    settings = container.settings
+    api_client = kubernetes.client.ApiClient(load_configuration())
+    manifests = Manifests(
+        Templates.load(settings.k8s_templates), container.commands, settings.namespace_for
+    )
+    return KubernetesExecutor(container.store, settings, KubeGateway(api_client), manifests)
