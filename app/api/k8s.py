@@ -16,6 +16,7 @@ from litestar.params import Parameter
 from app.container import Container
 from app.errors import Conflict, RunyardError, invalid
 from app.executors.k8s_live import LIVE_STATUSES, LiveJobDetail, LiveJobList, LiveJobs
+from app.executors.k8s_render import Manifests, Templates
 from app.models import Principal
 
 
@@ -36,18 +37,17 @@ def _live(container: Container) -> LiveJobs:
     return live
 
 
-def _manifests(container: Container) -> Any:
-    # Imported here: the kubernetes client loads only when a manifest is asked for.
-    from app.executors.k8s_render import Templates
-    from app.executors.kubernetes import Manifests
-
+def _manifests(container: Container) -> Manifests:
     existing = getattr(container.executor, "manifests", None)
     if isinstance(existing, Manifests):
         return existing
+    # The local executor: render the same way, with the client's models (imported here so the
+    # kubernetes client loads only when a manifest is asked for).
+    from app.executors.kubernetes import round_trip
+
     settings = container.settings
-    return Manifests(
-        Templates.load(settings.k8s_templates), container.commands, settings.namespace_for
-    )
+    templates = Templates.load(settings.k8s_templates)
+    return Manifests(templates, container.commands, settings.namespace_for, round_trip)
 
 
 @get(

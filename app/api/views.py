@@ -29,7 +29,8 @@ def job_out(job: Job) -> JobOut:
 
 
 def run_out(run: Run) -> RunOut:
-    fields = msgspec.structs.asdict(run)
+    # Only the Run fields: a RunRecord also carries the org and the snapshot.
+    fields = {name: getattr(run, name) for name in Run.__struct_fields__}
     return RunOut(
         **fields, is_terminal=run.is_terminal, is_success=run.is_success, is_failed=run.is_failed
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -25,6 +25,8 @@ import yaml
 from app.errors import FieldError, Invalid
 from app.executors.local_process import ENGINE_ENV
 from app.models import Job, JobConfig, Project, ProjectKind, RunRecord
+from app.naming import cronjob_name
+from app.services.commands import CommandChecker
 
 Obj = dict[str, Any]
 
@@ -176,6 +178,48 @@ def render_job(
     job = _job_object(templates, work, labels)
     job["metadata"] = _metadata(job, name, namespace, labels, _annotations(work))
     return job
+
+
+class Manifests:
+    """The objects runyard applies; also what the manifest endpoint shows (no cluster needed)."""
+
+    def __init__(
+        self,
+        templates: Templates,
+        commands: CommandChecker,
+        namespace_for: Callable[[str], str],
+        normalise: Callable[[Obj, str], Obj] = lambda obj, _model: obj,
+    ) -> None:
+        self._templates = templates
+        self._commands = commands
+        self._namespace_for = namespace_for
+        # kubernetes.round_trip: the objects as the client's models (and the server) shape them.
+        self._normalise = normalise
+
+    def cronjob(self, project: Project, job: Job) -> Obj | None:
+        """The job's CronJob, or None when the job has no schedule (it only runs on demand)."""
+        if not job.schedule:
+            return None
+        argv = self._commands.parse(project.kind, job.command).argv
+        body = render_cronjob(
+            self._templates,
+            Workload.of_job(project, job, argv),
+            name=cronjob_name(project.name, job.name),
+            namespace=self._namespace_for(project.org_slug),
+            labels=labels(project.org_slug, project.id, job.id),
+        )
+        return self._normalise(body, "V1CronJob")
+
+    def job(self, run: RunRecord, org_slug: str) -> Obj:
+        assert run.job_name and run.namespace, "a Kubernetes run has its Job name and namespace"
+        body = render_job(
+            self._templates,
+            Workload.of_run(run),
+            name=run.job_name,
+            namespace=run.namespace,
+            labels=labels(org_slug, run.project_id, run.job_id, run.id),
+        )
+        return self._normalise(body, "V1Job")
 
 
 # --- the pieces ------------------------------------------------------------------------------

@@ -27,18 +27,9 @@ from kubernetes.client.exceptions import ApiException
 from app.errors import ClusterError, ClusterUnavailable
 from app.executors.base import Launched, SyncReport
 from app.executors.k8s_live import LiveJobs, read_logs
-from app.executors.k8s_render import (
-    RUN_LABEL,
-    Templates,
-    Workload,
-    labels,
-    render_cronjob,
-    render_job,
-)
+from app.executors.k8s_render import RUN_LABEL, Manifests, Templates
 from app.executors.k8s_sync import ClusterConflict, CronJobSync
 from app.models import Job, Project, RunRecord
-from app.naming import cronjob_name
-from app.services.commands import CommandChecker
 from app.settings import Settings, SettingsError
 from app.store import Store
 
@@ -90,42 +81,6 @@ def round_trip(obj: Obj, model: str) -> Obj:
     does not know are dropped and values take the API's types, as the server would store them."""
     result: Obj = _models.sanitize_for_serialization(_models.deserialize(_Body(obj), model))
     return result
-
-
-class Manifests:
-    """The objects runyard applies; also what the manifest endpoint shows (no cluster needed)."""
-
-    def __init__(
-        self, templates: Templates, commands: CommandChecker, namespace_for: Callable[[str], str]
-    ) -> None:
-        self._templates = templates
-        self._commands = commands
-        self._namespace_for = namespace_for
-
-    def cronjob(self, project: Project, job: Job) -> Obj | None:
-        """The job's CronJob, or None when the job has no schedule (it only runs on demand)."""
-        if not job.schedule:
-            return None
-        argv = self._commands.parse(project.kind, job.command).argv
-        body = render_cronjob(
-            self._templates,
-            Workload.of_job(project, job, argv),
-            name=cronjob_name(project.name, job.name),
-            namespace=self._namespace_for(project.org_slug),
-            labels=labels(project.org_slug, project.id, job.id),
-        )
-        return round_trip(body, "V1CronJob")
-
-    def job(self, run: RunRecord, org_slug: str) -> Obj:
-        assert run.job_name and run.namespace, "a Kubernetes run has its Job name and namespace"
-        body = render_job(
-            self._templates,
-            Workload.of_run(run),
-            name=run.job_name,
-            namespace=run.namespace,
-            labels=labels(org_slug, run.project_id, run.job_id, run.id),
-        )
-        return round_trip(body, "V1Job")
 
 
 # --- the gateway ---------------------------------------------------------------------------
@@ -198,109 +153,73 @@ class KubeGateway:
         error_type = ClusterConflict if exc.status == 409 else ClusterError
         return error_type(f"The Kubernetes API refused to {action}: {said}.{hint}")
 
+    def _object(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj | None:
+        result = self._call(action, fn, *args, **kwargs)
+        return result if isinstance(result, dict) else None
+
+    def _items(
+        self, action: str, fn: Callable[..., Any], namespace: str, selector: str
+    ) -> list[Obj]:
+        result = self._object(action, fn, namespace, label_selector=selector)
+        return list((result or {}).get("items") or [])
+
     # -- CronJobs (k8s_sync.Cluster) ---------------------------------------------------------
 
     def list_cronjobs(self, namespace: str, selector: str) -> list[Obj]:
-        result = self._call(
-            f"list CronJobs in namespace {namespace}",
-            self._batch.list_namespaced_cron_job,
-            namespace,
-            label_selector=selector,
-        )
-        return list((result or {}).get("items") or [])
+        action = f"list CronJobs in namespace {namespace}"
+        return self._items(action, self._batch.list_namespaced_cron_job, namespace, selector)
 
     def read_cronjob(self, namespace: str, name: str) -> Obj | None:
-        result: Obj | None = self._call(
-            f"read CronJob {namespace}/{name}",
-            self._batch.read_namespaced_cron_job,
-            name,
-            namespace,
-        )
-        return result
+        action = f"read CronJob {namespace}/{name}"
+        return self._object(action, self._batch.read_namespaced_cron_job, name, namespace)
 
     def create_cronjob(self, namespace: str, body: Obj) -> Obj:
-        name = body["metadata"]["name"]
-        result: Obj = self._call(
-            f"create CronJob {namespace}/{name}",
-            self._batch.create_namespaced_cron_job,
-            namespace,
-            body,
-        )
-        return result
+        action = f"create CronJob {namespace}/{body['metadata']['name']}"
+        return self._object(action, self._batch.create_namespaced_cron_job, namespace, body) or {}
 
     def replace_cronjob(self, namespace: str, name: str, body: Obj) -> Obj:
-        result: Obj = self._call(
-            f"update CronJob {namespace}/{name}",
-            self._batch.replace_namespaced_cron_job,
-            name,
-            namespace,
-            body,
-        )
-        return result
+        action = f"update CronJob {namespace}/{name}"
+        fn = self._batch.replace_namespaced_cron_job
+        return self._object(action, fn, name, namespace, body) or {}
 
     def delete_cronjob(self, namespace: str, name: str, uid: str | None = None) -> None:
         # The uid precondition: never delete a same-named CronJob created since it was read.
-        options = {"propagationPolicy": "Background"}
+        options: Obj = {"propagationPolicy": "Background"}
         if uid:
-            options["preconditions"] = {"uid": uid}  # type: ignore[assignment]
-        self._call(
-            f"delete CronJob {namespace}/{name}",
-            self._batch.delete_namespaced_cron_job,
-            name,
-            namespace,
-            body=options,
-        )
+            options["preconditions"] = {"uid": uid}
+        action = f"delete CronJob {namespace}/{name}"
+        self._call(action, self._batch.delete_namespaced_cron_job, name, namespace, body=options)
 
     # -- Jobs and pods (k8s_live.JobSource) --------------------------------------------------
 
     def list_jobs(self, namespace: str, selector: str) -> list[Obj]:
-        result = self._call(
-            f"list Jobs in namespace {namespace}",
-            self._batch.list_namespaced_job,
-            namespace,
-            label_selector=selector,
-        )
-        return list((result or {}).get("items") or [])
+        action = f"list Jobs in namespace {namespace}"
+        return self._items(action, self._batch.list_namespaced_job, namespace, selector)
 
     def read_job(self, namespace: str, name: str) -> Obj | None:
-        result: Obj | None = self._call(
-            f"read Job {namespace}/{name}", self._batch.read_namespaced_job, name, namespace
-        )
-        return result
+        action = f"read Job {namespace}/{name}"
+        return self._object(action, self._batch.read_namespaced_job, name, namespace)
 
     def create_job(self, namespace: str, body: Obj) -> Obj:
-        name = body["metadata"]["name"]
-        result: Obj = self._call(
-            f"create Job {namespace}/{name}", self._batch.create_namespaced_job, namespace, body
-        )
-        return result
+        action = f"create Job {namespace}/{body['metadata']['name']}"
+        return self._object(action, self._batch.create_namespaced_job, namespace, body) or {}
 
     def delete_job(self, namespace: str, name: str) -> None:
         # Background propagation: the Job goes now and the garbage collector removes its
         # pods (the batch/v1 default would orphan them, leaving dbt running).
-        self._call(
-            f"delete Job {namespace}/{name}",
-            self._batch.delete_namespaced_job,
-            name,
-            namespace,
-            propagation_policy="Background",
-        )
+        action, fn = f"delete Job {namespace}/{name}", self._batch.delete_namespaced_job
+        self._call(action, fn, name, namespace, propagation_policy="Background")
 
     def list_pods(self, namespace: str, selector: str) -> list[Obj]:
-        result = self._call(
-            f"list pods in namespace {namespace}",
-            self._core.list_namespaced_pod,
-            namespace,
-            label_selector=selector,
-        )
-        return list((result or {}).get("items") or [])
+        action = f"list pods in namespace {namespace}"
+        return self._items(action, self._core.list_namespaced_pod, namespace, selector)
 
     def pod_log(self, namespace: str, pod: str, container: str, tail: int | None) -> str | None:
-        extra: dict[str, Any] = {"container": container}
+        extra: Obj = {"container": container}
         if tail is not None:
             extra["tail_lines"] = tail
         # 400: the container is waiting to start (ContainerCreating, pulling its image).
-        log_text: str | None = self._call(
+        text = self._call(
             f"read the log of pod {namespace}/{pod}",
             self._core.read_namespaced_pod_log,
             pod,
@@ -309,7 +228,7 @@ class KubeGateway:
             absent=frozenset({400, 404}),
             **extra,
         )
-        return log_text
+        return text if isinstance(text, str) else None
 
 
 def _is_namespace_missing(exc: ApiException) -> bool:
@@ -439,7 +358,6 @@ class KubernetesExecutor:
 def build_kubernetes_executor(container: Container) -> KubernetesExecutor:
     settings = container.settings
     api_client = kubernetes.client.ApiClient(load_configuration())
-    manifests = Manifests(
-        Templates.load(settings.k8s_templates), container.commands, settings.namespace_for
-    )
+    templates = Templates.load(settings.k8s_templates)
+    manifests = Manifests(templates, container.commands, settings.namespace_for, round_trip)
     return KubernetesExecutor(container.store, settings, KubeGateway(api_client), manifests)

@@ -297,3 +297,24 @@ def test_manifest_of_another_orgs_job_is_404(emulator_app: App) -> None:
         f"/api/v1/projects/{project['id']}/jobs/{job['id']}/manifest", headers=emulator_app.other
     )
     assert response.status_code == 404
+
+
+def test_manifest_works_with_the_local_executor(client: Any, admin_headers: dict[str, str]) -> None:
+    """Rendering needs no cluster: a laptop runyard shows what production would apply."""
+    project = client.post(
+        "/api/v1/projects",
+        json={"name": "analytics", "kind": "dbt", "image": IMAGE},
+        headers=admin_headers,
+    ).json()
+    job = client.post(
+        f"/api/v1/projects/{project['id']}/jobs",
+        json={"name": "nightly", "command": "dbt build", "schedule": "0 2 * * *"},
+        headers=admin_headers,
+    ).json()
+    response = client.get(
+        f"/api/v1/projects/{project['id']}/jobs/{job['id']}/manifest", headers=admin_headers
+    )
+    assert response.status_code == 200, response.text
+    manifest = response.json()
+    assert manifest["kind"] == "CronJob" and manifest["metadata"]["name"] == "analytics-nightly"
+    assert manifest["metadata"]["namespace"] == "org-acme"

@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from app.errors import Invalid
-from app.executors.k8s_render import Templates, Workload, labels, render_job
-from app.executors.kubernetes import Manifests, round_trip
+from app.executors.k8s_render import Manifests, Templates, Workload, labels, render_job
+from app.executors.kubernetes import round_trip
 from app.models import Job, JobConfig, Project, RunRecord, RunSnapshot
 from app.services.commands import CommandChecker
 
@@ -115,7 +115,7 @@ def run_of(kind: str) -> RunRecord:
     )
 
 
-MANIFESTS = Manifests(TEMPLATES, CHECKER, lambda org: f"org-{org}")
+MANIFESTS = Manifests(TEMPLATES, CHECKER, lambda org: f"org-{org}", round_trip)
 
 
 def rendered(kind: str, what: str) -> dict[str, Any]:
