@@ -207,6 +207,10 @@ class _CommandParser:
                     f"{name}={inline}", "is a switch and takes no value", f"{name} alone", position
                 )
             return []
+        if inline == "":
+            hint = f"{name}=VALUE or {name} VALUE, with {self._value_hint(spec)}"
+            self._error(f"{name}=", "has an empty value", hint, position)
+            return []
         if inline is not None:
             values = [inline]
             value_positions = [position]

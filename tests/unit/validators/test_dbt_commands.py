@@ -230,6 +230,8 @@ def test_paths_inside_the_project_are_fine() -> None:
         ("dbt run --full-refresh=true", "--full-refresh=true", "is a switch and takes no value"),
         ("dbt run --threads 4 --threads 8", "--threads", "is given more than once"),
         ("dbt run --select ''", "''", "is an empty argument"),
+        ("dbt run --select=", "--select=", "has an empty value"),
+        ("dbt run --target= prod", "--target=", "has an empty value"),
     ],
 )
 def test_flag_values(text: str, token: str, reason: str) -> None:
