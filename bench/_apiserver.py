@@ -1,0 +1,43 @@
+"""The server side of bench/api.py and bench/load.py: runyard's app under uvicorn, plus a
+bare Litestar route returning a fixed msgspec Struct, in the same process and set-up."""
+
+from __future__ import annotations
+
+import argparse
+
+import msgspec
+import uvicorn
+from litestar import get
+
+from app.main import create_app
+from app.settings import Settings
+
+
+class Fixed(msgspec.Struct):
+    id: str
+    name: str
+    status: str
+
+
+FIXED = Fixed("job_bench", "bare", "ok")
+
+
+@get("/bench/bare", sync_to_thread=False)
+async def bare() -> Fixed:
+    return FIXED
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--executor", default="local")
+    args = parser.parse_args()
+    app = create_app(Settings(database=args.db, executor=args.executor))
+    app.register(bare)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
+                loop="uvloop", http="httptools")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""API read throughput against a database of 10,000 jobs (200 projects of 50 jobs).
+
+Measures `GET /api/v1/projects/{id}/jobs` and `GET .../jobs/{job_id}` next to a bare
+Litestar route returning a fixed msgspec Struct, served by the same uvicorn process, and
+prints requests/s, p50/p99 and the ratio to the bare route (goal: at least 0.6).
+
+    python bench/api.py [--seconds 10] [--clients 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.ids import new_id, utcnow  # noqa: E402
+from app.models import Job, Project  # noqa: E402
+from app.services.tokens import TokenService  # noqa: E402
+from app.store import Store  # noqa: E402
+from bench._http import describe, free_port, run_load, wait_for_port  # noqa: E402
+
+PROJECTS, JOBS_PER_PROJECT = 200, 50
+RESULTS = Path(__file__).parent / "results" / "api.json"
+
+
+def seed(path: str) -> tuple[str, list[tuple[str, list[str]]]]:
+    store = Store(path)
+    store.migrate()
+    token, _ = TokenService(store).create("bench", "admin")
+    org = store.orgs.by_slug("bench")
+    assert org is not None
+    now = utcnow()
+    layout: list[tuple[str, list[str]]] = []
+    for p in range(PROJECTS):
+        project = Project(id=new_id("proj"), org_id=org.id, org_slug=org.slug,
+                          name=f"project-{p:03d}", kind="dbt", created_at=now, updated_at=now,
+                          environment={"DBT_TARGET": "prod"})
+        store.projects.save(project)
+        job_ids = []
+        for j in range(JOBS_PER_PROJECT):
+            job = Job(id=new_id("job"), org_id=org.id, project_id=project.id, version=1,
+                      name=f"job-{j:02d}", command=f"dbt build --select tag:group_{j}",
+                      schedule=f"{j % 60} {j % 24} * * *", timezone="Europe/Berlin",
+                      description="nightly refresh of one group of models",
+                      slack_channel="#data-alerts", slack_alerts_enabled=True,
+                      environment={"THREADS": "4"}, resources={"requests": {"cpu": "500m"}},
+                      created_at=now, updated_at=now)
+            store.jobs.insert(job)
+            job_ids.append(job.id)
+        layout.append((project.id, job_ids))
+    store.close()
+    return token, layout
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=32)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        db = os.path.join(tmp, "bench.db")
+        started = time.perf_counter()
+        token, layout = seed(db)
+        print(f"seeded {PROJECTS * JOBS_PER_PROJECT} jobs in {time.perf_counter() - started:.1f}s")
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "_apiserver.py"), "--db", db,
+             "--port", str(port)],
+            env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        )
+        try:
+            wait_for_port("127.0.0.1", port)
+            headers = {"Authorization": f"Bearer {token}"}
+            rng = random.Random(7)
+
+            def bare(i: int) -> tuple[str, str, str, bytes]:
+                return "bare route", "GET", "/bench/bare", b""
+
+            def list_jobs(i: int) -> tuple[str, str, str, bytes]:
+                project_id, _ = layout[rng.randrange(PROJECTS)]
+                return "list jobs (50)", "GET", f"/api/v1/projects/{project_id}/jobs", b""
+
+            def get_job(i: int) -> tuple[str, str, str, bytes]:
+                project_id, jobs = layout[rng.randrange(PROJECTS)]
+                return ("get job", "GET",
+                        f"/api/v1/projects/{project_id}/jobs/{jobs[rng.randrange(50)]}", b"")
+
+            results = {}
+            for pick in (bare, list_jobs, get_job):
+                asyncio.run(run_load("127.0.0.1", port, headers, pick, clients=4, seconds=1))
+                stats, elapsed = asyncio.run(run_load("127.0.0.1", port, headers, pick,
+                                                      clients=args.clients,
+                                                      seconds=args.seconds))
+                results.update({label: s.summary(elapsed) for label, s in stats.items()})
+        finally:
+            server.terminate()
+            server.wait(10)
+    base = float(results["bare route"]["rps"])  # type: ignore[arg-type]
+    for label in ("list jobs (50)", "get job"):
+        results[label]["ratio_to_bare"] = round(float(results[label]["rps"]) / base, 3)  # type: ignore[arg-type]
+    print(describe(list(results.items())))
+    for label in ("list jobs (50)", "get job"):
+        print(f"  ratio {label} / bare: {results[label]['ratio_to_bare']} (goal >= 0.6)")
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text(json.dumps({"benchmark": "api", "clients": args.clients,
+                                   "seconds": args.seconds, "routes": results}, indent=2))
+    errors = sum(n for s in results.values() for code, n in s["statuses"].items()  # type: ignore[union-attr]
+                 if code >= 500)
+    return 1 if errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
