@@ -66,10 +66,10 @@ class _CommandParser:
         self.i = 1
         while self._at_flag():
             self._read_flag(self.rules.global_flags, None)
+        position = self.i
         spec = self._read_subcommand()
         if spec is None:
             return ValidationResult(None, tuple(self.errors))
-        position = self.i - len(spec.words)
         positionals: list[tuple[int, str]] = []
         while self.i < len(self.words):
             if self._at_flag():
@@ -161,7 +161,8 @@ class _CommandParser:
     # -- flags -----------------------------------------------------------------------------------
 
     def _at_flag(self) -> bool:
-        # Like click: any word of two or more characters starting with '-' is read as an option.
+        # click reads any word of two or more characters starting with '-' as an option; a lone
+        # '-' is taken as one here too, so that it is refused like any unknown option.
         return self.i < len(self.words) and self.words[self.i].startswith("-")
 
     def _read_flag(self, table: tuple[FlagSpec, ...], sub: SubcommandSpec | None) -> None:

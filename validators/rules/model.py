@@ -92,10 +92,6 @@ class SubcommandSpec:
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
 
-    @property
-    def words(self) -> tuple[str, ...]:
-        return tuple(self.name.split(" "))
-
 
 @dataclass(frozen=True, slots=True)
 class RuleSet:

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tests.unit.validators import posix_reference
@@ -35,24 +35,41 @@ PROPERTY_SETTINGS = settings(
     database=None,  # keep the checkout free of .hypothesis/ files from runs in CI
 )
 
-FRAGMENTS = [
-    # command words and plain values
+# Pieces that keep a command well formed: words, and balanced quotes around anything.
+PLAIN_FRAGMENTS = [
     "dbt", "sqlmesh", "run", "build", "plan", "--select", "--full-refresh", "--vars",
     "--select-model", "tag:nightly", "a", "model+", "path:models/x.sql", "é", "日本", "-x",
-    "=", "%", "@", ",", ":", "/", "..", "+",
-    # spaces and quoting
-    " ", " ", " ", "'", '"', "\\", "'x y'", '"a b"', "'a;b'", '"$x"', '"\\$x"', '"\\\\"',
-    '"\\""', "'\\'", "''", '""', '"it\'s"', "'say \"hi\"'",
-    # shell syntax
+    "=", "%", "@", ",", ":", "/", "..", "+", " ", " ", " ",
+    "'x y'", '"a b"', "'a;b'", "'$HOME; `id` | *'", '"\\$x"', '"\\\\"', '"\\""', "'\\'",
+    "''", '""', '"it\'s"', "'say \"hi\"'", '"a\\b"', "'；｜'", '"＄(x)"',
+]  # fmt: skip
+# Pieces a shell would act on, or that runyard refuses: lone quotes and backslashes, shell
+# syntax, expansions inside double quotes, look-alikes, invisible and control characters.
+RISKY_FRAGMENTS = [
+    "'", '"', "\\", '"$x"', '"`id`"',
     "$", "$HOME", "$(", "${", "`", ";", "&&", "&", "|", "||", ">", ">>", "<", "*", "?",
     "[", "]", "~", "#", "{", "}", "(", ")", "!", "^",
-    # look-alikes and invisible or control characters
-    "；", "｜", "＆", "＞", "＜", "＄", "｀", "（", "）", "＊", "\u037e", "\ufe54",
+    "；", "｜", "＆", "＞", "＜", "＄", "｀", "（", "）", "＊", "\u037e", "\ufe54", "—", "‘",
     "\n", "\t", "\x00", "\r", "\x1b", "\x7f", "\x85", "\u200b", "\u202e", "\u2028",
     "\u00a0", "\u3000",
 ]  # fmt: skip
 
-texts = st.lists(st.sampled_from(FRAGMENTS), max_size=14).map("".join)
+
+@st.composite
+def mixed_text(draw: st.DrawFn) -> str:
+    """Mostly well-formed pieces with zero to two risky ones inserted anywhere, so that a good
+    share of the texts is accepted and the rest is refused for one precise reason."""
+    pieces = draw(st.lists(st.sampled_from(PLAIN_FRAGMENTS), max_size=12))
+    for _ in range(draw(st.integers(0, 2))):
+        at = draw(st.integers(0, len(pieces)))
+        pieces.insert(at, draw(st.sampled_from(RISKY_FRAGMENTS)))
+    return "".join(pieces)
+
+
+texts = st.one_of(
+    mixed_text(),
+    st.lists(st.sampled_from(PLAIN_FRAGMENTS + RISKY_FRAGMENTS), max_size=14).map("".join),
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -73,6 +90,7 @@ def cli_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 def test_split_agrees_with_the_reference_and_refuses_shell_syntax(text: str) -> None:
     result = split_words(text)
     reading = posix_reference.read(text)
+    event("split" if not result.errors else "refused")
     if reading.constructs:
         assert result.errors, (text, reading.constructs)
     if not result.errors:
@@ -80,13 +98,13 @@ def test_split_agrees_with_the_reference_and_refuses_shell_syntax(text: str) -> 
 
 
 COMMAND_STARTS = [
+    # Mostly options that take several words, so that more of the generated texts are accepted.
     "dbt run --select ",
     "dbt build --exclude ",
+    "dbt ls --output-keys ",
     "dbt run --vars ",
-    "dbt run --target=",
     "sqlmesh run --select-model ",
     "sqlmesh plan --auto-apply --no-prompts --restate-model ",
-    "sqlmesh --gateway ",
 ]
 
 
@@ -96,6 +114,7 @@ def test_accepted_commands_are_exactly_the_shell_words(start: str, rest: str) ->
     text = start + rest
     kind = text.split(" ", 1)[0]
     result = validate_command(kind, text)
+    event("accepted" if result.ok else "refused")
     if result.command is None:
         assert result.errors
         return
