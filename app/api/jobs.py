@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Annotated
 
-from litestar import Controller, Response, delete, get, post, put
+from litestar import Controller, MediaType, Response, delete, get, post, put
+from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 
 from app.api.views import (
@@ -30,10 +31,18 @@ class JobController(Controller):
     path = "/api/v1/projects/{project_id:str}/jobs"
     tags = ["jobs"]
 
-    @get("/", sync_to_thread=True, summary="List a project's jobs")
-    def list_jobs(self, principal: Principal, container: Container, project_id: str) -> JobList:
-        jobs = [job_out(j) for j in container.jobs.list_jobs(principal, project_id)]
-        return JobList(jobs, len(jobs))
+    @get(
+        "/",
+        sync_to_thread=True,
+        summary="List a project's jobs",
+        responses={200: ResponseSpec(data_container=JobList, description="The project's jobs")},
+    )
+    def list_jobs(
+        self, principal: Principal, container: Container, project_id: str
+    ) -> Response[bytes]:
+        # The store renders the JSON (the hot read path); tests compare it with JobList.
+        body = container.jobs.list_jobs_json(principal, project_id)
+        return Response(body, media_type=MediaType.JSON)
 
     @post("/", sync_to_thread=True, summary="Create a job")
     def create_job(

@@ -96,6 +96,13 @@ class JobService:
         self.project(principal, project_id)
         return self._store.jobs.for_project(project_id)
 
+    def list_jobs_json(self, principal: Principal, project_id: str) -> bytes:
+        """The list body ``{"jobs": [...], "total": n}`` rendered by the store: the same
+        document as encoding ``list_jobs``, several times cheaper to produce."""
+        self.project(principal, project_id)
+        total, jobs = self._store.jobs.list_json(project_id)
+        return f'{{"jobs":{jobs},"total":{total}}}'.encode()
+
     def versions(self, principal: Principal, project_id: str, job_id: str) -> list[JobVersion]:
         self.get(principal, project_id, job_id)
         return self._store.jobs.versions(job_id)

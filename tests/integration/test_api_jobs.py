@@ -261,3 +261,35 @@ def test_dependencies_endpoint(client: TestClient[Any], admin_headers: H) -> Non
     assert_problem(
         client.delete(f"/api/v1/projects/{ingest['id']}/jobs/{a['id']}", headers=admin_headers), 409
     )
+
+
+def test_list_body_equals_the_encoded_structs(
+    client: TestClient[Any], admin_headers: H, container: Any
+) -> None:
+    """The list is rendered by SQLite for speed; it must be exactly what encoding the
+    JobOut structs gives, for every field and every kind of value."""
+    import msgspec
+
+    from app.api.views import JobList, job_out
+
+    project = make_project(client, admin_headers)
+    make_job(client, admin_headers, project["id"], name="plain")
+    make_job(
+        client,
+        admin_headers,
+        project["id"],
+        name="rich",
+        description='quote " and ✓',
+        environment={"A": "1"},
+        webhook_secret="s" * 20,
+        slack_channel="#x",
+        depends_on=[],
+        resources={"limits": {"memory": "1Gi"}},
+        schedule=None,
+    )
+    body = client.get(f"/api/v1/projects/{project['id']}/jobs", headers=admin_headers)
+    assert body.headers["content-type"].startswith("application/json")
+    principal = container.tokens.authenticate(admin_headers["Authorization"].split()[1])
+    jobs = [job_out(j) for j in container.jobs.list_jobs(principal, project["id"])]
+    expected = msgspec.json.decode(msgspec.json.encode(JobList(jobs, len(jobs))))
+    assert body.json() == expected
