@@ -27,16 +27,13 @@ INTEGER = ValueKind.INTEGER
 
 # Reasons for flags refused by default. They change where dbt reads code or credentials from,
 # or where it writes what runyard collects afterwards.
-RUNYARD_SETS_IT = "runyard sets where {what} for every run"
-NO_PROFILES_DIR = "changes where dbt reads connection profiles (credentials) from; " + (
-    RUNYARD_SETS_IT.format(what="profiles come from")
+NO_PROFILES_DIR = (
+    "changes where dbt reads connection profiles (credentials) from; the project's deployment "
+    "decides that, not the job"
 )
 NO_PROJECT_DIR = "runs a different project than the one this job belongs to"
-NO_TARGET_PATH = (
-    "moves target/, where runyard reads run_results.json to report failed models, and "
-    + RUNYARD_SETS_IT.format(what="artifacts are written")
-)
-NO_LOG_PATH = "moves dbt's log files; " + RUNYARD_SETS_IT.format(what="logs are kept")
+NO_TARGET_PATH = "moves target/, where runyard reads run_results.json to report failed models"
+NO_LOG_PATH = "moves dbt's log files out of the logs/ directory runyard collects them from"
 NO_PARTIAL_PARSE_FILE = "reads a parse cache from a file outside the project's target/"
 NO_USAGE_STATS = "sends usage data to dbt Labs; runyard turns it off"
 NO_ARTIFACT_UPLOAD = "uploads the run's artifacts to an external service"

@@ -41,7 +41,7 @@ GLOBAL: tuple[FlagSpec, ...] = (
     option(
         "--log-file-dir",
         value=PATH,
-        denied="moves SQLMesh's log files; runyard sets where logs are kept for every run",
+        denied="moves SQLMesh's log files out of the project's logs/ directory",
     ),
     option(
         "--dotenv",
