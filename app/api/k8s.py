@@ -43,11 +43,11 @@ def _manifests(container: Container) -> Manifests:
         return existing
     # The local executor: render the same way, with the client's models (imported here so the
     # kubernetes client loads only when a manifest is asked for).
-    from app.executors.kubernetes import round_trip
+    from app.executors.kubernetes import shape_overrides
 
     settings = container.settings
     templates = Templates.load(settings.k8s_templates)
-    return Manifests(templates, container.commands, settings.namespace_for, round_trip)
+    return Manifests(templates, container.commands, settings.namespace_for, shape_overrides)
 
 
 @get(

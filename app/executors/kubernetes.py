@@ -16,18 +16,20 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 import kubernetes.client
 import kubernetes.config
+import msgspec
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from app.errors import ClusterError, ClusterUnavailable
 from app.executors.base import Launched, SyncReport
 from app.executors.k8s_live import LiveJobs, read_logs
-from app.executors.k8s_render import RUN_LABEL, Manifests, Templates
+from app.executors.k8s_render import RUN_LABEL, Manifests, Templates, clone
 from app.executors.k8s_sync import ClusterConflict, CronJobSync
 from app.models import Job, Project, RunRecord
 from app.settings import Settings, SettingsError
@@ -39,9 +41,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("runyard.kubernetes")
 
 Obj = dict[str, Any]
-# (connect, read) seconds for every API call: an unreachable API server must not hold a
-# request thread for minutes.
-REQUEST_TIMEOUT = (5.0, 30.0)
+# (connect, read) seconds for every API call, and one retry of a failed connection: an
+# unreachable API server must not hold a user's request for minutes.
+REQUEST_TIMEOUT = (3.0, 30.0)
+CONNECT_RETRIES = 1
 
 
 # --- configuration and models ------------------------------------------------------------
@@ -63,6 +66,7 @@ def load_configuration(env: dict[str, str] | None = None) -> kubernetes.client.C
             "RUNYARD_EXECUTOR=kubernetes needs a cluster configuration: run runyard in a pod "
             f"(in-cluster service account) or set KUBECONFIG. The client said: {exc}"
         ) from None
+    configuration.retries = CONNECT_RETRIES
     return configuration
 
 
@@ -76,11 +80,35 @@ class _Body:
         self.data = json.dumps(obj)
 
 
-def round_trip(obj: Obj, model: str) -> Obj:
-    """``obj`` through the client's model (``V1CronJob``, ``V1Job``) and back: fields the API
-    does not know are dropped and values take the API's types, as the server would store them."""
-    result: Obj = _models.sanitize_for_serialization(_models.deserialize(_Body(obj), model))
-    return result
+def round_trip(obj: Any, model: str) -> Any:
+    """``obj`` through the client's model (``V1Job``, ``list[V1Volume]``) and back: fields the
+    API does not know are dropped and values take the API's types, as the server stores them."""
+    return _models.sanitize_for_serialization(_models.deserialize(_Body(obj), model))
+
+
+_OVERRIDE_MODELS = {
+    "volumes": "list[V1Volume]",
+    "volume_mounts": "list[V1VolumeMount]",
+    "tolerations": "list[V1Toleration]",
+}
+
+
+def shape_overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A project's template overrides with their free-form parts (a volume's source, a
+    toleration) shaped by the client's models. runyard renders everything else in that shape
+    already (tests/unit/test_k8s_render.py); only user-supplied structures need it, and
+    rendering whole objects through the models costs ~30 ms each (every model instance
+    builds a client Configuration)."""
+    return clone(_shape(json.dumps(overrides, sort_keys=True)))
+
+
+@lru_cache(maxsize=512)  # the jobs of one project share their overrides
+def _shape(text: str) -> dict[str, Any]:
+    overrides: dict[str, Any] = json.loads(text)
+    for key, model in _OVERRIDE_MODELS.items():
+        if isinstance(overrides.get(key), list):
+            overrides[key] = round_trip(overrides[key], model)
+    return overrides
 
 
 # --- the gateway ---------------------------------------------------------------------------
@@ -122,7 +150,7 @@ class KubeGateway:
         response.release_conn()
         if text:
             return data.decode("utf-8", "replace")
-        return json.loads(data) if data else {}
+        return msgspec.json.decode(data) if data else {}  # several times faster than json
 
     def _refused(self, action: str, exc: ApiException) -> ClusterError | ClusterUnavailable:
         if not exc.status:  # the client's own failure before an answer (TLS)
@@ -359,5 +387,5 @@ def build_kubernetes_executor(container: Container) -> KubernetesExecutor:
     settings = container.settings
     api_client = kubernetes.client.ApiClient(load_configuration())
     templates = Templates.load(settings.k8s_templates)
-    manifests = Manifests(templates, container.commands, settings.namespace_for, round_trip)
+    manifests = Manifests(templates, container.commands, settings.namespace_for, shape_overrides)
     return KubernetesExecutor(container.store, settings, KubeGateway(api_client), manifests)

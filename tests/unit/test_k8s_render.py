@@ -19,7 +19,7 @@ import yaml
 
 from app.errors import Invalid
 from app.executors.k8s_render import Manifests, Templates, Workload, labels, render_job
-from app.executors.kubernetes import round_trip
+from app.executors.kubernetes import round_trip, shape_overrides
 from app.models import Job, JobConfig, Project, RunRecord, RunSnapshot
 from app.services.commands import CommandChecker
 
@@ -115,7 +115,7 @@ def run_of(kind: str) -> RunRecord:
     )
 
 
-MANIFESTS = Manifests(TEMPLATES, CHECKER, lambda org: f"org-{org}", round_trip)
+MANIFESTS = Manifests(TEMPLATES, CHECKER, lambda org: f"org-{org}", shape_overrides)
 
 
 def rendered(kind: str, what: str) -> dict[str, Any]:
@@ -281,3 +281,19 @@ def test_a_broken_template_directory_is_reported(tmp_path: Path) -> None:
     (tmp_path / "cronjob.yaml").write_text("kind: CronJob\n")
     with pytest.raises(RuntimeError, match="must be a Job"):
         Templates.load(tmp_path)
+
+
+def test_free_form_overrides_take_the_apis_shape() -> None:
+    """Unknown keys inside a volume source are dropped and values take the API's types, as
+    the server would store them: otherwise the live object never equals the rendered one."""
+    p = project("dbt")
+    p.template_overrides = {
+        "volumes": [{"name": "creds", "secret": {"secretName": "warehouse", "colour": "blue"}}],
+        "tolerations": [{"key": "gpu", "operator": "Equal", "value": 5, "effect": "NoSchedule"}],
+    }
+    pod = pod_spec(MANIFESTS.cronjob(p, job("dbt")) or {})
+    assert pod["volumes"][-1] == {"name": "creds", "secret": {"secretName": "warehouse"}}
+    assert pod["tolerations"] == [
+        {"key": "gpu", "operator": "Equal", "value": "5", "effect": "NoSchedule"}
+    ]
+    assert p.template_overrides["volumes"][0]["secret"]["colour"] == "blue"  # not mutated
