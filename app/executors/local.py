@@ -21,6 +21,7 @@ import logging
 import shlex
 import shutil
 import signal
+import subprocess
 import tempfile
 import threading
 import time
@@ -49,8 +50,6 @@ from app.store import Store
 from app.store.local import LocalProcess
 
 if TYPE_CHECKING:
-    import subprocess
-
     from app.container import Container
 
 log = logging.getLogger("runyard.local")
@@ -72,6 +71,11 @@ class _Process:
 
     def ended(self) -> bool:
         return self.popen.poll() is not None
+
+    def wait(self, seconds: float) -> None:
+        """Return when the process ends, or after ``seconds``: the end is seen at once."""
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.popen.wait(seconds)
 
     def exit_code(self) -> int | None:
         code = self.popen.returncode
@@ -396,8 +400,11 @@ class LocalExecutor:
             if active.kill_at is not None and now >= active.kill_at:
                 signal_group(process.pid, signal.SIGKILL)
                 active.kill_at = None
-            active.wake.wait(POLL_SECONDS)
-            active.wake.clear()
+            if isinstance(process, _Process):
+                process.wait(POLL_SECONDS)
+            else:
+                active.wake.wait(POLL_SECONDS)
+                active.wake.clear()
         if active.stop is not None and not active.detached and isinstance(process, _Process):
             # The group's leader has ended; stragglers it left behind go too. (Not for a
             # process of an earlier runyard: its pid is no longer ours to vouch for.)
