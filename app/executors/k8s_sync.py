@@ -226,8 +226,8 @@ class CronJobSync:
             self.remove_job(project, job)
             return
         live = self._cluster.read_cronjob(namespace, _name(desired))
-        if live is not None:
-            self._check_owner(live, project, namespace)
+        if live is not None and not _same_owner(live, desired):
+            raise _name_taken(namespace, live)
         self._write(namespace, desired, live)
 
     def remove_job(self, project: Project, job: Job) -> None:
@@ -327,7 +327,7 @@ class CronJobSync:
                     self._cluster.create_cronjob(namespace, desired)
                 except ClusterConflict:
                     live = self._cluster.read_cronjob(namespace, _name(desired))
-                    if live is None or _labels(live).get(MANAGED_BY) != "runyard":
+                    if live is None or not _same_owner(live, desired):
                         raise _name_taken(namespace, desired) from None
                     continue
                 return "created"
@@ -352,11 +352,6 @@ class CronJobSync:
             return
         report.deleted += 1
 
-    def _check_owner(self, live: Obj, project: Project, namespace: str) -> None:
-        labels = _labels(live)
-        if labels.get(MANAGED_BY) != "runyard" or labels.get(PROJECT_LABEL) != project.id:
-            raise _name_taken(namespace, live)
-
     def _mark(self, job: Job, state: SyncState, error: str | None = None) -> None:
         if (job.sync_state, job.sync_error) != (state, error):
             self._store.jobs.set_sync(job.id, state, error)
@@ -365,6 +360,15 @@ class CronJobSync:
     def _mark_all(self, jobs: Iterable[Job], state: SyncState, error: str | None = None) -> None:
         for job in jobs:
             self._mark(job, state, error)
+
+
+def _same_owner(live: Obj, desired: Obj) -> bool:
+    """The live CronJob is runyard's and of the same project (then runyard may rewrite it;
+    "a-b" + "c" and "a" + "b-c" are both named "a-b-c")."""
+    labels, wanted = _labels(live), _labels(desired)
+    return labels.get(MANAGED_BY) == "runyard" and labels.get(PROJECT_LABEL) == wanted.get(
+        PROJECT_LABEL
+    )
 
 
 def _project_selector(project_id: str) -> str:

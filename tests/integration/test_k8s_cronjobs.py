@@ -318,3 +318,21 @@ def test_manifest_works_with_the_local_executor(client: Any, admin_headers: dict
     manifest = response.json()
     assert manifest["kind"] == "CronJob" and manifest["metadata"]["name"] == "analytics-nightly"
     assert manifest["metadata"]["namespace"] == "org-acme"
+
+
+def test_a_name_shared_by_two_projects_is_not_taken_over(app: App, kube: Kube) -> None:
+    """Project "a-b" with job "c" and project "a" with job "b-c" both want CronJob "a-b-c"."""
+    first = app.project(name="a-b")
+    app.job(first["id"], name="c")
+    app.deploy(first["id"])
+    second = app.project(name="a")
+    job = app.job(second["id"], name="b-c", schedule="*/5 * * * *")
+    report = app.deploy(second["id"])["cronjobs"]
+    assert report["failed"] == 1 and "does not belong to this project" in report["errors"][0]
+    assert app.read_job(second["id"], job["id"])["sync_state"] == "pending"
+    live = kube.cronjob("a-b-c") or {}
+    assert live["metadata"]["labels"]["runyard.dev/project-id"] == first["id"]
+    assert live["spec"]["schedule"] == "0 2 * * *"
+    response = app.update_job(second["id"], job["id"], schedule="*/10 * * * *")
+    assert response.json()["sync_state"] == "pending"
+    assert (kube.cronjob("a-b-c") or {})["spec"]["schedule"] == "0 2 * * *"
