@@ -14,7 +14,6 @@ from litestar.enums import ScopeType
 from litestar.middleware import AbstractMiddleware
 from litestar.types import Receive, Scope, Send
 
-
 _TYPES = re.compile(r":\w+}")
 
 
