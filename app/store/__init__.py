@@ -8,6 +8,7 @@ from app.store.db import Database
 from app.store.jobs import JobRepo
 from app.store.local import LocalRepo
 from app.store.orgs import OrgRepo, TokenRepo
+from app.store.outbox import OutboxRepo
 from app.store.projects import ProjectRepo
 from app.store.runs import RunPage, RunRepo
 
@@ -23,6 +24,7 @@ class Store:
         self.jobs = JobRepo(self.database)
         self.runs = RunRepo(self.database)
         self.local = LocalRepo(self.database)  # local executor and scheduler state
+        self.outbox = OutboxRepo(self.database)  # notifications (app/notify)
 
     def migrate(self) -> int:
         return self.database.migrate()

@@ -156,6 +156,56 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
     ),
+    Migration(
+        4,
+        "notification outbox and delivery attempts",
+        (
+            # Written in the transaction that changes a run's status (app/notify/outbox.py).
+            # ``id`` is the delivery id receivers see. ``due_at`` is when a pending row may be
+            # claimed, or when the lease of a delivering row ends; ``payload`` is the webhook
+            # body, encoded once; ``secret`` the job's webhook secret, cleared once delivered.
+            """CREATE TABLE notifications (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT NOT NULL UNIQUE,
+                org_id TEXT NOT NULL,
+                run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                job_id TEXT NOT NULL,
+                kind TEXT NOT NULL CHECK (kind IN ('slack', 'webhook')),
+                event TEXT NOT NULL,
+                target TEXT,
+                host TEXT NOT NULL,
+                payload BLOB,
+                secret TEXT,
+                state TEXT NOT NULL
+                    CHECK (state IN ('pending', 'delivering', 'delivered', 'failed')),
+                attempts INTEGER NOT NULL DEFAULT 0,
+                throttled INTEGER NOT NULL DEFAULT 0,
+                budget_start INTEGER NOT NULL DEFAULT 0,
+                due_at TEXT NOT NULL,
+                lease_owner TEXT,
+                last_status_code INTEGER,
+                last_error TEXT,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                delivered_at TEXT
+            )""",
+            "CREATE INDEX notifications_by_run ON notifications (run_id, seq)",
+            """CREATE INDEX notifications_due ON notifications (due_at)
+               WHERE state IN ('pending', 'delivering')""",
+            """CREATE INDEX notifications_due_by_host ON notifications (host, due_at)
+               WHERE state IN ('pending', 'delivering')""",
+            """CREATE TABLE notification_attempts (
+                notification_id TEXT NOT NULL REFERENCES notifications(id) ON DELETE CASCADE,
+                attempt INTEGER NOT NULL,
+                started_at TEXT NOT NULL,
+                duration_ms INTEGER NOT NULL,
+                status_code INTEGER,
+                error TEXT,
+                outcome TEXT NOT NULL,
+                PRIMARY KEY (notification_id, attempt)
+            ) WITHOUT ROWID""",
+        ),
+    ),
 )
 
 CURRENT_VERSION = MIGRATIONS[-1].version

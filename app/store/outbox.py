@@ -1,0 +1,321 @@
+"""The notification outbox: one row per notification a run calls for, written in the
+transaction that changes the run's status, and each delivery attempt beside it.
+
+A row is ``pending`` until a worker claims it: claiming makes it ``delivering``, counts the
+attempt and sets ``due_at`` to the end of the claim's lease. A worker that dies keeps the
+row ``delivering`` only until then; after that any worker may claim it again. The final
+states are ``delivered`` and ``failed`` (permanently; an admin can retry it).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Iterable
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+from app.ids import from_text, to_text
+from app.models import WebhookEvent
+from app.store.db import Database
+
+NotificationKind = Literal["slack", "webhook"]
+NotificationState = Literal["pending", "delivering", "delivered", "failed"]
+AttemptOutcome = Literal["delivered", "retry", "failed"]
+
+_COLUMNS = (
+    "id, org_id, run_id, job_id, kind, event, target, host, state, attempts, throttled,"
+    " budget_start, due_at, last_status_code, last_error, created_at, updated_at, delivered_at"
+)
+_CLAIMABLE = "state IN ('pending', 'delivering') AND due_at <= ?"
+
+
+class NewNotification(msgspec.Struct, kw_only=True):
+    id: str  # also the delivery id receivers use to drop duplicates
+    org_id: str
+    run_id: str
+    job_id: str
+    kind: NotificationKind
+    event: WebhookEvent
+    target: str | None
+    host: str
+    payload: bytes | None = None  # the webhook body, encoded once
+    secret: str | None = None  # the job's webhook secret when the row was written
+
+
+class Notification(msgspec.Struct, kw_only=True):
+    id: str
+    org_id: str
+    run_id: str
+    job_id: str
+    kind: NotificationKind
+    event: WebhookEvent
+    target: str | None
+    host: str
+    state: NotificationState
+    attempts: int
+    throttled: int  # attempts answered with 429: they do not use up the retry budget
+    budget_start: int  # attempts made before the last manual retry (a fresh budget)
+    due_at: datetime
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+
+
+class Claimed(Notification, kw_only=True):
+    """A row a worker holds: with what it needs to send."""
+
+    payload: bytes | None
+    secret: str | None
+
+
+class AttemptRecord(msgspec.Struct, kw_only=True):
+    """What a worker learnt from one attempt, and when the next one is due."""
+
+    started_at: datetime
+    finished_at: datetime
+    outcome: AttemptOutcome
+    status_code: int | None
+    error: str | None
+    next_due: datetime | None = None
+    throttled: bool = False
+
+
+class Attempt(msgspec.Struct, kw_only=True):
+    attempt: int
+    started_at: datetime
+    duration_ms: int
+    status_code: int | None
+    error: str | None
+    outcome: AttemptOutcome
+
+
+def _notification(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **{k: row[k] for k in ("id", "org_id", "run_id", "job_id", "kind", "event", "target")},
+        **{k: row[k] for k in ("host", "state", "attempts", "throttled", "budget_start")},
+        "last_status_code": row["last_status_code"],
+        "last_error": row["last_error"],
+        "due_at": from_text(row["due_at"]),
+        "created_at": from_text(row["created_at"]),
+        "updated_at": from_text(row["updated_at"]),
+        "delivered_at": from_text(row["delivered_at"]) if row["delivered_at"] else None,
+    }
+
+
+class OutboxRepo:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        # Delivery workers take this before their write transactions: they then queue here,
+        # handed over at once, instead of in SQLite's busy handler, which sleeps 1, 2, 5,
+        # 10 ... ms between tries and, with a dozen senders, made each write cost ~25 ms.
+        # ``add`` never takes it: it runs inside the tracker's transaction, which already
+        # holds SQLite's lock, and waiting here with that held could stall a worker.
+        self._workers = threading.RLock()
+
+    # --- writing notifications ----------------------------------------------------------
+
+    def add(self, rows: Iterable[NewNotification], now: datetime) -> int:
+        """Insert new notifications; inside a caller's transaction they commit with it."""
+        stamp = to_text(now)
+        count = 0
+        with self._db.write() as db:
+            for row in rows:
+                db.conn.execute(
+                    "INSERT INTO notifications (id, org_id, run_id, job_id, kind, event, target,"
+                    " host, payload, secret, state, due_at, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
+                    (
+                        row.id,
+                        row.org_id,
+                        row.run_id,
+                        row.job_id,
+                        row.kind,
+                        row.event,
+                        row.target,
+                        row.host,
+                        row.payload,
+                        row.secret,
+                        stamp,
+                        stamp,
+                        stamp,
+                    ),
+                )
+                count += 1
+        return count
+
+    # --- workers ------------------------------------------------------------------------
+
+    def due(
+        self, now: datetime, *, limit: int, skip_hosts: Collection[str] = ()
+    ) -> list[tuple[str, str]]:
+        """(id, host) of claimable rows, oldest due first, leaving out hosts that are busy
+        (so a backlog for one slow host never hides the work for the others)."""
+        sql = f"SELECT id, host FROM notifications WHERE {_CLAIMABLE}"
+        params: list[Any] = [to_text(now)]
+        if skip_hosts:
+            sql += f" AND host NOT IN ({','.join('?' * len(skip_hosts))})"
+            params += list(skip_hosts)
+        rows = self._db.rows(sql + " ORDER BY due_at, seq LIMIT ?", [*params, limit])
+        return [(r["id"], r["host"]) for r in rows]
+
+    def _claim(
+        self, condition: str, params: list[Any], owner: str, now: datetime, lease_until: datetime
+    ) -> list[Claimed]:
+        # One statement that both claims and returns: no window between choosing a row and
+        # taking it, and one write per batch however many rows.
+        with self._workers, self._db.write() as db:
+            rows = db.conn.execute(
+                "UPDATE notifications SET state = 'delivering', lease_owner = ?, due_at = ?,"
+                f" attempts = attempts + 1, updated_at = ? WHERE {_CLAIMABLE} AND {condition}"
+                f" RETURNING {_COLUMNS}, payload, secret",
+                [owner, to_text(lease_until), to_text(now), to_text(now), *params],
+            )
+            names = [d[0] for d in rows.description]
+            found = [dict(zip(names, row, strict=True)) for row in rows.fetchall()]
+        return [
+            Claimed(**_notification(row), payload=row["payload"], secret=row["secret"])
+            for row in found
+        ]
+
+    def claim(
+        self, ids: Collection[str], *, owner: str, now: datetime, lease_until: datetime
+    ) -> list[Claimed]:
+        """Claim these rows if still claimable (another worker may have been first)."""
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        return self._claim(f"id IN ({marks})", list(ids), owner, now, lease_until)
+
+    def claim_next(
+        self, host: str, *, owner: str, now: datetime, lease_until: datetime
+    ) -> Claimed | None:
+        """Claim the row of ``host`` that has been due longest, if any."""
+        found = self._claim(
+            "seq = (SELECT seq FROM notifications WHERE host = ? AND"
+            f" {_CLAIMABLE} ORDER BY due_at, seq LIMIT 1)",
+            [host, to_text(now)],
+            owner,
+            now,
+            lease_until,
+        )
+        return found[0] if found else None
+
+    def finish_attempt(self, claimed: Claimed, attempt: AttemptRecord, *, owner: str) -> bool:
+        """Record an attempt and move the row on. False when this worker's lease was lost
+        (it expired and another worker claimed the row): the attempt is still recorded."""
+        with self._workers, self._db.write():
+            return self._finish(claimed, attempt, owner)
+
+    def finish_and_claim_next(
+        self, claimed: Claimed, attempt: AttemptRecord, *, owner: str, lease_until: datetime
+    ) -> Claimed | None:
+        """finish_attempt, then claim_next for the same host, in one transaction."""
+        with self._workers, self._db.write():
+            self._finish(claimed, attempt, owner)
+            return self.claim_next(
+                claimed.host, owner=owner, now=attempt.finished_at, lease_until=lease_until
+            )
+
+    def _finish(self, claimed: Claimed, attempt: AttemptRecord, owner: str) -> bool:
+        conn = self._db.db.conn
+        state = {"delivered": "delivered", "retry": "pending", "failed": "failed"}[attempt.outcome]
+        now = attempt.finished_at
+        conn.execute(
+            "INSERT OR REPLACE INTO notification_attempts (notification_id, attempt,"
+            " started_at, duration_ms, status_code, error, outcome)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                claimed.id,
+                claimed.attempts,
+                to_text(attempt.started_at),
+                max(0, int((now - attempt.started_at).total_seconds() * 1000)),
+                attempt.status_code,
+                attempt.error,
+                attempt.outcome,
+            ),
+        )
+        cursor = conn.execute(
+            "UPDATE notifications SET state = ?, due_at = ?, lease_owner = NULL,"
+            " last_status_code = ?, last_error = ?, throttled = throttled + ?,"
+            " updated_at = ?, delivered_at = ?,"
+            # A delivered notification needs its copy of the secret no more.
+            " secret = CASE WHEN ? = 'delivered' THEN NULL ELSE secret END"
+            " WHERE id = ? AND lease_owner = ? AND state = 'delivering'",
+            (
+                state,
+                to_text(attempt.next_due or now),
+                attempt.status_code,
+                attempt.error,
+                1 if attempt.throttled else 0,
+                to_text(now),
+                to_text(now) if attempt.outcome == "delivered" else None,
+                state,
+                claimed.id,
+                owner,
+            ),
+        )
+        return cursor.rowcount == 1
+
+    def next_due(self) -> datetime | None:
+        """When the next row becomes claimable (pending or with a lease that ends)."""
+        found = self._db.scalar(
+            "SELECT min(due_at) FROM notifications WHERE state IN ('pending', 'delivering')"
+        )
+        return from_text(found) if found else None
+
+    # --- reading and retrying -----------------------------------------------------------
+
+    def for_run(self, run_id: str) -> list[Notification]:
+        rows = self._db.rows(
+            f"SELECT {_COLUMNS} FROM notifications WHERE run_id = ? ORDER BY seq", (run_id,)
+        )
+        return [Notification(**_notification(r)) for r in rows]
+
+    def get(self, run_id: str, notification_id: str) -> Notification | None:
+        row = self._db.row(
+            f"SELECT {_COLUMNS} FROM notifications WHERE id = ? AND run_id = ?",
+            (notification_id, run_id),
+        )
+        return Notification(**_notification(row)) if row else None
+
+    def attempts(self, notification_ids: Collection[str]) -> dict[str, list[Attempt]]:
+        found: dict[str, list[Attempt]] = {i: [] for i in notification_ids}
+        if not notification_ids:
+            return found
+        marks = ",".join("?" * len(notification_ids))
+        for row in self._db.rows(
+            "SELECT notification_id, attempt, started_at, duration_ms, status_code, error,"
+            f" outcome FROM notification_attempts WHERE notification_id IN ({marks})"
+            " ORDER BY notification_id, attempt",
+            list(notification_ids),
+        ):
+            found[row["notification_id"]].append(
+                Attempt(
+                    attempt=row["attempt"],
+                    started_at=from_text(row["started_at"]),
+                    duration_ms=row["duration_ms"],
+                    status_code=row["status_code"],
+                    error=row["error"],
+                    outcome=row["outcome"],
+                )
+            )
+        return found
+
+    def retry(self, notification_id: str, now: datetime) -> bool:
+        """Make a permanently failed notification due again with a fresh retry budget
+        (attempts keep counting, so its history stays readable)."""
+        with self._db.write() as db:
+            cursor = db.conn.execute(
+                "UPDATE notifications SET state = 'pending', due_at = ?, updated_at = ?,"
+                " budget_start = attempts, throttled = 0 WHERE id = ? AND state = 'failed'",
+                (to_text(now), to_text(now), notification_id),
+            )
+            return cursor.rowcount == 1
+
+    def counts(self) -> dict[str, int]:
+        rows = self._db.rows("SELECT state, count(*) AS n FROM notifications GROUP BY state")
+        return {r["state"]: r["n"] for r in rows}
