@@ -12,6 +12,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -29,7 +30,7 @@ class RouteStats:
             return float("nan")
         return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
-    def summary(self, elapsed: float) -> dict[str, float | int | dict[int, int]]:
+    def summary(self, elapsed: float) -> dict[str, Any]:
         return {
             "requests": len(self.latencies),
             "rps": round(len(self.latencies) / elapsed, 1),
@@ -48,8 +49,9 @@ class Connection:
         reader, writer = await asyncio.open_connection(host, port)
         return cls(reader, writer)
 
-    async def request(self, method: str, path: str, headers: dict[str, str],
-                      body: bytes = b"") -> tuple[int, bytes]:
+    async def request(
+        self, method: str, path: str, headers: dict[str, str], body: bytes = b""
+    ) -> tuple[int, bytes]:
         lines = [f"{method} {path} HTTP/1.1", "Host: bench"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         if body or method in ("POST", "PUT"):
@@ -87,8 +89,9 @@ class Connection:
 Pick = Callable[[int], tuple[str, str, str, bytes]]  # i -> (route label, method, path, body)
 
 
-async def run_load(host: str, port: int, headers: dict[str, str], pick: Pick, *,
-                   clients: int, seconds: float) -> tuple[dict[str, RouteStats], float]:
+async def run_load(
+    host: str, port: int, headers: dict[str, str], pick: Pick, *, clients: int, seconds: float
+) -> tuple[dict[str, RouteStats], float]:
     """``clients`` connections issue requests back to back for ``seconds``."""
     stats: dict[str, RouteStats] = {}
     deadline = time.perf_counter() + seconds
@@ -133,9 +136,11 @@ def free_port() -> int:
         return port
 
 
-def describe(rows: Sequence[tuple[str, dict[str, object]]]) -> str:
+def describe(rows: Sequence[tuple[str, dict[str, Any]]]) -> str:
     out = []
     for label, summary in rows:
-        out.append(f"  {label:<28} {summary['rps']:>9} req/s   p50 {summary['p50_ms']:>7} ms"
-                   f"   p99 {summary['p99_ms']:>7} ms   {summary['statuses']}")
+        out.append(
+            f"  {label:<28} {summary['rps']:>9} req/s   p50 {summary['p50_ms']:>7} ms"
+            f"   p99 {summary['p99_ms']:>7} ms   {summary['statuses']}"
+        )
     return "\n".join(out)

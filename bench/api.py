@@ -19,14 +19,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from app.ids import new_id, utcnow  # noqa: E402
-from app.models import Job, Project  # noqa: E402
-from app.services.tokens import TokenService  # noqa: E402
-from app.store import Store  # noqa: E402
-from bench._http import describe, free_port, run_load, wait_for_port  # noqa: E402
+from app.ids import new_id, utcnow
+from app.models import Job, Project
+from app.services.tokens import TokenService
+from app.store import Store
+from bench._http import describe, free_port, run_load, wait_for_port
 
 PROJECTS, JOBS_PER_PROJECT = 200, 50
 RESULTS = Path(__file__).parent / "results" / "api.json"
@@ -41,19 +42,36 @@ def seed(path: str) -> tuple[str, list[tuple[str, list[str]]]]:
     now = utcnow()
     layout: list[tuple[str, list[str]]] = []
     for p in range(PROJECTS):
-        project = Project(id=new_id("proj"), org_id=org.id, org_slug=org.slug,
-                          name=f"project-{p:03d}", kind="dbt", created_at=now, updated_at=now,
-                          environment={"DBT_TARGET": "prod"})
+        project = Project(
+            id=new_id("proj"),
+            org_id=org.id,
+            org_slug=org.slug,
+            name=f"project-{p:03d}",
+            kind="dbt",
+            created_at=now,
+            updated_at=now,
+            environment={"DBT_TARGET": "prod"},
+        )
         store.projects.save(project)
         job_ids = []
         for j in range(JOBS_PER_PROJECT):
-            job = Job(id=new_id("job"), org_id=org.id, project_id=project.id, version=1,
-                      name=f"job-{j:02d}", command=f"dbt build --select tag:group_{j}",
-                      schedule=f"{j % 60} {j % 24} * * *", timezone="Europe/Berlin",
-                      description="nightly refresh of one group of models",
-                      slack_channel="#data-alerts", slack_alerts_enabled=True,
-                      environment={"THREADS": "4"}, resources={"requests": {"cpu": "500m"}},
-                      created_at=now, updated_at=now)
+            job = Job(
+                id=new_id("job"),
+                org_id=org.id,
+                project_id=project.id,
+                version=1,
+                name=f"job-{j:02d}",
+                command=f"dbt build --select tag:group_{j}",
+                schedule=f"{j % 60} {j % 24} * * *",
+                timezone="Europe/Berlin",
+                description="nightly refresh of one group of models",
+                slack_channel="#data-alerts",
+                slack_alerts_enabled=True,
+                environment={"THREADS": "4"},
+                resources={"requests": {"cpu": "500m"}},
+                created_at=now,
+                updated_at=now,
+            )
             store.jobs.insert(job)
             job_ids.append(job.id)
         layout.append((project.id, job_ids))
@@ -73,8 +91,14 @@ def main() -> int:
         print(f"seeded {PROJECTS * JOBS_PER_PROJECT} jobs in {time.perf_counter() - started:.1f}s")
         port = free_port()
         server = subprocess.Popen(
-            [sys.executable, str(Path(__file__).parent / "_apiserver.py"), "--db", db,
-             "--port", str(port)],
+            [
+                sys.executable,
+                str(Path(__file__).parent / "_apiserver.py"),
+                "--db",
+                db,
+                "--port",
+                str(port),
+            ],
             env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
         )
         try:
@@ -91,30 +115,44 @@ def main() -> int:
 
             def get_job(i: int) -> tuple[str, str, str, bytes]:
                 project_id, jobs = layout[rng.randrange(PROJECTS)]
-                return ("get job", "GET",
-                        f"/api/v1/projects/{project_id}/jobs/{jobs[rng.randrange(50)]}", b"")
+                return (
+                    "get job",
+                    "GET",
+                    f"/api/v1/projects/{project_id}/jobs/{jobs[rng.randrange(50)]}",
+                    b"",
+                )
 
-            results = {}
+            results: dict[str, dict[str, Any]] = {}
             for pick in (bare, list_jobs, get_job):
                 asyncio.run(run_load("127.0.0.1", port, headers, pick, clients=4, seconds=1))
-                stats, elapsed = asyncio.run(run_load("127.0.0.1", port, headers, pick,
-                                                      clients=args.clients,
-                                                      seconds=args.seconds))
+                stats, elapsed = asyncio.run(
+                    run_load(
+                        "127.0.0.1", port, headers, pick, clients=args.clients, seconds=args.seconds
+                    )
+                )
                 results.update({label: s.summary(elapsed) for label, s in stats.items()})
         finally:
             server.terminate()
             server.wait(10)
-    base = float(results["bare route"]["rps"])  # type: ignore[arg-type]
+    base = float(results["bare route"]["rps"])
     for label in ("list jobs (50)", "get job"):
-        results[label]["ratio_to_bare"] = round(float(results[label]["rps"]) / base, 3)  # type: ignore[arg-type]
+        results[label]["ratio_to_bare"] = round(float(results[label]["rps"]) / base, 3)
     print(describe(list(results.items())))
     for label in ("list jobs (50)", "get job"):
         print(f"  ratio {label} / bare: {results[label]['ratio_to_bare']} (goal >= 0.6)")
     RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text(json.dumps({"benchmark": "api", "clients": args.clients,
-                                   "seconds": args.seconds, "routes": results}, indent=2))
-    errors = sum(n for s in results.values() for code, n in s["statuses"].items()  # type: ignore[union-attr]
-                 if code >= 500)
+    RESULTS.write_text(
+        json.dumps(
+            {
+                "benchmark": "api",
+                "clients": args.clients,
+                "seconds": args.seconds,
+                "routes": results,
+            },
+            indent=2,
+        )
+    )
+    errors = sum(n for s in results.values() for code, n in s["statuses"].items() if code >= 500)
     return 1 if errors else 0
 
 

@@ -12,7 +12,13 @@ import re
 
 from litestar.enums import ScopeType
 from litestar.middleware import AbstractMiddleware
-from litestar.types import Receive, Scope, Send
+from litestar.types import (
+    HTTPResponseBodyEvent,
+    HTTPResponseStartEvent,
+    Receive,
+    Scope,
+    Send,
+)
 
 _TYPES = re.compile(r":\w+}")
 
@@ -30,11 +36,15 @@ class AllowHeaderMiddleware(AbstractMiddleware):
         for path, handlers in scope["litestar_app"].route_handler_method_map.items():
             if _TYPES.sub("}", path) == template:
                 methods |= set(handlers)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 204,
-                "headers": [(b"allow", ", ".join(sorted(methods)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": b""})
+        start: HTTPResponseStartEvent = {
+            "type": "http.response.start",
+            "status": 204,
+            "headers": [(b"allow", ", ".join(sorted(methods)).encode())],
+        }
+        body: HTTPResponseBodyEvent = {
+            "type": "http.response.body",
+            "body": b"",
+            "more_body": False,
+        }
+        await send(start)
+        await send(body)
