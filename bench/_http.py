@@ -89,8 +89,18 @@ class Connection:
 Pick = Callable[[int], tuple[str, str, str, bytes]]  # i -> (route label, method, path, body)
 
 
+OnResponse = Callable[[str, int, bytes], None]
+
+
 async def run_load(
-    host: str, port: int, headers: dict[str, str], pick: Pick, *, clients: int, seconds: float
+    host: str,
+    port: int,
+    headers: dict[str, str],
+    pick: Pick,
+    *,
+    clients: int,
+    seconds: float,
+    on_response: OnResponse | None = None,
 ) -> tuple[dict[str, RouteStats], float]:
     """``clients`` connections issue requests back to back for ``seconds``."""
     stats: dict[str, RouteStats] = {}
@@ -105,8 +115,10 @@ async def run_load(
                 counter += 1
                 label, method, path, body = pick(counter)
                 started = time.perf_counter()
-                status, _ = await connection.request(method, path, headers, body)
+                status, data = await connection.request(method, path, headers, body)
                 stats.setdefault(label, RouteStats()).add(status, time.perf_counter() - started)
+                if on_response is not None:
+                    on_response(label, status, data)
         finally:
             connection.close()
 
