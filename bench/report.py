@@ -1,0 +1,123 @@
+"""Collects bench/results/*.json into one table (bench/results/summary.md) with the date and
+the machine, for the README's performance section. `just bench` runs it last."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).parent / "results"
+Row = tuple[str, str, str]  # figure, measured, goal
+
+
+def _api(r: dict[str, Any]) -> list[Row]:
+    routes = r["routes"]
+    rows = [
+        (f"{label}: req/s, p50, p99", f"{s['rps']} req/s, {s['p50_ms']} ms, {s['p99_ms']} ms", "")
+        for label, s in routes.items()
+    ]
+    for label in ("list jobs (50)", "get job"):
+        if "ratio_to_bare" in routes.get(label, {}):
+            rows.append(
+                (f"{label} / bare route throughput", str(routes[label]["ratio_to_bare"]), ">= 0.6")
+            )
+    return rows
+
+
+def _k8s_sync(r: dict[str, Any]) -> list[Row]:
+    first, second = r["first_deploy"], r["second_deploy"]
+    return [
+        (
+            f"first deploy of {r['jobs']} jobs",
+            f"{first['seconds']} s, {first['requests']} API requests ({first['writes']} writes)",
+            "",
+        ),
+        (
+            "second deploy",
+            f"{second['seconds']} s, {second['requests']} requests, {second['writes']} writes",
+            "0 writes",
+        ),
+    ]
+
+
+def _local_overhead(r: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            "median direct / through runyard",
+            f"{r['median_direct_seconds']} s / {r['median_runyard_seconds']} s",
+            "",
+        ),
+        ("ratio (wall clock)", str(r["ratio"]), f"<= {r.get('goal', 1.1)}"),
+    ] + ([("ratio (CPU time)", str(r["cpu_ratio"]), "")] if "cpu_ratio" in r else [])
+
+
+def _notify(r: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            f"{r['runs']} runs finishing at once, {r['notifications']} notifications",
+            f"all {r['delivered']} deliverable delivered in "
+            f"{r['all_deliverable_delivered_seconds']} s",
+            f"< {r.get('goal_seconds', 10)} s",
+        ),
+    ]
+
+
+def _load(r: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            f"{r['clients']} clients, {r['seconds']} s",
+            f"{r['rps']} req/s, {r['server_errors']} server errors",
+            "0 server errors",
+        ),
+        ("runs acknowledged / lost", f"{r['triggers']} / {r['lost_runs']}", "0 lost"),
+        ("reads p99", f"{r['reads_p99_ms']} ms", "< 100 ms"),
+    ]
+
+
+def _generic(r: dict[str, Any]) -> list[Row]:
+    return [
+        (key, str(value), "")
+        for key, value in r.items()
+        if isinstance(value, int | float | str) and key not in ("benchmark",)
+    ][:8]
+
+
+KNOWN: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "api": _api,
+    "k8s_sync": _k8s_sync,
+    "local_overhead": _local_overhead,
+    "notify": _notify,
+    "load": _load,
+}
+
+
+def main() -> int:
+    lines = [
+        f"Measured {datetime.now(UTC):%Y-%m-%d} on {platform.machine()}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()} ({platform.system()}).",
+        "",
+        "| benchmark | figure | measured | goal |",
+        "|---|---|---|---|",
+    ]
+    for path in sorted(RESULTS.glob("*.json")):
+        try:
+            result = json.loads(path.read_text())
+            rows = KNOWN.get(path.stem, _generic)(result)
+        except (ValueError, KeyError) as exc:
+            rows = [("(unreadable)", repr(exc), "")]
+        for figure, measured, goal in rows:
+            lines.append(f"| `bench/{path.stem}.py` | {figure} | {measured} | {goal} |")
+    text = "\n".join(lines) + "\n"
+    (RESULTS / "summary.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
