@@ -28,7 +28,12 @@ serve:
 demo:
     ./dev demo
 
-# every benchmark in bench/, then the results table
+# a longer schemathesis pass over every operation of the API
+fuzz examples="200":
+    RUNYARD_FUZZ_EXAMPLES={{examples}} ./dev test tests/integration/test_api_fuzz.py
+
+# every benchmark in bench/ (their figures go to bench/results/), then the results table
 bench:
-    for b in bench/*.py; do .venv/bin/python "$b" || exit 1; done
+    ./dev test --co -q > /dev/null
+    for b in bench/[a-z]*.py; do [ "$b" = bench/report.py ] || PYTHONPATH=. .venv/bin/python "$b" || exit 1; done
     .venv/bin/python bench/report.py
