@@ -34,6 +34,14 @@ fuzz examples="200":
 
 # every benchmark in bench/ (their figures go to bench/results/), then the results table
 bench:
+    #!/usr/bin/env bash
     ./dev test --co -q > /dev/null
-    for b in bench/[a-z]*.py; do [ "$b" = bench/report.py ] || PYTHONPATH=. .venv/bin/python "$b" || exit 1; done
+    set -u
+    failed=0
+    for b in bench/[a-z]*.py; do
+        [ "$b" = bench/report.py ] && continue
+        echo "== $b"
+        PYTHONPATH=. .venv/bin/python "$b" || failed=1
+    done
     .venv/bin/python bench/report.py
+    exit $failed
