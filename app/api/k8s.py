@@ -1,8 +1,9 @@
 """Kubernetes views: a job's CronJob manifest (dry run) and the live jobs API.
 
 The manifest works with either executor: rendering needs no cluster. The live jobs API reads
-the cluster, so a runyard running jobs as local processes answers it with 501 and points to
-the run records (``/api/v1/runs``), which exist with both executors.
+the cluster, so a runyard running jobs as local processes answers it with 409 (the request
+conflicts with how this runyard is set up; a 4xx, since retrying cannot help and nothing is
+broken) and points to the run records (``/api/v1/runs``), which exist with both executors.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from app.models import Principal
 
 
 class KubernetesOnly(RunyardError):
-    status = 501
+    status = 409
     title = "Not available with the local executor"
     slug = "kubernetes-only"
 

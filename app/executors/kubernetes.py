@@ -76,7 +76,7 @@ _models = kubernetes.client.ApiClient(kubernetes.client.Configuration())
 class _Body:
     """What ``ApiClient.deserialize`` reads: a response with JSON ``data``."""
 
-    def __init__(self, obj: Obj) -> None:
+    def __init__(self, obj: Any) -> None:
         self.data = json.dumps(obj)
 
 

@@ -245,11 +245,12 @@ def test_a_job_without_runyards_label_is_404(emulator_app: App, emulator: Kube) 
     assert response.status_code == 404
 
 
-def test_live_api_with_the_local_executor_is_501(
+def test_live_api_with_the_local_executor_is_409(
     client: Any, admin_headers: dict[str, str]
 ) -> None:
     for path in ("/api/v1/jobs", "/api/v1/jobs/x", "/api/v1/jobs/x/logs"):
         response = client.get(path, headers=admin_headers)
-        assert response.status_code == 501, response.text
+        assert response.status_code == 409, response.text
+        assert response.json()["type"].endswith("/kubernetes-only")
         assert response.headers["content-type"].startswith("application/problem+json")
         assert "/api/v1/runs" in response.json()["detail"]
