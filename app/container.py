@@ -14,6 +14,7 @@ from pathlib import Path
 
 from app.executors.base import Executor
 from app.ids import utcnow
+from app.notify.outbox import NotificationOutbox
 from app.services.commands import CommandChecker
 from app.services.jobs import JobService
 from app.services.outbound import OutboundPolicy
@@ -59,6 +60,8 @@ class Container:
         self.commands = CommandChecker.from_settings(settings.command_policy)
         self.outbound = OutboundPolicy(settings.webhook_allowed_hosts)
         self.tracker = RunTracker(self.store, settings.log_cap_bytes, clock)
+        self.notifications = NotificationOutbox(self.store, settings, self.outbound, clock=clock)
+        self.notifications.attach(self.tracker)
         self.executor_name: ExecutorName = choose_executor(settings)
         factory = executor_factory or default_executor_factory(self.executor_name)
         self.executor = factory(self)
@@ -77,10 +80,12 @@ class Container:
         """Start background work: the executor's watchers and schedulers, retention."""
         self.executor.start()
         self.retention.start()
+        self.notifications.start()
 
     def stop(self) -> None:
         self.retention.stop()
         self.executor.stop()
+        self.notifications.stop()
         self.store.close()
 
 

@@ -17,6 +17,7 @@ from app.api.auth import AuthMiddleware, provide_principal, writers_only
 from app.api.health import health, ready
 from app.api.jobs import JobController
 from app.api.k8s import LiveJobController, job_manifest
+from app.api.notifications import NotificationController
 from app.api.problems import EXCEPTION_HANDLERS
 from app.api.projects import ProjectController
 from app.api.runs import RunController
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             RunController,
             LiveJobController,
             job_manifest,
+            NotificationController,
             health,
             ready,
         ],

@@ -49,6 +49,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     rate_limit: RateLimit = RateLimit(6000, 60)
     max_body_bytes: int = 1_048_576
     webhook_allowed_hosts: tuple[str, ...] = ()
+    # Notification delivery (app/notify): per-request timeout, sender threads, and at most
+    # this many requests at a time to one host.
+    notify_timeout_seconds: float = 10.0
+    notify_workers: int = 16
+    notify_per_host: int = 4
     command_policy: str | None = None
     missed_fire_policy: MissedFirePolicy = "skip"
     run_retention_days: int = 90
@@ -116,6 +121,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             rate_limit=RateLimit.parse(rate) if rate else RateLimit(6000, 60),
             max_body_bytes=integer("MAX_BODY_BYTES", 1_048_576),
             webhook_allowed_hosts=hosts,
+            notify_timeout_seconds=float(integer("NOTIFY_TIMEOUT", 10)),
+            notify_workers=integer("NOTIFY_WORKERS", 16),
+            notify_per_host=integer("NOTIFY_PER_HOST", 4),
             command_policy=get("COMMAND_POLICY"),
             missed_fire_policy=missed,  # type: ignore[arg-type]
             run_retention_days=integer("RUN_RETENTION_DAYS", 90),

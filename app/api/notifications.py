@@ -1,0 +1,86 @@
+"""/api/v1/runs/{run_id}/notifications: what a run's notifications did, and retrying one."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+from litestar import Controller, get, post
+
+from app.container import Container
+from app.models import Principal
+from app.services.projects import require_writer
+from app.store.outbox import Attempt, Notification
+
+
+class NotificationOut(msgspec.Struct, kw_only=True):
+    id: str
+    delivery_id: str  # the X-Runyard-Delivery header (and the Slack message metadata)
+    run_id: str
+    kind: str  # slack or webhook
+    event: str  # started, success, failure or cancelled
+    target: str | None  # the Slack channel or the webhook URL
+    state: str  # pending, delivering, delivered or failed
+    attempts: int
+    last_status_code: int | None
+    last_error: str | None
+    next_attempt_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+    history: list[Attempt]
+
+
+class NotificationList(msgspec.Struct):
+    notifications: list[NotificationOut]
+    total: int
+
+
+def _out(notification: Notification, history: list[Attempt]) -> NotificationOut:
+    return NotificationOut(
+        id=notification.id,
+        delivery_id=notification.id,
+        run_id=notification.run_id,
+        kind=notification.kind,
+        event=notification.event,
+        target=notification.target,
+        state=notification.state,
+        attempts=notification.attempts,
+        last_status_code=notification.last_status_code,
+        last_error=notification.last_error,
+        next_attempt_at=notification.due_at if notification.state == "pending" else None,
+        created_at=notification.created_at,
+        updated_at=notification.updated_at,
+        delivered_at=notification.delivered_at,
+        history=history,
+    )
+
+
+class NotificationController(Controller):
+    path = "/api/v1/runs/{run_id:str}/notifications"
+    tags = ["runs"]
+
+    @get("/", sync_to_thread=True, summary="The run's Slack and webhook notifications")
+    def list_notifications(
+        self, principal: Principal, container: Container, run_id: str
+    ) -> NotificationList:
+        container.runs.get(principal, run_id)  # 404 unless the run is the caller's org's
+        notifications, history = container.notifications.for_run(run_id)
+        return NotificationList(
+            [_out(n, history.get(n.id, [])) for n in notifications], len(notifications)
+        )
+
+    @post(
+        "/{notification_id:str}/retry",
+        sync_to_thread=True,
+        status_code=202,
+        summary="Deliver a permanently failed notification again",
+    )
+    def retry(
+        self, principal: Principal, container: Container, run_id: str, notification_id: str
+    ) -> NotificationOut:
+        require_writer(principal)
+        container.runs.get(principal, run_id)
+        notification = container.notifications.retry(run_id, notification_id)
+        history = container.notifications.for_run(run_id)[1].get(notification.id, [])
+        return _out(notification, history)
