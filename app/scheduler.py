@@ -32,6 +32,7 @@ from typing import Literal
 import msgspec
 
 from app.cron import fires_between
+from app.errors import RunyardError
 from app.executors.base import SyncReport
 from app.ids import utcnow
 from app.models import Job, Project
@@ -241,6 +242,14 @@ class Scheduler:
     ) -> Literal["started", "skipped", "failed"]:
         try:
             started = self._fire(project, job, slot)
+        except RunyardError as exc:  # e.g. the project's directory is missing: the run
+            # is recorded as failed with this reason; no traceback needed.
+            log.warning(
+                "a scheduled run could not start: %s",
+                exc.detail,
+                extra={"job_id": job.id, "slot": slot.isoformat()},
+            )
+            return "failed"
         except Exception:
             log.exception(
                 "a scheduled run could not be started",

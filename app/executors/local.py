@@ -128,6 +128,7 @@ class _ActiveRun:
         self.stop: StopReason | None = None
         self.kill_at: float | None = None
         self.detached = False
+        self.lock = threading.Lock()  # orders stop requests and (re)starts of the process
         self.wake = threading.Event()
         self.ended = threading.Event()  # the current process has ended
         self.thread: threading.Thread | None = None
@@ -336,53 +337,49 @@ class LocalExecutor:
                 return None
             assert active.process is not None
             code = active.process.exit_code()
-            if active.stop == "cancelled":
-                self._note(active, "the run was cancelled; its process group was stopped")
-                return None
-            if code == 0:  # also when it finished just as a stop was requested
-                return self._outcome(active, "success", code)
-            if active.stop == "shutdown":
-                return self._outcome(
-                    active,
-                    "cancelled",
-                    code,
-                    "runyard was stopped while the run was active; its process was terminated.",
-                )
-            if active.stop == "timed_out":
-                limit = active.run.snapshot.job.timeout_seconds
-                return self._outcome(
-                    active,
-                    "timed_out",
-                    code,
-                    f"The run exceeded its timeout_seconds ({limit} s) and was stopped.",
-                )
-            if code is None:
-                return self._outcome(
-                    active,
-                    "lost",
-                    None,
-                    "runyard restarted while the run "
-                    "was active, and its process ended without leaving an "
-                    "exit code; how it ended is unknown.",
-                )
-            if code in NO_RETRY_EXIT_CODES or active.attempt >= active.attempts:
-                return self._outcome(active, "failed", code)
+            decided = self._decide(active, code)
+            if decided != "retry":
+                return decided
             self._note(
                 active,
-                f"attempt {active.attempt} of {active.attempts} failed with "
-                f"exit code {code}; retrying (attempt {active.attempt + 1} of "
-                f"{active.attempts})",
+                f"attempt {active.attempt} of {active.attempts} failed with exit code {code}; "
+                f"retrying (attempt {active.attempt + 1} of {active.attempts})",
             )
-            active.attempt += 1
-            try:
-                self._start_attempt(active)
-            except OSError as exc:
-                return self._outcome(
-                    active,
-                    "failed",
-                    code,
-                    f"runyard could not start attempt {active.attempt}: {exc}",
-                )
+            with active.lock:  # a stop requested from now on finds the new process
+                if active.stop is not None:  # requested since: it decides, not a retry
+                    stopped = self._decide(active, code)
+                    assert stopped is None or isinstance(stopped, Outcome)
+                    return stopped
+                active.attempt += 1
+                try:
+                    self._start_attempt(active)
+                except OSError as exc:
+                    error = f"runyard could not start attempt {active.attempt}: {exc}"
+                    return self._outcome(active, "failed", code, error)
+
+    def _decide(self, active: _ActiveRun, code: int | None) -> Outcome | Literal["retry"] | None:
+        """How an attempt that exited with ``code`` ends the run, or "retry"."""
+        if active.stop == "cancelled":
+            self._note(active, "the run was cancelled; its process group was stopped")
+            return None
+        if code == 0:  # also when it finished just as a stop was requested
+            return self._outcome(active, "success", code)
+        if active.stop == "shutdown":
+            error = "runyard was stopped while the run was active; its process was terminated."
+            return self._outcome(active, "cancelled", code, error)
+        if active.stop == "timed_out":
+            limit = active.run.snapshot.job.timeout_seconds
+            error = f"The run exceeded its timeout_seconds ({limit} s) and was stopped."
+            return self._outcome(active, "timed_out", code, error)
+        if code is None:
+            error = (
+                "runyard restarted while the run was active, and its process ended without "
+                "leaving an exit code; how it ended is unknown."
+            )
+            return self._outcome(active, "lost", None, error)
+        if code in NO_RETRY_EXIT_CODES or active.attempt >= active.attempts:
+            return self._outcome(active, "failed", code)
+        return "retry"
 
     def _follow(self, active: _ActiveRun) -> None:
         """Copy output to the log until the current process ends, enforcing the deadline
@@ -423,11 +420,12 @@ class LocalExecutor:
             if not data:
                 return
             full = len(data) == READ_CHUNK
-            if not final and not full:
+            if not final:
                 cut = data.rfind(b"\n") + 1
-                if cut == 0 and len(data) < PARTIAL_LINE_LIMIT:
+                if cut:
+                    data = data[:cut]  # whole lines; the rest comes with the next batch
+                elif len(data) < PARTIAL_LINE_LIMIT:
                     return  # wait for the rest of the line
-                data = data[:cut] if cut else data
             text = data.decode("utf-8", errors="replace")
             active.offset += len(data)
             with self._store.database.write():
@@ -438,12 +436,13 @@ class LocalExecutor:
                 return
 
     def _request_stop(self, active: _ActiveRun, reason: StopReason) -> None:
-        if active.stop is None:
-            active.stop = reason
-        process = active.process
-        if process is not None and not active.ended.is_set():
-            signal_group(process.pid, signal.SIGTERM)
-            active.kill_at = time.monotonic() + self._grace
+        with active.lock:
+            if active.stop is None:
+                active.stop = reason
+            process = active.process
+            if process is not None and not active.ended.is_set():
+                signal_group(process.pid, signal.SIGTERM)
+                active.kill_at = time.monotonic() + self._grace
         active.wake.set()
 
     def _note(self, active: _ActiveRun, text: str) -> None:

@@ -88,12 +88,22 @@ class World:
         )
         token, _ = self.container.tokens.create("acme", "admin")
         self.admin: Principal = self.container.tokens.authenticate(token)
+        self.restarted: list[Container] = []
         self.project = self.container.projects.create(
             self.admin, ProjectCreate(name="analytics", kind="dbt", path=".")
         )
 
-    def scheduler(self, policy: MissedFirePolicy = "skip") -> Scheduler:
-        runs = self.container.runs
+    def scheduler(self, policy: MissedFirePolicy = "skip", *, restart: bool = False) -> Scheduler:
+        """A scheduler firing through this world's RunService; with ``restart``, through a
+        new container on the same database file, as after a restart of runyard."""
+        container = self.container
+        if restart:
+            container = Container(
+                Settings(database=str(self.database), executor="local"),
+                executor_factory=lambda _c: self.executor,
+            )
+            self.restarted.append(container)
+        runs = container.runs
 
         def fire(project: Project, job: Job, slot: datetime) -> bool:
             return (
@@ -101,9 +111,13 @@ class World:
                 is not None
             )
 
-        scheduler = Scheduler(self.container.store, fire, missed_fire_policy=policy)
+        scheduler = Scheduler(container.store, fire, missed_fire_policy=policy)
         self.executor.scheduler = scheduler
         return scheduler
+
+    def close(self) -> None:
+        for container in [*self.restarted, self.container]:
+            container.stop()
 
     def job(
         self, schedule: str | None, timezone: str = "UTC", name: str = "nightly", **fields: Any
@@ -129,7 +143,7 @@ class World:
 def world(tmp_path: Path) -> Iterator[World]:
     made = World(tmp_path / "runyard.db")
     yield made
-    made.container.stop()
+    made.close()
 
 
 def drive(scheduler: Scheduler, start: datetime, end: datetime) -> list[Fire]:
@@ -280,8 +294,8 @@ def test_missed_fires_are_skipped_after_downtime_with_skip(world: World) -> None
     job = world.job("0 * * * *", concurrency_policy="Allow")
     world.deploy()
     assert len(drive(world.scheduler(), at(2026, 4, 28, 9, 30), at(2026, 4, 28, 10))) == 1
-    # runyard is down from 10:05 until 15:30: a new scheduler on the same database.
-    later = world.scheduler(policy="skip")
+    # runyard is down from 10:05 until 15:30: a new process on the same database.
+    later = world.scheduler(policy="skip", restart=True)
     fires = later.tick(at(2026, 4, 28, 15, 30))
     assert fires == [Fire(job.id, at(2026, 4, 28, 15), "missed")]
     assert later.next_due() == at(2026, 4, 28, 16)
@@ -293,11 +307,11 @@ def test_run_once_fires_one_run_for_the_most_recent_missed_slot(world: World) ->
     job = world.job("0 * * * *", concurrency_policy="Allow")
     world.deploy()
     drive(world.scheduler(), at(2026, 4, 28, 9, 30), at(2026, 4, 28, 10))
-    later = world.scheduler(policy="run_once")
+    later = world.scheduler(policy="run_once", restart=True)
     assert later.tick(at(2026, 4, 28, 15, 30)) == [Fire(job.id, at(2026, 4, 28, 15), "started")]
     assert later.tick(at(2026, 4, 28, 15, 45)) == []
     # And a third runyard process does not run 15:00 again.
-    assert world.scheduler(policy="run_once").tick(at(2026, 4, 28, 15, 50)) == []
+    assert world.scheduler(policy="run_once", restart=True).tick(at(2026, 4, 28, 15, 50)) == []
     assert [r.scheduled_for for r in world.runs(job)] == [at(2026, 4, 28, 10), at(2026, 4, 28, 15)]
 
 
@@ -305,7 +319,7 @@ def test_a_slot_just_passed_during_a_restart_fires_on_time(world: World) -> None
     job = world.job("0 * * * *")
     world.deploy()
     drive(world.scheduler(), at(2026, 4, 28, 9, 30), at(2026, 4, 28, 10))
-    assert world.scheduler(policy="skip").tick(at(2026, 4, 28, 11, 0, 20)) == [
+    assert world.scheduler(policy="skip", restart=True).tick(at(2026, 4, 28, 11, 0, 20)) == [
         Fire(job.id, at(2026, 4, 28, 11), "skipped")
     ]  # Forbid: the 10:00 run is pending
 
@@ -315,12 +329,12 @@ def test_no_double_fire_across_a_restart(world: World) -> None:
     world.deploy()
     first = world.scheduler()
     drive(first, at(2026, 4, 28, 9, 58), at(2026, 4, 28, 10, 5))
-    second = world.scheduler(policy="run_once")
+    second = world.scheduler(policy="run_once", restart=True)
     assert second.tick(at(2026, 4, 28, 10, 5, 30)) == []
     assert second.next_due() == at(2026, 4, 28, 10, 10)
     # Even without the scheduler's state, the database refuses a second run for a slot.
     world.container.store.local.forget_slot(job.id)
-    third = world.scheduler()
+    third = world.scheduler(restart=True)
     third.tick(at(2026, 4, 28, 10, 4, 59))  # believes it starts here
     assert third.tick(at(2026, 4, 28, 10, 5)) == [Fire(job.id, at(2026, 4, 28, 10, 5), "skipped")]
     assert [r.scheduled_for for r in world.runs(job)] == [
