@@ -10,7 +10,7 @@ create, is 404 exactly as if it did not exist.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -32,6 +32,7 @@ LiveStatus = Literal["pending", "running", "succeeded", "failed"]
 LIVE_STATUSES: tuple[str, ...] = ("pending", "running", "succeeded", "failed")
 SCHEDULED_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # sorts Jobs without any time last
 
 
 class JobSource(Protocol):
@@ -168,9 +169,7 @@ class LiveJobs:
         views = [self._view(o, namespace, names) for o in objs]
         if status is not None:
             views = [v for v in views if v.status == status]
-        views.sort(
-            key=lambda v: (v.start_time or v.created_at or datetime.min).isoformat(), reverse=True
-        )
+        views.sort(key=lambda v: v.start_time or v.created_at or _EPOCH, reverse=True)
         return LiveJobList(views[:limit], len(views))
 
     def get_job(self, principal: Principal, name: str) -> LiveJobDetail:
