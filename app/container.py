@@ -12,6 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from app import metrics
 from app.executors.base import Executor
 from app.ids import utcnow
 from app.notify.outbox import NotificationOutbox
@@ -60,6 +61,15 @@ class Container:
         self.commands = CommandChecker.from_settings(settings.command_policy)
         self.outbound = OutboundPolicy(settings.webhook_allowed_hosts)
         self.tracker = RunTracker(self.store, settings.log_cap_bytes, clock)
+        self.tracker.on_started.append(metrics.run_started)
+        self.tracker.on_finished.append(metrics.run_finished)
+        metrics.GAUGES.bind(
+            "runyard_runs_active",
+            "Runs pending or running, by executor and status",
+            lambda: [
+                ({"executor": e, "status": s}, n) for e, s, n in self.store.runs.active_counts()
+            ],
+        )
         self.notifications = NotificationOutbox(self.store, settings, self.outbound, clock=clock)
         self.notifications.attach(self.tracker)
         self.executor_name: ExecutorName = choose_executor(settings)

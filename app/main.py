@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig
 
 from app import __version__
 from app.api.auth import AuthMiddleware, provide_principal, writers_only
@@ -18,11 +19,22 @@ from app.api.health import health, ready
 from app.api.jobs import JobController
 from app.api.k8s import LiveJobController, job_manifest
 from app.api.notifications import NotificationController
+from app.api.observe import RequestContextMiddleware, metrics
+from app.api.openapi import document_problems
+from app.api.options import AllowHeaderMiddleware
 from app.api.problems import EXCEPTION_HANDLERS
 from app.api.projects import ProjectController
 from app.api.runs import RunController
 from app.container import Container
 from app.settings import Settings
+
+_PROMETHEUS = PrometheusConfig(
+    app_name="runyard",
+    prefix="runyard_http",
+    group_path=True,
+    exclude_unhandled_paths=True,
+    exclude=["/metrics", "/health"],
+)
 
 
 def _provide_container(state: State) -> Container:
@@ -41,6 +53,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         # Starting recovers interrupted runs and starts the scheduler: blocking work.
         the_container: Container = app.state.container
+        document_problems(app)
         if owned:
             await to_thread.run_sync(the_container.start)
         try:
@@ -59,16 +72,26 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             NotificationController,
             health,
             ready,
+            metrics,
         ],
         dependencies={
             "principal": Provide(provide_principal, sync_to_thread=False),
             "container": Provide(_provide_container, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        middleware=[AuthMiddleware],
+        # Outermost first: request ids and HTTP metrics also see 401s and 429s.
+        middleware=[
+            RequestContextMiddleware,
+            _PROMETHEUS.middleware,
+            AllowHeaderMiddleware,
+            AuthMiddleware,
+        ],
         guards=[writers_only],
         state=state,
         lifespan=[lifespan],
+        # runyard configures logging itself (app/logs.py); Litestar's default would add a
+        # second handler and log every request at INFO.
+        logging_config=None,
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
             title="runyard",
