@@ -46,7 +46,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     slack_base_url: str | None = None
     slack_default_channel: str | None = None
     public_url: str | None = None
-    rate_limit: RateLimit = RateLimit(6000, 60)
+    rate_limit: RateLimit = RateLimit(20_000, 60)
     max_body_bytes: int = 1_048_576
     webhook_allowed_hosts: tuple[str, ...] = ()
     # Notification delivery (app/notify): per-request timeout, sender threads, and at most
@@ -118,7 +118,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             slack_base_url=slack_base,
             slack_default_channel=get("SLACK_DEFAULT_CHANNEL"),
             public_url=(get("PUBLIC_URL") or "").rstrip("/") or None,
-            rate_limit=RateLimit.parse(rate) if rate else RateLimit(6000, 60),
+            rate_limit=RateLimit.parse(rate) if rate else RateLimit(20_000, 60),
             max_body_bytes=integer("MAX_BODY_BYTES", 1_048_576),
             webhook_allowed_hosts=hosts,
             notify_timeout_seconds=float(integer("NOTIFY_TIMEOUT", 10)),
