@@ -16,7 +16,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import suppress
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,9 @@ from app.errors import ClusterError, ClusterUnavailable
 from app.executors.base import Launched, SyncReport
 from app.executors.k8s_live import LiveJobs, read_logs
 from app.executors.k8s_render import RUN_LABEL, Manifests, Templates, clone
+from app.executors.k8s_status import WatchExpired
 from app.executors.k8s_sync import ClusterConflict, CronJobSync
+from app.executors.k8s_tracker import KubernetesTracker
 from app.models import Job, Project, RunRecord
 from app.settings import Settings, SettingsError
 from app.store import Store
@@ -45,6 +48,9 @@ Obj = dict[str, Any]
 # unreachable API server must not hold a user's request for minutes.
 REQUEST_TIMEOUT = (3.0, 30.0)
 CONNECT_RETRIES = 1
+LIST_PAGE = 500  # Jobs per page of the run tracker's full lists
+STREAM_CHUNK = 64 * 1024
+TRACKER_CONNECTIONS = 64
 
 
 # --- configuration and models ------------------------------------------------------------
@@ -258,6 +264,114 @@ class KubeGateway:
         )
         return text if isinstance(text, str) else None
 
+    # -- the run tracker (k8s_tracker.TrackerSource) ----------------------------------------
+
+    def list_all_jobs(self, namespace: str, selector: str) -> tuple[list[Obj], str]:
+        """Every matching Job (in pages) and the list's resourceVersion, from which a watch
+        sees every later change. A page token that expired mid-way (410) restarts the list."""
+        action = f"list Jobs in namespace {namespace}"
+        fn = self._batch.list_namespaced_job
+        for _ in range(3):
+            items: list[Obj] = []
+            version, token = "", None
+            while True:
+                extra: Obj = {"_continue": token} if token else {}
+                page = self._call(
+                    action,
+                    fn,
+                    namespace,
+                    label_selector=selector,
+                    limit=LIST_PAGE,
+                    absent=frozenset({410}),
+                    **extra,
+                )
+                if not isinstance(page, dict):
+                    break  # 410: the token expired; list again from the start
+                items.extend(page.get("items") or [])
+                meta = page.get("metadata") or {}
+                version = version or str(meta.get("resourceVersion") or "")
+                token = meta.get("continue")
+                if not token:
+                    return items, version
+        raise ClusterError(f"The Kubernetes API could not {action}: the list kept expiring.")
+
+    def watch_jobs(
+        self, namespace: str, selector: str, resource_version: str, timeout_seconds: int
+    ) -> RawStream:
+        """A watch of Jobs from ``resource_version``, as raw JSON lines (the caller parses
+        them: the client's models cost milliseconds per event). Raises WatchExpired (410)."""
+        action = f"watch Jobs in namespace {namespace}"
+        try:
+            response = self._batch.list_namespaced_job(
+                namespace,
+                label_selector=selector,
+                watch=True,
+                resource_version=resource_version,
+                allow_watch_bookmarks=True,
+                timeout_seconds=timeout_seconds,
+                _preload_content=False,
+                _request_timeout=(REQUEST_TIMEOUT[0], timeout_seconds + REQUEST_TIMEOUT[1]),
+            )
+        except ApiException as exc:
+            if exc.status == 410:
+                raise WatchExpired(f"{action}: {exc.reason}") from None
+            raise self._refused(action, exc) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unreachable(action, exc) from None
+        return RawStream(response, lambda exc: self._unreachable(action, exc))
+
+    def pod_log_chunks(self, namespace: str, pod: str, container: str) -> RawStream | None:
+        """The container's whole log as a stream (the caller keeps what fits); None while it
+        has none (400: waiting to start; 404: the pod is gone)."""
+        action = f"read the log of pod {namespace}/{pod}"
+        try:
+            response = self._core.read_namespaced_pod_log(
+                pod,
+                namespace,
+                container=container,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status in (400, 404) and not _is_namespace_missing(exc):
+                return None
+            raise self._refused(action, exc) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unreachable(action, exc) from None
+        return RawStream(response, lambda exc: self._unreachable(action, exc))
+
+    def _unreachable(self, action: str, exc: BaseException) -> ClusterUnavailable:
+        return ClusterUnavailable(
+            f"The Kubernetes API at {self._host} could not be reached to {action} ({_why(exc)})."
+        )
+
+
+class RawStream:
+    """A streamed response body, read chunk by chunk as it arrives. ``close()`` may be called
+    from another thread: it shuts the socket down, which ends a read blocked on it."""
+
+    def __init__(self, response: Any, failed: Callable[[BaseException], Exception]) -> None:
+        self._response = response
+        self._failed = failed
+        self._closed = False
+
+    def chunks(self) -> Iterator[bytes]:
+        try:
+            yield from self._response.stream(STREAM_CHUNK, decode_content=True)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if not self._closed:
+                raise self._failed(exc) from None
+        finally:
+            with suppress(Exception):
+                self._response.release_conn()
+
+    def close(self) -> None:
+        self._closed = True
+        with suppress(Exception):
+            self._response.shutdown()
+        with suppress(Exception):
+            self._response.close()
+
 
 def _is_namespace_missing(exc: ApiException) -> bool:
     try:
@@ -287,9 +401,16 @@ class KubernetesExecutor:
     name = "kubernetes"
 
     def __init__(
-        self, store: Store, settings: Settings, gateway: KubeGateway, manifests: Manifests
+        self,
+        store: Store,
+        settings: Settings,
+        gateway: KubeGateway,
+        manifests: Manifests,
+        tracker: KubernetesTracker | None = None,
     ) -> None:
         self._store = store
+        # Follows the Jobs to record how runs end (k8s_tracker); None: nobody does.
+        self.tracker = tracker
         self._settings = settings
         self.gateway = gateway
         self.manifests = manifests
@@ -315,10 +436,14 @@ class KubernetesExecutor:
                     f"A Kubernetes Job named {name!r} already exists in namespace "
                     f"{namespace!r} and is not this run's; trigger the job again."
                 ) from None
+        if self.tracker is not None:
+            self.tracker.watch_namespace(namespace)  # a new org's first run
         return Launched(job_name=name, namespace=namespace)
 
     def cancel(self, run: RunRecord) -> None:
         if run.job_name and run.namespace:
+            if self.tracker is not None:  # the caller records "cancelled", not "lost"
+                self.tracker.expect_deletion(run.namespace, run.job_name)
             self.gateway.delete_job(run.namespace, run.job_name)  # absent already: fine
 
     def live_logs(self, run: RunRecord) -> str | None:
@@ -330,6 +455,8 @@ class KubernetesExecutor:
 
     def apply_job(self, project: Project, job: Job) -> None:
         self.sync.apply_job(project, job)
+        if self.tracker is not None:  # a new org's first CronJob
+            self.tracker.watch_namespace(self._settings.namespace_for(project.org_slug))
 
     def remove_job(self, project: Project, job: Job) -> None:
         self.sync.remove_job(project, job)
@@ -358,7 +485,10 @@ class KubernetesExecutor:
     # -- background work ---------------------------------------------------------------------
 
     def start(self) -> None:
-        """Reconcile now and every RUNYARD_RECONCILE_INTERVAL seconds (0: never)."""
+        """Track runs (k8s_tracker); reconcile now and every RUNYARD_RECONCILE_INTERVAL
+        seconds (0: never)."""
+        if self.tracker is not None:
+            self.tracker.start()
         if self._settings.reconcile_interval_seconds <= 0 or self._loop is not None:
             return
         self._stopping.clear()
@@ -370,6 +500,8 @@ class KubernetesExecutor:
         if self._loop is not None:
             self._loop.join(REQUEST_TIMEOUT[0] + REQUEST_TIMEOUT[1])
             self._loop = None
+        if self.tracker is not None:
+            self.tracker.stop()
         self.gateway.api_client.close()
 
     def _run_loop(self) -> None:
@@ -385,7 +517,22 @@ class KubernetesExecutor:
 
 def build_kubernetes_executor(container: Container) -> KubernetesExecutor:
     settings = container.settings
-    api_client = kubernetes.client.ApiClient(load_configuration())
+    configuration = load_configuration()
+    # The tracker holds one connection per watched namespace and reads logs in parallel:
+    # room for those beside the API's requests (urllib3 would otherwise open and discard).
+    configuration.connection_pool_maxsize = max(
+        configuration.connection_pool_maxsize, TRACKER_CONNECTIONS
+    )
+    api_client = kubernetes.client.ApiClient(configuration)
     templates = Templates.load(settings.k8s_templates)
     manifests = Manifests(templates, container.commands, settings.namespace_for, shape_overrides)
-    return KubernetesExecutor(container.store, settings, KubeGateway(api_client), manifests)
+    gateway = KubeGateway(api_client)
+    tracker = KubernetesTracker(
+        container.store,
+        gateway,
+        container.tracker,
+        settings.namespace_for,
+        lambda: container.runs,  # built after the executor
+        log_cap_bytes=settings.log_cap_bytes,
+    )
+    return KubernetesExecutor(container.store, settings, gateway, manifests, tracker)

@@ -222,9 +222,12 @@ class RunService:
             request_hash=_request_hash(command_override) if idempotency_key else None,
         )
         policy = config.concurrency_policy
+        # A Job the cluster created (job_name) runs whatever runyard records: Forbid cannot
+        # stop it (a CronJob does not see manual runs), so it still gets its run.
+        forbid = policy == "Forbid" and job_name is None
         admission = self._store.runs.insert_exclusive(
             record,
-            forbid=policy == "Forbid",
+            forbid=forbid,
             replay_since=now - IDEMPOTENCY_WINDOW if idempotency_key else None,
         )
         if admission.replay is not None:
@@ -236,7 +239,7 @@ class RunService:
                 )
             raise _Replayed(admission.replay)
         inserted, active = admission.inserted, admission.active
-        if not inserted and active:
+        if not inserted and active and forbid:
             if triggered_by in ("manual", "rerun"):
                 raise Conflict(
                     f"Run {active[0].id} of job {config.name!r} is still {active[0].status} and "

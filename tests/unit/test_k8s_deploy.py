@@ -18,7 +18,7 @@ Obj = dict[str, Any]
 # What runyard asks the API server for, by resource: the gateway in app/executors/kubernetes.py.
 NEEDED = {
     ("batch", "cronjobs"): {"get", "list", "create", "update", "delete"},
-    ("batch", "jobs"): {"get", "list", "create", "delete"},
+    ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
     ("", "pods"): {"get", "list"},
     ("", "pods/log"): {"get"},
 }

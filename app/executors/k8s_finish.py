@@ -1,0 +1,265 @@
+"""Recording the end of Kubernetes runs: pod logs first, then the terminal status.
+
+The tracker (``k8s_tracker``) hands over batches of runs whose Job reached a terminal state
+(or vanished). For each batch this module lists the pods of all its Jobs in one request
+(``controller-uid in (...)``), reads every container's log of every attempt, and records per
+run: the log (``RunTracker.log``, at most RUNYARD_LOG_CAP_BYTES) and then the outcome
+(``RunTracker.finished``), so that notifications and the API see the logs with the status.
+
+It runs on the tracker's small thread pool: log reads are HTTP round trips, and a few in
+parallel keep a thousand finishing Jobs from queueing behind each other. Database writes are
+serialised by one lock, since SQLite takes one writer at a time and its busy handler sleeps in
+steps of milliseconds when writers collide.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+import msgspec
+
+from app.errors import ClusterError, ClusterUnavailable
+from app.executors.base import RunEvents
+from app.executors.k8s_render import MAIN_CONTAINER
+from app.executors.k8s_status import (
+    CONTROLLER_UID_LABEL,
+    Attempt,
+    JobView,
+    attempts_of,
+    lost_outcome,
+    outcome_of,
+)
+from app.store import Store
+
+log = logging.getLogger("runyard.k8s_tracker")
+
+Obj = dict[str, Any]
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+SELECTOR_NAMES_MAX = 50  # Jobs per pod list: keeps the selector (and the URL) short
+
+
+class RawStream(Protocol):
+    """A streamed response body (``kubernetes.RawStream``)."""
+
+    def chunks(self) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
+
+
+class PodSource(Protocol):
+    """The gateway's pod calls (``kubernetes.KubeGateway``)."""
+
+    def list_pods(self, namespace: str, selector: str) -> list[Obj]: ...
+
+    def pod_log_chunks(self, namespace: str, pod: str, container: str) -> RawStream | None: ...
+
+
+class Finish(msgspec.Struct, kw_only=True):
+    """A run to record as ended: from its terminal Job (``view``), or ``lost``."""
+
+    namespace: str
+    name: str
+    run_id: str
+    view: JobView | None
+    lost: bool = False
+    tries: int = 0
+
+
+class Finisher:
+    def __init__(
+        self,
+        store: Store,
+        source: PodSource,
+        events: RunEvents,
+        log_cap_bytes: int,
+        clock: Callable[[], datetime],
+        write_lock: threading.Lock,
+    ) -> None:
+        self._store = store
+        self._source = source
+        self._events = events
+        self._cap = max(1024, log_cap_bytes)
+        self._clock = clock
+        self._write_lock = write_lock
+
+    def finish_batch(self, namespace: str, items: Sequence[Finish]) -> list[Finish]:
+        """Record every run of the batch (one namespace); returns those to try again later
+        because the cluster could not be read."""
+        try:
+            pods = self._pods(namespace, items)
+        except (ClusterUnavailable, ClusterError) as exc:
+            log.warning("could not list the pods of finished runs: %s", exc.detail)
+            return list(items)
+        retry = []
+        for item in items:
+            try:
+                self._finish(item, pods.get(item.view.uid if item.view else item.name, []))
+            except (ClusterUnavailable, ClusterError) as exc:
+                log.warning(
+                    "could not read the logs of a finished run: %s",
+                    exc.detail,
+                    extra={"run_id": item.run_id},
+                )
+                retry.append(item)
+        return retry
+
+    def _pods(self, namespace: str, items: Iterable[Finish]) -> dict[str, list[Obj]]:
+        """The pods of the batch's Jobs, by Job uid (by name for a vanished Job, whose uid is
+        unknown): one list for all of them, not one per Job."""
+        uids = sorted({i.view.uid for i in items if i.view is not None and i.view.uid})
+        found: dict[str, list[Obj]] = {}
+        for start in range(0, len(uids), SELECTOR_NAMES_MAX):
+            part = uids[start : start + SELECTOR_NAMES_MAX]
+            selector = f"{CONTROLLER_UID_LABEL} in ({','.join(part)})"
+            for pod in self._source.list_pods(namespace, selector):
+                uid = ((pod.get("metadata") or {}).get("labels") or {}).get(CONTROLLER_UID_LABEL)
+                found.setdefault(str(uid), []).append(pod)
+        for item in items:
+            if item.view is None or not item.view.uid:
+                selector = f"{JOB_NAME_LABEL}={item.name}"
+                found[item.name] = self._source.list_pods(namespace, selector)
+        return found
+
+    def _finish(self, item: Finish, pods: list[Obj]) -> None:
+        record = self._store.runs.record(item.run_id)
+        if record is None or record.is_terminal:
+            return  # cancelled meanwhile, or recorded by an earlier pass
+        attempts = attempts_of(pods)
+        streams = self._read_logs(item.namespace, attempts)
+        text = assemble_log(streams, len(attempts), self._cap)
+        now = self._clock()
+        if item.lost or item.view is None or not item.view.terminal:
+            outcome = lost_outcome(item.view, item.namespace, item.name, now=now)
+        else:
+            last = _last_main_log(streams, attempts)
+            outcome = outcome_of(item.view, attempts, last, record.snapshot.project_kind, now=now)
+        with self._write_lock:
+            # Stored once: a pass that died between the log and the status (a crash) left
+            # the log; the retry must not append it twice.
+            if text and not self._store.runs.has_log(item.run_id):
+                self._events.log(item.run_id, text)
+            if record.status == "pending" and item.view is not None and item.view.start_time:
+                self._events.started(item.run_id, item.view.start_time)
+            self._events.finished(item.run_id, outcome)
+
+    def _read_logs(self, namespace: str, attempts: Sequence[Attempt]) -> list[LogStream]:
+        streams = []
+        for attempt in attempts:
+            for container in attempt.containers:
+                stream = self._source.pod_log_chunks(namespace, attempt.pod, container)
+                if stream is None:
+                    continue  # never started, or the pod is already gone
+                kept = HeadTail(self._cap)
+                try:
+                    for chunk in stream.chunks():
+                        kept.feed(chunk)
+                finally:
+                    stream.close()
+                streams.append(LogStream(attempt.pod, container, kept.text()))
+        return streams
+
+
+# --- the stored log: every attempt and container, at most the cap -------------------------
+
+
+def dropped_marker(count: int) -> str:
+    # The same words as the store's marker (app/store/runs.py read_log).
+    return (
+        f"[runyard: {count} bytes of log were dropped here to keep this run's log under its "
+        "size limit]\n"
+    )
+
+
+class HeadTail:
+    """Keeps the first and the last ``limit // 2`` bytes of a stream fed in chunks, so a
+    huge pod log is read in one request without being held in memory."""
+
+    def __init__(self, limit: int) -> None:
+        self._half = max(1, limit // 2)
+        self._head = bytearray()
+        self._tail = bytearray()
+        self.total = 0
+
+    def feed(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        room = self._half - len(self._head)
+        if room > 0:
+            self._head += chunk[:room]
+            chunk = chunk[room:]
+        if chunk:
+            self._tail += chunk
+            if len(self._tail) > 2 * self._half:  # trim now and then, not on every chunk
+                del self._tail[: len(self._tail) - self._half]
+
+    def text(self) -> str:
+        tail = bytes(self._tail[-self._half :]) if self._tail else b""
+        dropped = self.total - len(self._head) - len(tail)
+        if dropped <= 0:
+            return (bytes(self._head) + tail).decode("utf-8", "replace")
+        return _joined(bytes(self._head), tail, dropped)
+
+
+def _joined(head: bytes, tail: bytes, dropped: int) -> str:
+    """Head and tail cut at line ends (partial lines count as dropped) around a marker."""
+    cut = head.rfind(b"\n") + 1
+    if cut > 0:
+        dropped += len(head) - cut
+        head = head[:cut]
+    start = tail.find(b"\n") + 1
+    if 0 < start < len(tail):
+        dropped += start
+        tail = tail[start:]
+    text = head.decode("utf-8", "replace")
+    if text and not text.endswith("\n"):
+        text += "\n"
+    return text + dropped_marker(dropped) + tail.decode("utf-8", "replace")
+
+
+class LogStream(msgspec.Struct, frozen=True):
+    pod: str
+    container: str
+    text: str
+
+
+def assemble_log(streams: Sequence[LogStream], attempts: int, cap: int) -> str:
+    """One text for the run: a single stream as it is; several (retries, init or sidecar
+    containers) each under a ``==> attempt i of n: pod/container <==`` header, oldest
+    first. Longer than ``cap`` bytes: head and tail around a marker."""
+    if not streams:
+        return ""
+    if len(streams) == 1 and attempts <= 1:
+        text = streams[0].text
+    else:
+        pods: list[str] = []
+        parts = []
+        for stream in streams:
+            if stream.pod not in pods:
+                pods.append(stream.pod)
+            number = pods.index(stream.pod) + 1
+            header = f"==> attempt {number} of {max(attempts, len(pods))}: "
+            parts.append(f"{header}{stream.pod}/{stream.container} <==\n")
+            parts.append(stream.text)
+            if stream.text and not stream.text.endswith("\n"):
+                parts.append("\n")
+        text = "".join(parts)
+    data = text.encode()
+    if len(data) <= cap:
+        return text
+    marker_room = len(dropped_marker(len(data)).encode())
+    half = max(0, (cap - marker_room) // 2)
+    return _joined(data[:half], data[len(data) - half :], len(data) - 2 * half)
+
+
+def _last_main_log(streams: Sequence[LogStream], attempts: Sequence[Attempt]) -> str:
+    """The log of the last attempt's main container: what dbt or SQLMesh printed the last
+    time it ran, which says how the run ended."""
+    if not attempts:
+        return ""
+    pod = attempts[-1].pod
+    mine = [s for s in streams if s.pod == pod]
+    main = next((s for s in mine if s.container == MAIN_CONTAINER), None)
+    return (main or (mine[-1] if mine else LogStream("", "", ""))).text
