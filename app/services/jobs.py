@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from app.errors import Conflict, FieldError, Invalid, NotFound, invalid
+from app.errors import (
+    ClusterError,
+    ClusterUnavailable,
+    Conflict,
+    FieldError,
+    Invalid,
+    NotFound,
+    invalid,
+)
 from app.executors.base import Executor
 from app.ids import new_id, utcnow
 from app.models import Dependency, Job, JobConfig, JobVersion, Principal, Project
@@ -28,6 +37,7 @@ from app.services.projects import require_writer
 from app.store import Store
 
 UNSET = msgspec.UNSET
+log = logging.getLogger("runyard.jobs")
 # Headers runyard sets itself; a job's headers may not replace them.
 RESERVED_HEADERS = frozenset(
     {"content-type", "content-length", "host", "user-agent", "transfer-encoding", "connection"}
@@ -181,7 +191,9 @@ class JobService:
                 "again and repeat your change."
             )
         if current.name != updated.name and project.deployed:
-            self._executor.remove_job(project, current)
+            # The CronJob's name follows the job's; the old one goes (or reconcile removes
+            # it once the cluster answers).
+            self._quietly(lambda: self._executor.remove_job(project, current), "remove", job_id)
         return self._apply(project, updated)
 
     def delete(self, principal: Principal, project_id: str, job_id: str) -> None:
@@ -198,17 +210,28 @@ class JobService:
                 f"Job {job.name!r} is an upstream of {', '.join(sorted(dependants))}; "
                 "remove it from their depends_on first."
             )
-        if project.deployed:
-            self._executor.remove_job(project, job)
         self._store.jobs.delete(job_id)
+        if project.deployed:
+            # The job is gone from the database, the source of truth; if the cluster cannot
+            # be reached now, reconcile deletes the CronJob runyard no longer knows.
+            self._quietly(lambda: self._executor.remove_job(project, job), "remove", job_id)
+
+    @staticmethod
+    def _quietly(action: Callable[[], None], what: str, job_id: str) -> None:
+        try:
+            action()
+        except (ClusterError, ClusterUnavailable) as exc:
+            log.warning(
+                "could not %s the CronJob now; reconcile will",
+                what,
+                extra={"job_id": job_id, "error": exc.detail},
+            )
 
     def _apply(self, project: Project, job: Job) -> Job:
         """Push the job to its schedule backend. A failure keeps the saved job, marked
         out of sync; the reconcile loop applies it when the backend answers again."""
         if not project.deployed:
             return job
-        from app.errors import ClusterError, ClusterUnavailable
-
         try:
             self._executor.apply_job(project, job)
         except (ClusterError, ClusterUnavailable) as exc:

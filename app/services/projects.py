@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import msgspec
 
-from app.errors import Conflict, FieldError, Forbidden, Invalid, NotFound
+from app.errors import (
+    ClusterError,
+    ClusterUnavailable,
+    Conflict,
+    FieldError,
+    Forbidden,
+    Invalid,
+    NotFound,
+)
 from app.executors.base import Executor, SyncReport
 from app.ids import new_id, utcnow
 from app.models import Principal, Project, ProjectConfig
@@ -18,6 +27,7 @@ from app.services.overrides import check_template_overrides
 from app.store import Store
 
 UNSET = msgspec.UNSET
+log = logging.getLogger("runyard.projects")
 
 
 class ProjectPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -106,9 +116,21 @@ class ProjectService:
         self._check(updated)
         self._store.projects.save(updated)
         if updated.deployed:
-            # Image, environment, resources and overrides flow into every CronJob.
-            self._executor.deploy(updated, self._store.jobs.for_project(updated.id))
+            # Image, environment, resources and overrides flow into every CronJob. The change
+            # is saved either way; if the cluster cannot take it now, its jobs are marked out
+            # of sync and reconcile applies it.
+            self._sync_jobs(updated)
         return updated
+
+    def _sync_jobs(self, project: Project) -> SyncReport:
+        jobs = self._store.jobs.for_project(project.id)
+        try:
+            report = self._executor.deploy(project, jobs)
+        except (ClusterError, ClusterUnavailable) as exc:
+            for job in jobs:
+                self._store.jobs.set_sync(job.id, "pending", exc.detail)
+            raise
+        return report
 
     def delete(self, principal: Principal, project_id: str, cascade: bool) -> None:
         require_writer(principal)
@@ -119,9 +141,17 @@ class ProjectService:
                 f"The project has {len(jobs)} job(s). Delete them first, or repeat "
                 "the request with ?cascade=true to delete the project and its jobs."
             )
-        if project.deployed:
-            self._executor.undeploy(project, jobs)
         self._store.projects.delete(project_id)
+        if project.deployed:
+            # Gone from the database first; reconcile removes CronJobs left behind when the
+            # cluster cannot be reached now.
+            try:
+                self._executor.undeploy(project, jobs)
+            except (ClusterError, ClusterUnavailable) as exc:
+                log.warning(
+                    "could not remove the project's CronJobs now; reconcile will",
+                    extra={"project_id": project_id, "error": exc.detail},
+                )
 
     def deploy(self, principal: Principal, project_id: str) -> tuple[Project, SyncReport]:
         require_writer(principal)
@@ -134,7 +164,9 @@ class ProjectService:
             )
         self._store.projects.set_deployed(project_id, True)
         project = msgspec.structs.replace(project, deployed=True)
-        report = self._executor.deploy(project, self._store.jobs.for_project(project_id))
+        # Deployed stands even if the cluster cannot be reached now (503): the jobs are marked
+        # out of sync and the reconcile loop creates their CronJobs when it answers.
+        report = self._sync_jobs(project)
         return project, report
 
     def undeploy(self, principal: Principal, project_id: str) -> tuple[Project, SyncReport]:

@@ -151,10 +151,10 @@ def test_leftovers_are_removed_and_foreign_cronjobs_kept(emulator_app: App, emul
     response = emulator_app.client.delete(
         f"/api/v1/projects/{project['id']}/jobs/{job['id']}", headers=emulator_app.admin
     )
-    assert response.status_code == 503
+    # The database is the source of truth: the job is deleted, the CronJob waits for reconcile.
+    assert response.status_code == 204
     fake.set_down(False)
-    # (The service refused the delete; remove the row the way a later delete would.)
-    emulator_app.container.store.jobs.delete(job["id"])
+    assert emulator.cronjob(NAME) is not None
     foreign = emulator.cronjob(NAME) or {}
     foreign_copy = {
         "metadata": {"name": "someone-elses", "labels": {"team": "data"}},
