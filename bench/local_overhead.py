@@ -10,7 +10,8 @@ bench/results/local_overhead.json.
 Wall time on a shared machine moves with whatever else runs, so the CPU time each run
 cost is measured too (Linux): dbt's for the direct runs, and for the runyard runs the
 server's own plus its children's (the wrapper and dbt), over the run. Its ratio is
-what runyard adds in work, whatever the neighbours do.
+what runyard adds in work, whatever the neighbours do; the server's own CPU time (the
+supervisor, log writes, the tracker, answering the polls) is reported on its own.
 
     python bench/local_overhead.py [--runs 5]
 """
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,18 +66,26 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def process_cpu(pid: int) -> float | None:
-    """CPU seconds of a process and of its children it has waited for (Linux /proc)."""
+@dataclass(frozen=True)
+class Sample:
+    wall: float
+    cpu: float | None  # all the work: dbt's, and for runyard runs the server's too
+    server_cpu: float | None = None  # runyard's own part
+
+
+def process_cpu(pid: int) -> tuple[float, float] | None:
+    """CPU seconds of a process itself, and of the children it has waited for (/proc)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat[stat.rfind(")") + 2 :].split()
-    ticks = sum(int(fields[i]) for i in (11, 12, 13, 14))  # utime stime cutime cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return own, (int(fields[13]) + int(fields[14])) / tick  # cutime, cstime
 
 
-def run_direct(project: Path) -> tuple[float, float]:
+def run_direct(project: Path) -> Sample:
     cpu = children_cpu()
     started = time.perf_counter()
     done = subprocess.run(
@@ -89,13 +99,11 @@ def run_direct(project: Path) -> tuple[float, float]:
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"direct dbt build failed:\n{done.stdout.decode()[-2000:]}")
-    return elapsed, children_cpu() - cpu
+    return Sample(elapsed, children_cpu() - cpu)
 
 
-def run_through_runyard(
-    api: httpx.Client, project_id: str, job_id: str, server: int
-) -> tuple[float, float | None]:
-    cpu = process_cpu(server)
+def run_through_runyard(api: httpx.Client, project_id: str, job_id: str, server: int) -> Sample:
+    before = process_cpu(server)
     started = time.perf_counter()
     response = api.post(f"/api/v1/projects/{project_id}/jobs/{job_id}/trigger", json={})
     response.raise_for_status()
@@ -110,7 +118,10 @@ def run_through_runyard(
         raise SystemExit(f"runyard run {run_id} ended {run['status']}: {run['error']}")
     time.sleep(0.3)  # the server reaps the wrapper just after recording the end
     after = process_cpu(server)
-    return elapsed, (after - cpu) if after is not None and cpu is not None else None
+    if before is None or after is None:
+        return Sample(elapsed, None)
+    own = after[0] - before[0]
+    return Sample(elapsed, own + after[1] - before[1], own)
 
 
 def free_port() -> int:
@@ -191,17 +202,18 @@ def main() -> int:
                 job.raise_for_status()
                 job_id = job.json()["id"]
 
-                print(f"warm-up: direct {run_direct(project)[0]:.2f} s, ", end="", flush=True)
+                print(f"warm-up: direct {run_direct(project).wall:.2f} s, ", end="", flush=True)
                 warm = run_through_runyard(api, project_id, job_id, server.pid)
-                print(f"runyard {warm[0]:.2f} s")
-                direct: list[tuple[float, float]] = []
-                through: list[tuple[float, float | None]] = []
+                print(f"runyard {warm.wall:.2f} s")
+                direct: list[Sample] = []
+                through: list[Sample] = []
                 for i in range(args.runs):
                     direct.append(run_direct(project))
                     through.append(run_through_runyard(api, project_id, job_id, server.pid))
+                    d, r = direct[-1], through[-1]
                     print(
-                        f"run {i + 1}: direct {direct[-1][0]:.2f} s (cpu {direct[-1][1]:.2f} s), "
-                        f"runyard {through[-1][0]:.2f} s (cpu {_show(through[-1][1])})"
+                        f"run {i + 1}: direct {d.wall:.2f} s (cpu {_show(d.cpu)}), runyard "
+                        f"{r.wall:.2f} s (cpu {_show(r.cpu)}, runyard's own {_show(r.server_cpu)})"
                     )
         finally:
             server.terminate()
@@ -217,7 +229,8 @@ def main() -> int:
         print(
             f"median cpu direct {report['median_direct_cpu_seconds']:.2f} s, "
             f"runyard {report['median_runyard_cpu_seconds']:.2f} s, "
-            f"ratio {report['cpu_ratio']:.3f}; load average {report['load_average']}"
+            f"ratio {report['cpu_ratio']:.3f}; runyard's own cpu per run "
+            f"{report['median_server_cpu_seconds']:.3f} s; load average {report['load_average']}"
         )
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
@@ -229,34 +242,32 @@ def _show(cpu: float | None) -> str:
     return "n/a" if cpu is None else f"{cpu:.2f} s"
 
 
-def summarise(
-    direct: list[tuple[float, float]], through: list[tuple[float, float | None]]
-) -> dict[str, Any]:
-    median_direct = statistics.median(w for w, _ in direct)
-    median_runyard = statistics.median(w for w, _ in through)
-    runyard_cpu = [c for _, c in through if c is not None]
-    median_direct_cpu = statistics.median(c for _, c in direct)
-    median_runyard_cpu = statistics.median(runyard_cpu) if runyard_cpu else None
+def _median(values: list[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), 3) if known else None
+
+
+def summarise(direct: list[Sample], through: list[Sample]) -> dict[str, Any]:
+    median_direct = statistics.median(x.wall for x in direct)
+    median_runyard = statistics.median(x.wall for x in through)
+    direct_cpu = _median([x.cpu for x in direct])
+    runyard_cpu = _median([x.cpu for x in through])
     return {
         "command": " ".join(COMMAND),
         "runs": len(direct),
-        "direct_seconds": [round(w, 3) for w, _ in direct],
-        "runyard_seconds": [round(w, 3) for w, _ in through],
+        "direct_seconds": [round(x.wall, 3) for x in direct],
+        "runyard_seconds": [round(x.wall, 3) for x in through],
         "median_direct_seconds": round(median_direct, 3),
         "median_runyard_seconds": round(median_runyard, 3),
         "ratio": round(median_runyard / median_direct, 3),
         "goal": GOAL,
-        "direct_cpu_seconds": [round(c, 3) for _, c in direct],
-        "runyard_cpu_seconds": [round(c, 3) for c in runyard_cpu],
-        "median_direct_cpu_seconds": round(median_direct_cpu, 3),
-        "median_runyard_cpu_seconds": (
-            round(median_runyard_cpu, 3) if median_runyard_cpu is not None else None
-        ),
-        "cpu_ratio": (
-            round(median_runyard_cpu / median_direct_cpu, 3)
-            if median_runyard_cpu is not None
-            else None
-        ),
+        "direct_cpu_seconds": [x.cpu and round(x.cpu, 3) for x in direct],
+        "runyard_cpu_seconds": [x.cpu and round(x.cpu, 3) for x in through],
+        "runyard_own_cpu_seconds": [x.server_cpu and round(x.server_cpu, 3) for x in through],
+        "median_direct_cpu_seconds": direct_cpu,
+        "median_runyard_cpu_seconds": runyard_cpu,
+        "median_server_cpu_seconds": _median([x.server_cpu for x in through]),
+        "cpu_ratio": round(runyard_cpu / direct_cpu, 3) if runyard_cpu and direct_cpu else None,
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
