@@ -43,6 +43,7 @@ Stage = Literal["pending", "running", "finishing", "done"]
 BATCH_MAX = 2000  # queue items handled per pass
 LOST_GRACE_SECONDS = 1.0  # a deletion seen while runyard's own cancel is still recording
 EXPECTED_DELETION_SECONDS = 60.0
+STARTUP_SLACK = timedelta(seconds=5)  # clocks of the old and new process may differ a little
 REMEMBER_DONE = 50_000  # finished Jobs remembered, so replays cost no database read
 
 
@@ -130,6 +131,7 @@ class Dispatcher:
         self._retry: list[tuple[float, Finish]] = []
         self.initial: set[str] = set()
         self.synced = threading.Event()  # every namespace listed once and handled
+        self.started_at = clock() - STARTUP_SLACK
 
     def run(self, stopping: threading.Event) -> None:
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="k8s-finish")
@@ -293,7 +295,7 @@ class Dispatcher:
             if (
                 key[0] != listed.namespace
                 or key[1] in listed.names
-                or run.created_at >= listed.asked_at - self.launch_grace
+                or self._may_be_launching(run.created_at, listed.asked_at)
                 or (key in self._jobs and self._jobs[key].stage in ("finishing", "done"))
                 or key in self._lost_due
             ):
@@ -302,6 +304,11 @@ class Dispatcher:
                 continue
             self._jobs[key] = _Tracked(run.id, "", "finishing")
             finishing.append(Finish(namespace=key[0], name=key[1], run_id=run.id, view=None))
+
+    def _may_be_launching(self, created_at: datetime, asked_at: datetime) -> bool:
+        """Whether this process may still be creating the run's Job. A run recorded before
+        this process started was launched, or never will be, by one that has stopped."""
+        return created_at >= asked_at - self.launch_grace and created_at >= self.started_at
 
     def _lose(self, key: Key, view: JobView, finishing: list[Finish]) -> None:
         tracked = self._jobs.get(key)

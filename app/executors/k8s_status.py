@@ -291,14 +291,23 @@ def outcome_of(
 
 
 def lost_outcome(view: JobView | None, namespace: str, name: str, *, now: datetime) -> Outcome:
+    """A run whose Job is gone before its end was seen: deleted (``view``: the deletion
+    was seen), or missing from a list (runyard may have stopped before creating it)."""
     where = f"{namespace}/{name}"
+    if view is not None:
+        error = (
+            f"The Kubernetes Job {where} was deleted before it finished (by a person or a "
+            "controller other than runyard), so its end and exit code are unknown."
+        )
+    else:
+        error = (
+            f"The Kubernetes Job {where} no longer exists and runyard did not see it end: it "
+            "was deleted, or runyard stopped before it was created."
+        )
     return Outcome(
         status="lost",
         end_time=(view.deleted_at if view is not None else None) or now,
-        error=(
-            f"The Kubernetes Job {where} was deleted before it finished (by a person or a "
-            "controller other than runyard), so its end and exit code are unknown."
-        ),
+        error=error,
     )
 
 

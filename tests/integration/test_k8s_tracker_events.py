@@ -132,7 +132,7 @@ def test_a_watch_expired_while_jobs_changed_misses_nothing(
         assert tracked.wait_status(bodies[0]["job_run_id"], "success")
         assert tracked.logs(bodies[0]["job_run_id"]) == "finished while unwatched\n"
         assert tracked.wait_status(bodies[1]["job_run_id"], "failed")["exit_code"] == 2
-        assert "deleted before" in tracked.wait_status(bodies[2]["job_run_id"], "lost")["error"]
+        assert "no longer exists" in tracked.wait_status(bodies[2]["job_run_id"], "lost")["error"]
         assert tracked.run(bodies[3]["job_run_id"])["status"] == "running"
         runs = tracked.runs_of(project["id"], job["id"])
         assert [r["triggered_by"] for r in runs if r["job_name"] == scheduled] == ["scheduled"]
