@@ -70,6 +70,15 @@ class Container:
                 ({"executor": e, "status": s}, n) for e, s, n in self.store.runs.active_counts()
             ],
         )
+        metrics.GAUGES.bind(
+            "runyard_notifications",
+            "Notifications by channel and state; pending and delivering are the outbox "
+            "backlog, failed the deliveries that gave up",
+            lambda: [
+                ({"channel": kind, "state": state}, n)
+                for kind, state, n in self.store.outbox.counts_by_kind()
+            ],
+        )
         self.notifications = NotificationOutbox(self.store, settings, self.outbound, clock=clock)
         self.notifications.attach(self.tracker)
         self.executor_name: ExecutorName = choose_executor(settings)

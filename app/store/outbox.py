@@ -316,6 +316,13 @@ class OutboxRepo:
             )
             return cursor.rowcount == 1
 
+    def counts_by_kind(self) -> list[tuple[str, str, int]]:
+        """(kind, state, count) over every notification, for the metrics."""
+        rows = self._db.rows(
+            "SELECT kind, state, count(*) AS n FROM notifications GROUP BY kind, state"
+        )
+        return [(r["kind"], r["state"], int(r["n"])) for r in rows]
+
     def counts(self) -> dict[str, int]:
         rows = self._db.rows("SELECT state, count(*) AS n FROM notifications GROUP BY state")
         return {r["state"]: r["n"] for r in rows}
