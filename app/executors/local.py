@@ -77,6 +77,9 @@ class _Process:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(seconds)
 
+    def signal(self, signum: signal.Signals) -> None:
+        signal_group(self.pid, signum)
+
     def exit_code(self) -> int | None:
         code = self.popen.returncode
         return 128 - code if code is not None and code < 0 else code
@@ -97,6 +100,10 @@ class _ForeignProcess:
 
     def exit_code(self) -> int | None:
         return read_exit_code(self._exit_file)
+
+    def signal(self, signum: signal.Signals) -> None:
+        if is_same_process(self.pid, self._identity):  # not a later process with its pid
+            signal_group(self.pid, signum)
 
 
 class _ActiveRun:
@@ -216,8 +223,10 @@ class LocalExecutor:
             self.scheduler.forget_job(job.id)
 
     def deploy(self, project: Project, jobs: Sequence[Job]) -> SyncReport:
-        """created: schedules that become active; updated: active schedules whose cron or
-        zone changed; unchanged: the rest (jobs without a schedule, or disabled)."""
+        """Nothing to write for local runs: the scheduler reads the database; this wakes it.
+        created: schedules that become active; updated: active schedules whose cron or zone
+        changed; unchanged: the rest (already active as they are, or disabled, or without a
+        schedule)."""
         if self.scheduler is None:
             active = sum(1 for j in jobs if j.schedule and j.enabled)
             return SyncReport(created=active, unchanged=len(jobs) - active)
@@ -318,15 +327,17 @@ class LocalExecutor:
                     ),
                 )
         finally:
-            active.ended.set()
-            with self._lock:
-                self._runs.pop(run_id, None)
             if not active.detached:
                 with contextlib.suppress(Exception):
                     self._store.local.forget_process(run_id)
                 for path in (active.spool, active.exit_file):
                     path.unlink(missing_ok=True)
                 active.collector.close()
+            active.ended.set()
+            # Last: stop() joins the threads of the runs it finds here before the database
+            # is closed, so this thread must be done with the database when it leaves.
+            with self._lock:
+                self._runs.pop(run_id, None)
 
     def _follow_attempts(self, active: _ActiveRun) -> Outcome | None:
         """Follow attempts until the run ends; the outcome to record, or None when there is
@@ -395,7 +406,7 @@ class LocalExecutor:
             if active.stop is None and now >= active.deadline:
                 self._request_stop(active, "timed_out")
             if active.kill_at is not None and now >= active.kill_at:
-                signal_group(process.pid, signal.SIGKILL)
+                process.signal(signal.SIGKILL)
                 active.kill_at = None
             if isinstance(process, _Process):
                 process.wait(POLL_SECONDS)
@@ -441,7 +452,7 @@ class LocalExecutor:
                 active.stop = reason
             process = active.process
             if process is not None and not active.ended.is_set():
-                signal_group(process.pid, signal.SIGTERM)
+                process.signal(signal.SIGTERM)
                 active.kill_at = time.monotonic() + self._grace
         active.wake.set()
 
