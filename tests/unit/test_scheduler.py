@@ -412,3 +412,18 @@ def test_many_jobs_fire_exactly_once_each_in_order(tmp_path: Path) -> None:
         assert len(seen) == len(set(seen))
     finally:
         world.container.stop()
+
+
+def test_a_long_downtime_collapses_to_one_decision(world: World) -> None:
+    job = world.job("* * * * *", "Europe/Berlin", concurrency_policy="Allow")
+    world.deploy()
+    drive(world.scheduler(), at(2026, 3, 1, 9, 58, 30), at(2026, 3, 1, 10))
+    # Down for 40 days, across Berlin's spring-forward: one run for the last missed minute,
+    # and the minute that is on time (within the 60 s grace) runs as usual.
+    later = world.scheduler(policy="run_once", restart=True)
+    assert later.tick(at(2026, 4, 10, 12, 0, 30)) == [
+        Fire(job.id, at(2026, 4, 10, 11, 59), "started"),
+        Fire(job.id, at(2026, 4, 10, 12, 0), "started"),
+    ]
+    assert later.next_due() == at(2026, 4, 10, 12, 1)
+    assert len(world.runs(job)) == 4  # 09:59 and 10:00 before the downtime
