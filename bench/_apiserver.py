@@ -22,7 +22,7 @@ class Fixed(msgspec.Struct):
 FIXED = Fixed("job_bench", "bare", "ok")
 
 
-@get("/bench/bare", sync_to_thread=False)
+@get("/bench/bare")
 async def bare() -> Fixed:
     return FIXED
 
