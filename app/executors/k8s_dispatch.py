@@ -29,7 +29,7 @@ import msgspec
 
 from app.errors import RunyardError
 from app.executors.base import RunEvents
-from app.executors.k8s_finish import Finish, Finisher
+from app.executors.k8s_finish import Ending, Finish, Finisher
 from app.executors.k8s_status import JobView, resource_version, view_of
 from app.models import Job, Project, RunRecord, TriggeredBy
 from app.store import Store
@@ -41,6 +41,7 @@ Key = tuple[str, str]  # (namespace, Job name)
 Stage = Literal["pending", "running", "finishing", "done"]
 
 BATCH_MAX = 2000  # queue items handled per pass
+BATCH_JOBS = 50  # finished Jobs per pod list (keeps the label selector short)
 LOST_GRACE_SECONDS = 1.0  # a deletion seen while runyard's own cancel is still recording
 EXPECTED_DELETION_SECONDS = 60.0
 STARTUP_SLACK = timedelta(seconds=5)  # clocks of the old and new process may differ a little
@@ -129,12 +130,19 @@ class Dispatcher:
         self._ignored: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._lost_due: dict[Key, tuple[float, JobView]] = {}
         self._retry: list[tuple[float, Finish]] = []
+        self._pending: dict[str, list[Finish]] = {}  # finished runs waiting for a worker
+        self._batches = 0  # handed to the pool and not back yet
+        self._writes: queue.Queue[tuple[list[Ending], list[Finish], list[Finish]] | None]
+        self._writes = queue.Queue()
         self.initial: set[str] = set()
         self.synced = threading.Event()  # every namespace listed once and handled
         self.started_at = clock() - STARTUP_SLACK
 
     def run(self, stopping: threading.Event) -> None:
+        """Dispatch until ``stopping``; the pool reads logs, one writer thread records."""
         self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="k8s-finish")
+        writer = threading.Thread(target=self._write_loop, name="k8s-record", daemon=True)
+        writer.start()
         try:
             while not stopping.is_set():
                 batch = self._drain()
@@ -147,6 +155,23 @@ class Dispatcher:
                         self.queue.task_done()
         finally:
             self._pool.shutdown(wait=True, cancel_futures=True)
+            self._writes.put(None)
+            writer.join(30)
+
+    def _write_loop(self) -> None:
+        """Record what the pool read, one run after the other: SQLite takes one writer at a
+        time, so writers in parallel would only wait on its lock (in millisecond sleeps)."""
+        while (work := self._writes.get()) is not None:
+            endings, retry, items = work
+            for ending in endings:
+                try:
+                    self._finisher.record(ending)
+                except Exception:
+                    log.exception("recording a finished run failed")
+                    retry.append(ending.item)
+            self.queue.put(Completed(items, retry))
+            with self._lock:
+                self._in_flight -= 1
 
     def expect_deletion(self, key: Key) -> None:
         with self._lock:
@@ -155,7 +180,13 @@ class Dispatcher:
     def busy(self) -> bool:
         with self._lock:
             in_flight = self._in_flight
-        return bool(in_flight or self.queue.unfinished_tasks or self._lost_due or self._retry)
+        return bool(
+            in_flight
+            or self.queue.unfinished_tasks
+            or self._lost_due
+            or self._retry
+            or self._pending
+        )
 
     def _drain(self) -> list[Item]:
         batch: list[Item] = []
@@ -320,42 +351,50 @@ class Dispatcher:
         )
 
     def _submit(self, finishing: list[Finish]) -> None:
-        """Hand finished runs to the pool, a few batches per namespace so the workers share
-        a burst, at most 50 Jobs per pod list."""
-        by_namespace: dict[str, list[Finish]] = {}
+        """Queue finished runs for the pool and hand out what free workers can take. While
+        every worker is busy the queue grows, so a burst is handled in batches of up to 50
+        Jobs per pod list instead of a list per Job; a lone run goes at once."""
         for item in finishing:
-            by_namespace.setdefault(item.namespace, []).append(item)
-        for namespace, items in by_namespace.items():
-            size = max(1, min(50, -(-len(items) // self._workers)))
-            for start in range(0, len(items), size):
-                self._run_batch(namespace, items[start : start + size])
+            self._pending.setdefault(item.namespace, []).append(item)
+        while self._pending and self._batches < self._workers:
+            namespace = max(self._pending, key=lambda ns: len(self._pending[ns]))
+            waiting = self._pending[namespace]
+            share = -(-sum(len(v) for v in self._pending.values()) // self._workers)
+            batch = waiting[: max(1, min(BATCH_JOBS, share))]
+            rest = waiting[len(batch) :]
+            if rest:
+                self._pending[namespace] = rest
+            else:
+                del self._pending[namespace]
+            self._run_batch(namespace, batch)
 
     def _run_batch(self, namespace: str, items: list[Finish]) -> None:
         assert self._pool is not None
+        self._batches += 1
         with self._lock:
             self._in_flight += 1
         try:
-            future = self._pool.submit(self._finisher.finish_batch, namespace, items)
+            future = self._pool.submit(self._finisher.read_batch, namespace, items)
         except RuntimeError:  # shutting down
+            self._batches -= 1
             with self._lock:
                 self._in_flight -= 1
             return
 
-        def done(result: Future[list[Finish]]) -> None:
+        def done(result: Future[tuple[list[Ending], list[Finish]]]) -> None:
             try:
-                retry = result.result()
+                endings, retry = result.result()
             except Exception:
-                log.exception("recording finished runs failed")
-                retry = items
-            self.queue.put(Completed(items, retry))
-            with self._lock:
-                self._in_flight -= 1
+                log.exception("reading the logs of finished runs failed")
+                endings, retry = [], list(items)
+            self._writes.put((endings, retry, items))
 
         future.add_done_callback(done)
 
     def _completed(self, batch: Completed) -> None:
         """Back from the pool: forget what was recorded; try the rest again later (the
         cluster could not be read), backing off up to 30 seconds."""
+        self._batches -= 1
         retry = {id(item) for item in batch.retry}
         for item in batch.items:
             if id(item) in retry:

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import msgspec
 
 from app.errors import ClusterError, ClusterUnavailable
-from app.executors.base import RunEvents
+from app.executors.base import Outcome, RunEvents
 from app.executors.k8s_render import MAIN_CONTAINER
 from app.executors.k8s_status import (
     CONTROLLER_UID_LABEL,
@@ -69,6 +69,15 @@ class Finish(msgspec.Struct, kw_only=True):
     tries: int = 0
 
 
+class Ending(msgspec.Struct, kw_only=True):
+    """How a run ended, ready to be recorded."""
+
+    item: Finish
+    pending: bool  # never seen running: record its start too
+    text: str
+    outcome: Outcome
+
+
 class Finisher:
     def __init__(
         self,
@@ -86,18 +95,21 @@ class Finisher:
         self._clock = clock
         self._write_lock = write_lock
 
-    def finish_batch(self, namespace: str, items: Sequence[Finish]) -> list[Finish]:
-        """Record every run of the batch (one namespace); returns those to try again later
-        because the cluster could not be read."""
+    def read_batch(
+        self, namespace: str, items: Sequence[Finish]
+    ) -> tuple[list[Ending], list[Finish]]:
+        """How every run of the batch (one namespace) ended, with its log: HTTP and parsing,
+        no writes (``record`` writes, on one thread). Also returns the runs to try again
+        later because the cluster could not be read."""
         try:
             pods = self._pods(namespace, items)
         except (ClusterUnavailable, ClusterError) as exc:
             log.warning("could not list the pods of finished runs: %s", exc.detail)
-            return list(items)
-        retry = []
+            return [], list(items)
+        endings, retry = [], []
         for item in items:
             try:
-                self._finish(item, pods.get(item.view.uid if item.view else item.name, []))
+                ending = self._ending(item, pods.get(item.view.uid if item.view else item.name, []))
             except (ClusterUnavailable, ClusterError) as exc:
                 log.warning(
                     "could not read the logs of a finished run: %s",
@@ -105,7 +117,22 @@ class Finisher:
                     extra={"run_id": item.run_id},
                 )
                 retry.append(item)
-        return retry
+                continue
+            if ending is not None:
+                endings.append(ending)
+        return endings, retry
+
+    def record(self, ending: Ending) -> None:
+        """Store the log, then the end: notifications and the API see both at once."""
+        run_id, view = ending.item.run_id, ending.item.view
+        with self._write_lock:
+            # Stored once: a pass that died between the log and the status (a crash) left
+            # the log; the retry must not append it twice.
+            if ending.text and not self._store.runs.has_log(run_id):
+                self._events.log(run_id, ending.text)
+            if ending.pending and view is not None and view.start_time:
+                self._events.started(run_id, view.start_time)
+            self._events.finished(run_id, ending.outcome)
 
     def _pods(self, namespace: str, items: Iterable[Finish]) -> dict[str, list[Obj]]:
         """The pods of the batch's Jobs, by Job uid (by name for a vanished Job, whose uid is
@@ -124,10 +151,10 @@ class Finisher:
                 found[item.name] = self._source.list_pods(namespace, selector)
         return found
 
-    def _finish(self, item: Finish, pods: list[Obj]) -> None:
+    def _ending(self, item: Finish, pods: list[Obj]) -> Ending | None:
         record = self._store.runs.record(item.run_id)
         if record is None or record.is_terminal:
-            return  # cancelled meanwhile, or recorded by an earlier pass
+            return None  # cancelled meanwhile, or recorded by an earlier pass
         attempts = attempts_of(pods)
         streams = self._read_logs(item.namespace, attempts)
         text = assemble_log(streams, len(attempts), self._cap)
@@ -137,14 +164,7 @@ class Finisher:
         else:
             last = _last_main_log(streams, attempts)
             outcome = outcome_of(item.view, attempts, last, record.snapshot.project_kind, now=now)
-        with self._write_lock:
-            # Stored once: a pass that died between the log and the status (a crash) left
-            # the log; the retry must not append it twice.
-            if text and not self._store.runs.has_log(item.run_id):
-                self._events.log(item.run_id, text)
-            if record.status == "pending" and item.view is not None and item.view.start_time:
-                self._events.started(item.run_id, item.view.start_time)
-            self._events.finished(item.run_id, outcome)
+        return Ending(item=item, pending=record.status == "pending", text=text, outcome=outcome)
 
     def _read_logs(self, namespace: str, attempts: Sequence[Attempt]) -> list[LogStream]:
         streams = []

@@ -1,0 +1,325 @@
+"""Run tracking on Kubernetes: 1,000 Jobs finishing within about a second, against the
+emulator (tests/harness/k8s.py: a real HTTP server, the real client).
+
+runyard (a Container with the Kubernetes executor and its tracker started) has 1,000 runs
+running: 900 one-off runs of 100 jobs and 100 scheduled Jobs fired by their CronJobs. The
+emulator then ends them all as fast as it can (one in ten fails with dbt's output naming
+the broken model). Prints the time until every run is terminal with its logs stored,
+counted from the last Job's end, and the Kubernetes API requests per run made meanwhile
+(no request may read a single Job: nothing is polled). Writes bench/results/tracker.json;
+exits 1 when a run is missing or wrong, or the goal (every run recorded within 5 s of the
+last finish) is missed.
+
+The emulator runs in a child process (this script with --serve-cluster, driven over a
+pipe), so that playing the Job controller for a thousand Jobs does not compete with runyard
+for one interpreter lock.
+
+    python bench/tracker.py [--runs 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.container import Container
+from app.executors.kubernetes import KubernetesExecutor
+from app.ids import new_id, utcnow
+from app.models import Job, Principal, Project
+from app.settings import Settings
+from tests.harness.k8s import FakeCluster
+
+RESULTS = Path(__file__).parent / "results" / "tracker.json"
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "unit" / "fixtures"
+JOBS = 100
+SCHEDULED_SHARE = 10  # one run in ten comes from a CronJob; one in ten fails
+GOAL_SECONDS = 5.0
+OK_LOG = (FIXTURES / "dbt_build_all.txt").read_text()
+BROKEN_LOG = (FIXTURES / "dbt_run_broken.txt").read_text()
+
+
+# --- the emulator's process ---------------------------------------------------------------
+
+
+def serve_cluster(kubeconfig: Path) -> None:
+    """Serve the emulator; play its controllers on commands read from stdin (JSON lines),
+    answering each on stdout."""
+    with FakeCluster(event_history=200_000) as cluster:
+        cluster.write_kubeconfig(kubeconfig)
+        print(json.dumps({"url": cluster.url}), flush=True)
+        for line in sys.stdin:
+            command = json.loads(line)
+            op, ns = command["op"], command.get("namespace", "")
+            answer: Any = None
+            if op == "start":
+                for name in command["names"]:
+                    cluster.start_job(ns, name, logs=command["logs"])
+            elif op == "fire":
+                answer = [
+                    cluster.fire_cronjob(ns, cronjob, datetime.fromisoformat(at))
+                    for cronjob, at in command["slots"]
+                ]
+            elif op == "finish":
+                answer = finish_all(cluster, ns, command["items"])
+            print(json.dumps({"answer": answer}), flush=True)
+
+
+def finish_all(cluster: FakeCluster, namespace: str, items: list[Any]) -> dict[str, float]:
+    """End every Job in one turn of the emulator's event loop, the way a burst hits a real
+    API server. The public ``finish_job`` is one call per Job from another thread, and the
+    emulator's loop serves runyard's requests in between: a thousand would take seconds."""
+    state = cluster._require_state()  # the harness's own state; it runs on the loop thread
+
+    def burst() -> dict[str, float]:
+        first = time.time()
+        for name, exit_code, logs in items:
+            state.finish_job(namespace, name, exit_code=exit_code, logs=logs)
+        return {"first": first, "last": time.time()}
+
+    return cluster._call(burst)
+
+
+class Cluster:
+    """The parent's handle on the emulator's process."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, __file__, "--serve-cluster", str(kubeconfig)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.url = str(self._read()["url"])
+
+    def _read(self) -> dict[str, Any]:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise SystemExit("FAIL: the emulator's process ended")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def call(self, op: str, **fields: Any) -> Any:
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps({"op": op, **fields}) + "\n")
+        self._process.stdin.flush()
+        return self._read()["answer"]
+
+    def requests(self, *, reset: bool = False) -> list[dict[str, Any]]:
+        """The API requests served so far (the harness's own endpoint, not recorded)."""
+        if reset:
+            httpx.post(f"{self.url}/_harness/reset", timeout=30).raise_for_status()
+            return []
+        response = httpx.get(f"{self.url}/_harness/requests?records=1", timeout=30)
+        records: list[dict[str, Any]] = response.json()["records"]
+        return records
+
+    def close(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait(30)
+
+
+# --- runyard's side -----------------------------------------------------------------------
+
+
+def seed(container: Container) -> tuple[Principal, Project, list[Job]]:
+    token, _ = container.tokens.create("bench", "admin")
+    principal = container.tokens.authenticate(token)
+    now = utcnow()
+    project = Project(
+        id=new_id("proj"),
+        org_id=principal.org_id,
+        org_slug=principal.org_slug,
+        name="warehouse",
+        kind="dbt",
+        image="ghcr.io/acme/warehouse:2026.4",
+        created_at=now,
+        updated_at=now,
+    )
+    container.store.projects.save(project)
+    jobs = []
+    for i in range(JOBS):
+        job = Job(
+            id=new_id("job"),
+            org_id=principal.org_id,
+            project_id=project.id,
+            name=f"group-{i:03d}",
+            command=f"dbt build --select tag:group_{i}",
+            schedule=f"{i % 60} 2 * * *",
+            concurrency_policy="Allow",
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        container.store.jobs.insert(job)
+        jobs.append(job)
+    return principal, project, jobs
+
+
+def count(container: Container, sql: str) -> int:
+    return int(container.store.database.scalar(sql))
+
+
+def wait(predicate: Any, timeout: float, what: str) -> float:
+    deadline = time.time() + timeout
+    while not predicate():
+        if time.time() > deadline:
+            raise SystemExit(f"FAIL: {what} did not happen in {timeout} s")
+        time.sleep(0.005)
+    return time.time()
+
+
+def run(container: Container, cluster: Cluster, total: int) -> dict[str, Any]:
+    principal, project, jobs = seed(container)
+    executor = container.executor
+    assert isinstance(executor, KubernetesExecutor) and executor.tracker is not None
+    tracker = executor.tracker
+    namespace = container.settings.namespace_for(principal.org_slug)
+    container.projects.deploy(principal, project.id)  # the CronJobs
+    executor.start()
+    assert tracker.synced.wait(30)
+
+    names: list[str] = []
+    scheduled = total // SCHEDULED_SHARE
+    for i in range(total - scheduled):
+        job = jobs[i % len(jobs)]
+        triggered = container.runs.trigger(principal, project.id, job.id)
+        assert triggered.run.job_name is not None
+        names.append(triggered.run.job_name)
+    slot = datetime(2026, 4, 28, 2, tzinfo=UTC)
+    slots = [
+        (f"warehouse-{jobs[i % len(jobs)].name}", (slot + timedelta(hours=i)).isoformat())
+        for i in range(scheduled)
+    ]
+    names += cluster.call("fire", namespace=namespace, slots=slots)
+    cluster.call("start", namespace=namespace, names=names, logs="Running with dbt=1.11.16\n")
+    wait(
+        lambda: count(container, "SELECT count(*) FROM runs WHERE status = 'running'") == total,
+        120,
+        f"{total} runs running",
+    )
+    tracker.settle(30)
+
+    cluster.requests(reset=True)
+    failing = set(names[::SCHEDULED_SHARE])
+    items = [(name, 1, BROKEN_LOG) if name in failing else (name, 0, OK_LOG) for name in names]
+    window = cluster.call("finish", namespace=namespace, items=items)
+    done = wait(
+        lambda: (
+            count(
+                container,
+                "SELECT count(*) FROM runs WHERE status IN ('success', 'failed') AND log_bytes > 0",
+            )
+            == total
+        ),
+        120,
+        "every run recorded",
+    )
+    tracker.settle(30)
+    kinds = Counter(_kind(r["path"], r["query"]) for r in cluster.requests())
+    return {
+        "runs": total,
+        "finish_window_seconds": round(window["last"] - window["first"], 3),
+        "recorded_after_last_finish_seconds": round(done - window["last"], 3),
+        "recorded_after_first_finish_seconds": round(done - window["first"], 3),
+        "requests_per_run": round(sum(kinds.values()) / total, 3),
+        "single_job_reads": kinds.get("read one Job", 0),
+        "goal_seconds": GOAL_SECONDS,
+        "wrong": check(container, failing),
+        "requests": dict(kinds),
+    }
+
+
+def _kind(path: str, query: dict[str, str]) -> str:
+    if query.get("watch", "").lower() in ("true", "1"):
+        return "watch Jobs"
+    if path.endswith("/log"):
+        return "read a pod log"
+    if path.endswith("/pods"):
+        return "list pods"
+    if path.endswith("/jobs"):
+        return "list Jobs"
+    if "/jobs/" in path:
+        return "read one Job"
+    return path
+
+
+def check(container: Container, failing: set[str]) -> int:
+    """Runs with a wrong status, error or log, plus any missing or recorded twice."""
+    wrong = 0
+    rows = container.store.database.rows("SELECT id, job_name, status, error FROM runs")
+    for row in rows:
+        text = container.store.runs.read_log(row["id"])
+        if row["job_name"] in failing:
+            ok = row["status"] == "failed" and "model broken_orders failed" in (row["error"] or "")
+            ok = ok and text.endswith(BROKEN_LOG)
+        else:
+            ok = row["status"] == "success" and text.endswith(OK_LOG)
+        wrong += not ok
+    return wrong + abs(len(rows) - len({r["job_name"] for r in rows}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--serve-cluster", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_cluster:
+        serve_cluster(args.serve_cluster)
+        return 0
+    total = args.runs
+    with tempfile.TemporaryDirectory() as tmp:
+        kubeconfig = Path(tmp) / "kubeconfig"
+        cluster = Cluster(kubeconfig)
+        os.environ["KUBECONFIG"] = str(kubeconfig)
+        settings = Settings(
+            database=str(Path(tmp) / "bench.db"),
+            executor="kubernetes",
+            reconcile_interval_seconds=0,
+        )
+        container = Container(settings)
+        try:
+            figures = run(container, cluster, total)
+        finally:
+            container.stop()
+            cluster.close()
+    print(
+        f"{total} runs: the emulator ended them within {figures['finish_window_seconds']} s; "
+        f"every run terminal with its logs {figures['recorded_after_last_finish_seconds']} s "
+        f"after the last ended ({figures['recorded_after_first_finish_seconds']} s after the "
+        "first)"
+    )
+    print(
+        f"API requests per run while finishing: {figures['requests_per_run']} "
+        f"({figures['requests']}); single-Job reads: {figures['single_job_reads']}"
+    )
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    failures = figures["wrong"]
+    if failures:
+        print(f"FAIL: {failures} runs have a wrong status or log", file=sys.stderr)
+    if figures["recorded_after_last_finish_seconds"] > GOAL_SECONDS:
+        print(f"FAIL: goal is every run recorded within {GOAL_SECONDS} s", file=sys.stderr)
+        failures += 1
+    if figures["single_job_reads"]:
+        print("FAIL: the tracker read single Jobs (polling)", file=sys.stderr)
+        failures += 1
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
