@@ -15,8 +15,8 @@ import pytest
 from litestar.testing import TestClient
 
 from app.container import Container
-from app.ids import new_id, utcnow
-from app.models import JobConfig, RunRecord, RunSnapshot
+from app.ids import utcnow
+from tests.factories import run_record
 from tests.integration.api_helpers import assert_problem, make_job, make_project
 
 H = dict[str, str]
@@ -38,39 +38,19 @@ def _routes(client: TestClient[Any]) -> list[tuple[str, str]]:
 def _seed(client: TestClient[Any], container: Container, headers: H) -> dict[str, str]:
     project = make_project(client, headers)
     job = make_job(client, headers, project["id"])
+    org = container.store.orgs.by_slug("acme")
+    assert org is not None
     now = utcnow()
-    run = RunRecord(
-        id=new_id("run"),
-        org_id=container.store.orgs.by_slug("acme").id,  # type: ignore[union-attr]
+    run = run_record(
+        org_id=org.id,
         project_id=project["id"],
         job_id=job["id"],
         job_name="analytics-nightly-1",
-        cronjob_name="analytics-nightly",
-        namespace=None,
-        job_type="build",
         status="success",
         start_time=now,
         end_time=now,
         duration_seconds=0.0,
-        triggered_by="manual",
-        command="dbt build",
-        job_version=1,
-        executor="local",
         created_at=now,
-        updated_at=now,
-        snapshot=RunSnapshot(
-            project_name="analytics",
-            project_kind="dbt",
-            image=None,
-            path=None,
-            service_account=None,
-            template_overrides={},
-            project_environment={},
-            project_resources={},
-            job=JobConfig(name="nightly", command="dbt build"),
-            job_version=1,
-            argv=["dbt", "build"],
-        ),
     )
     container.store.runs.insert(run)
     return {

@@ -22,10 +22,10 @@ from app.container import Container
 from app.errors import Invalid
 from app.executors.local import LocalExecutor, build_local_executor
 from app.executors.local_process import identity
-from app.ids import new_id, utcnow
-from app.models import JobConfig, Principal, RunRecord, RunSnapshot
+from app.models import JobConfig, Principal, RunRecord
 from app.settings import Settings
 from app.store import Store
+from tests.factories import run_record, snapshot
 
 Factory = Callable[[], Container]
 
@@ -84,38 +84,15 @@ def make_run(
 ) -> RunRecord:
     """A pending run record in the database, as RunService.start_run would insert it."""
     org = container.store.orgs.get_or_create("acme")
-    now = utcnow()
-    record = RunRecord(
-        id=new_id("run"),
+    record = run_record(
         org_id=org.id,
-        project_id="proj_test",
-        job_id="job_test",
         job_name="analytics-nightly-20260428-020000",
         cronjob_name="analytics-nightly",
-        namespace=None,
-        job_type="build",
-        status="pending",
-        start_time=None,
-        end_time=None,
-        duration_seconds=None,
-        triggered_by="manual",
-        command="dbt build",
-        job_version=1,
-        executor="local",
-        created_at=now,
-        updated_at=now,
-        snapshot=RunSnapshot(
-            project_name="analytics",
-            project_kind="dbt",
-            image=None,
+        snapshot_=snapshot(
             path=path,
-            service_account=None,
-            template_overrides={},
-            project_environment=project_env or {},
-            project_resources={},
-            job=JobConfig(name="nightly", command="dbt build", **job),
-            job_version=1,
             argv=argv,
+            project_environment=project_env,
+            job=JobConfig(name="nightly", command="dbt build", **job),
         ),
     )
     assert container.store.runs.insert(record)

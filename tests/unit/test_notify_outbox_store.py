@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from app.ids import utcnow
-from app.models import JobConfig, RunRecord, RunSnapshot
+from app.models import JobConfig
 from app.store import Store
 from app.store.outbox import AttemptRecord, NewNotification
+from tests.factories import run_record, snapshot
 
 T0 = datetime(2026, 4, 28, 2, 0, tzinfo=UTC)
 
@@ -26,38 +27,17 @@ def _run(store: Store, run_id: str = "run_1", created: datetime = T0) -> str:
     org = store.orgs.get_or_create("acme")
     job = JobConfig(name="nightly", command="dbt build")
     store.runs.insert(
-        RunRecord(
-            id=run_id,
+        run_record(
             org_id=org.id,
+            run_id=run_id,
             project_id="proj_1",
             job_id="job_1",
-            job_name=None,
-            cronjob_name=None,
-            namespace=None,
-            job_type="build",
             status="failed",
             start_time=created,
             end_time=created,
             duration_seconds=0,
-            triggered_by="manual",
-            command="dbt build",
-            job_version=1,
-            executor="local",
             created_at=created,
-            updated_at=created,
-            snapshot=RunSnapshot(
-                project_name="p",
-                project_kind="dbt",
-                image=None,
-                path=None,
-                service_account=None,
-                template_overrides={},
-                project_environment={},
-                project_resources={},
-                job=job,
-                job_version=1,
-                argv=["dbt", "build"],
-            ),
+            snapshot_=snapshot(project_name="p", job=job),
         )
     )
     return org.id

@@ -7,45 +7,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from app.ids import utcnow
-from app.models import JobConfig, RunRecord, RunSnapshot
+from app.models import RunRecord
 from app.store import Store
 from app.store.migrations import CURRENT_VERSION, MIGRATIONS
+from tests.factories import run_record
 
 
 def _record(run_id: str = "run_a", job_id: str = "job_a") -> RunRecord:
     now = utcnow()
-    return RunRecord(
-        id=run_id,
+    return run_record(
         org_id="org_a",
+        run_id=run_id,
         project_id="proj_a",
         job_id=job_id,
-        job_name=None,
-        cronjob_name=None,
-        namespace=None,
-        job_type="build",
         status="running",
         start_time=now,
-        end_time=None,
-        duration_seconds=None,
-        triggered_by="manual",
-        command="dbt build",
-        job_version=1,
-        executor="local",
         created_at=now,
-        updated_at=now,
-        snapshot=RunSnapshot(
-            project_name="p",
-            project_kind="dbt",
-            image=None,
-            path=None,
-            service_account=None,
-            template_overrides={},
-            project_environment={},
-            project_resources={},
-            job=JobConfig(name="j", command="dbt build"),
-            job_version=1,
-            argv=["dbt", "build"],
-        ),
     )
 
 

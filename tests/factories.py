@@ -1,0 +1,75 @@
+"""Run records for tests and benchmarks that need one without going through a trigger."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from app.ids import new_id, utcnow
+from app.models import JobConfig, RunRecord, RunSnapshot
+
+
+def snapshot(
+    *,
+    project_name: str = "analytics",
+    kind: str = "dbt",
+    path: str | None = None,
+    job: JobConfig | None = None,
+    argv: list[str] | None = None,
+    project_environment: dict[str, str] | None = None,
+) -> RunSnapshot:
+    job = job or JobConfig(name="nightly", command="dbt build")
+    return RunSnapshot(
+        project_name=project_name,
+        project_kind="sqlmesh" if kind == "sqlmesh" else "dbt",
+        image=None,
+        path=path,
+        service_account=None,
+        template_overrides={},
+        project_environment=project_environment or {},
+        project_resources={},
+        job=job,
+        job_version=1,
+        argv=argv or job.command.split(),
+    )
+
+
+def run_record(
+    *,
+    org_id: str,
+    run_id: str | None = None,
+    project_id: str = "proj_test",
+    job_id: str = "job_test",
+    status: Any = "pending",
+    executor: str = "local",
+    created_at: datetime | None = None,
+    snapshot_: RunSnapshot | None = None,
+    **fields: Any,
+) -> RunRecord:
+    """A run as start_run would record it; ``fields`` override any other Run field."""
+    now = created_at or utcnow()
+    taken = snapshot_ or snapshot()
+    values: dict[str, Any] = {
+        "job_name": None,
+        "cronjob_name": None,
+        "namespace": None,
+        "job_type": "build",
+        "start_time": None,
+        "end_time": None,
+        "duration_seconds": None,
+        "triggered_by": "manual",
+        "command": taken.job.command,
+        "job_version": 1,
+        "updated_at": now,
+    } | fields
+    return RunRecord(
+        id=run_id or new_id("run"),
+        org_id=org_id,
+        project_id=project_id,
+        job_id=job_id,
+        status=status,
+        executor=executor,
+        created_at=now,
+        snapshot=taken,
+        **values,
+    )
