@@ -130,6 +130,7 @@ class KubernetesTracker:
             thread.start()
             self._threads.append(thread)
         namespaces = self._wanted_namespaces()
+        self.dispatcher.synced.clear()
         self.dispatcher.initial = set(namespaces)
         if not namespaces:
             self.dispatcher.synced.set()

@@ -77,9 +77,12 @@ def test_a_restarted_tracker_replays_everything_and_changes_nothing(tracked: Tra
         tracked.fake.run_job(tracked.ns, body["job_name"], logs=f"{body['job_run_id']}\n")
     before = [tracked.wait_status(b["job_run_id"], "success") for b in bodies]
     tracked.tracker.stop()
+    tracked.fake.reset_requests()
     tracked.tracker.start()  # lists everything again, as after a restart
     assert tracked.tracker.synced.wait(10)
     tracked.settle()
+    lists = [r for r in tracked.fake.requests if r.path.endswith("/jobs") and not r.is_watch]
+    assert lists, "a started tracker lists every namespace"
     assert [tracked.run(b["job_run_id"]) for b in bodies] == before
     assert all(_log_rows(tracked, b["job_run_id"]) == 1 for b in bodies)
 
