@@ -34,12 +34,20 @@ def main() -> None:
     parser.add_argument("--executor", default="local")
     args = parser.parse_args()
     # A benchmark measures the server, not the per-token budget.
-    settings = Settings(database=args.db, executor=args.executor,
-                        rate_limit=RateLimit(10_000_000, 1))
+    settings = Settings(
+        database=args.db, executor=args.executor, rate_limit=RateLimit(10_000_000, 1)
+    )
     app = create_app(settings)
     app.register(bare)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False,
-                loop="uvloop", http="httptools")
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+    )
 
 
 if __name__ == "__main__":
