@@ -111,6 +111,7 @@ class KubernetesTracker:
         self._streams: dict[str, RawStream] = {}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self.last_resync: float | None = None  # time.time() of the last full list
 
     @property
     def synced(self) -> threading.Event:
@@ -171,12 +172,20 @@ class KubernetesTracker:
 
     def resync(self) -> None:
         """List every namespace now and reconcile (also runs every ``resync_seconds``)."""
+        complete = True
         for namespace in self._wanted_namespaces():
             self.watch_namespace(namespace)
             try:
                 self._list(namespace, initial=False)
             except (ClusterUnavailable, ClusterError) as exc:
+                complete = False
                 log.warning("resync of namespace %s failed: %s", namespace, exc.detail)
+        if complete:
+            self.last_resync = time.time()
+
+    def events_waiting(self) -> int:
+        """Job events received and not yet handled (a backlog means the tracker lags)."""
+        return self._queue.qsize()
 
     def settle(self, timeout: float = 10.0) -> bool:
         """Wait until everything received so far is handled (tests and benchmarks)."""

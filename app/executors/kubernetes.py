@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import suppress
 from functools import lru_cache
@@ -27,6 +28,7 @@ import msgspec
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from app import metrics
 from app.errors import ClusterError, ClusterUnavailable
 from app.executors.base import Launched, SyncReport
 from app.executors.k8s_live import LiveJobs, read_logs
@@ -417,6 +419,7 @@ class KubernetesExecutor:
         self.sync = CronJobSync(store, gateway, manifests.cronjob, settings.namespace_for)
         self.live = LiveJobs(store, gateway, settings.namespace_for)
         self._reconciling = threading.Lock()
+        self.last_reconcile: float | None = None  # time.time() of the last finished pass
         self._stopping = threading.Event()
         self._loop: threading.Thread | None = None
 
@@ -471,6 +474,7 @@ class KubernetesExecutor:
         """One pass of drift repair (the loop's, or `runyard reconcile`'s). Never two at once."""
         with self._reconciling:
             report = self.sync.reconcile()
+            self.last_reconcile = time.time()
         if report.created or report.updated or report.deleted or report.failed:
             log.info(
                 "reconcile: %d created, %d updated, %d deleted, %d unchanged, %d failed",
@@ -535,4 +539,29 @@ def build_kubernetes_executor(container: Container) -> KubernetesExecutor:
         lambda: container.runs,  # built after the executor
         log_cap_bytes=settings.log_cap_bytes,
     )
-    return KubernetesExecutor(container.store, settings, gateway, manifests, tracker)
+    executor = KubernetesExecutor(container.store, settings, gateway, manifests, tracker)
+    _bind_lag_metrics(executor, tracker)
+    return executor
+
+
+def _bind_lag_metrics(executor: KubernetesExecutor, tracker: KubernetesTracker) -> None:
+    """How far the cluster side may be behind: read at scrape time."""
+
+    def age(moment: float | None) -> list[tuple[dict[str, str], float]]:
+        return [] if moment is None else [({}, max(0.0, time.time() - moment))]
+
+    metrics.GAUGES.bind(
+        "runyard_reconcile_age_seconds",
+        "Seconds since the last finished reconcile of CronJobs",
+        lambda: age(executor.last_reconcile),
+    )
+    metrics.GAUGES.bind(
+        "runyard_tracker_resync_age_seconds",
+        "Seconds since the run tracker last listed every namespace",
+        lambda: age(tracker.last_resync),
+    )
+    metrics.GAUGES.bind(
+        "runyard_tracker_events_waiting",
+        "Job events received from the watch and not handled yet",
+        lambda: [({}, float(tracker.events_waiting()))],
+    )

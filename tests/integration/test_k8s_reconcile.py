@@ -284,3 +284,14 @@ def test_a_missing_namespace_says_how_to_fix_it(
         assert "does not create namespaces" in report["errors"][0]
     finally:
         running.close()
+
+
+def test_reconcile_age_is_a_metric(emulator_app: App, emulator: Kube) -> None:
+    deployed_job(emulator_app)
+    emulator_app.executor.reconcile()
+    text = emulator_app.client.get("/metrics").text
+    sample = next(
+        line for line in text.splitlines() if line.startswith("runyard_reconcile_age_seconds ")
+    )
+    assert 0 <= float(sample.split()[1]) < 60
+    assert "# TYPE runyard_tracker_events_waiting gauge" in text
