@@ -80,6 +80,34 @@ def _load(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _tracker(r: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            f"{r['runs']} Jobs finishing within {r['finish_window_seconds']} s",
+            f"all recorded with logs {r['recorded_after_last_finish_seconds']} s after the last "
+            "finish",
+            f"< {r.get('goal_seconds', 5)} s",
+        ),
+        (
+            "Kubernetes API requests per run; single-Job reads",
+            f"{r['requests_per_run']}; {r['single_job_reads']}",
+            "no polling of single Jobs",
+        ),
+    ]
+
+
+def _store(r: dict[str, Any]) -> list[Row]:
+    return [
+        (
+            f"{r['runs']:,} runs over {r['jobs']:,} jobs: newest 50 of a job, p95",
+            f"{r['newest_50_p95_ms']} ms",
+            "< 5 ms",
+        ),
+        ("job status, p95", f"{r['status_p95_ms']} ms", "< 10 ms"),
+        ("status updates per second", str(r["status_updates_per_second"]), ">= 2,000"),
+    ]
+
+
 def _generic(r: dict[str, Any]) -> list[Row]:
     return [
         (key, str(value), "")
@@ -94,6 +122,8 @@ KNOWN: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "local_overhead": _local_overhead,
     "notify": _notify,
     "load": _load,
+    "tracker": _tracker,
+    "store": _store,
 }
 
 
