@@ -4,7 +4,7 @@ One thread owns the state here. It drains the queue in batches, keeps the newest
 each Job in a batch (by resourceVersion), and per Job: identifies its run (a Job a CronJob
 created gets its run record through ``RunService.start_run``: exactly one, the database's
 unique index on (namespace, Job name) turning a repeat into None), marks it running, or hands
-it to the pool that reads its logs and records its end (``k8s_finish``). A Job deleted
+it to the pipeline that reads its logs and records its end (``k8s_pipeline``). A Job deleted
 before its end makes its run ``lost`` after a short grace, unless runyard deleted it itself
 (cancel: ``expect_deletion``), whose caller records ``cancelled``.
 
@@ -21,7 +21,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -29,7 +28,8 @@ import msgspec
 
 from app.errors import RunyardError
 from app.executors.base import RunEvents
-from app.executors.k8s_finish import Ending, Finish, Finisher
+from app.executors.k8s_finish import Finish, Finisher
+from app.executors.k8s_pipeline import Completed, Pipeline
 from app.executors.k8s_status import JobView, resource_version, view_of
 from app.models import Job, Project, RunRecord, TriggeredBy
 from app.store import Store
@@ -41,7 +41,6 @@ Key = tuple[str, str]  # (namespace, Job name)
 Stage = Literal["pending", "running", "finishing", "done"]
 
 BATCH_MAX = 2000  # queue items handled per pass
-BATCH_JOBS = 50  # finished Jobs per pod list (keeps the label selector short)
 LOST_GRACE_SECONDS = 1.0  # a deletion seen while runyard's own cancel is still recording
 EXPECTED_DELETION_SECONDS = 60.0
 STARTUP_SLACK = timedelta(seconds=5)  # clocks of the old and new process may differ a little
@@ -79,13 +78,6 @@ class Listed(msgspec.Struct):
     initial: bool
 
 
-class Completed(msgspec.Struct):
-    """A batch of finished runs back from the pool, and those to try again."""
-
-    items: list[Finish]
-    retry: list[Finish]
-
-
 Item = Seen | Listed | Completed
 
 
@@ -111,38 +103,29 @@ class Dispatcher:
     ) -> None:
         self._store = store
         self._events = events
-        self._finisher = finisher
+        self.queue: queue.Queue[Item | None] = queue.Queue()
+        self._pipeline = Pipeline(finisher, workers, self.queue.put)
         self._namespace_for = namespace_for
         self._runs = runs  # resolved late: the run service is built after the executor
-        self._workers = workers
         # A run recorded this recently may still be having its Job created: not lost yet.
         self.launch_grace = launch_grace
         self._write_lock = write_lock
         self._clock = clock
-        self.queue: queue.Queue[Item | None] = queue.Queue()
-        self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()  # guards _expected and _in_flight (other threads)
+        self._lock = threading.Lock()  # guards _expected (cancels come from API threads)
         self._expected: dict[Key, float] = {}
-        self._in_flight = 0
         # Owned by the dispatching thread.
         self._jobs: dict[Key, _Tracked] = {}
         self._done: OrderedDict[Key, str] = OrderedDict()  # Job -> uid
         self._ignored: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._lost_due: dict[Key, tuple[float, JobView]] = {}
         self._retry: list[tuple[float, Finish]] = []
-        self._pending: dict[str, list[Finish]] = {}  # finished runs waiting for a worker
-        self._batches = 0  # handed to the pool and not back yet
-        self._writes: queue.Queue[tuple[list[Ending], list[Finish], list[Finish]] | None]
-        self._writes = queue.Queue()
         self.initial: set[str] = set()
         self.synced = threading.Event()  # every namespace listed once and handled
         self.started_at = clock() - STARTUP_SLACK
 
     def run(self, stopping: threading.Event) -> None:
-        """Dispatch until ``stopping``; the pool reads logs, one writer thread records."""
-        self._pool = ThreadPoolExecutor(self._workers, thread_name_prefix="k8s-finish")
-        writer = threading.Thread(target=self._write_loop, name="k8s-record", daemon=True)
-        writer.start()
+        """Dispatch until ``stopping``."""
+        self._pipeline.start()
         try:
             while not stopping.is_set():
                 batch = self._drain()
@@ -154,38 +137,15 @@ class Dispatcher:
                     for _ in batch:
                         self.queue.task_done()
         finally:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._writes.put(None)
-            writer.join(30)
-
-    def _write_loop(self) -> None:
-        """Record what the pool read, one run after the other: SQLite takes one writer at a
-        time, so writers in parallel would only wait on its lock (in millisecond sleeps)."""
-        while (work := self._writes.get()) is not None:
-            endings, retry, items = work
-            for ending in endings:
-                try:
-                    self._finisher.record(ending)
-                except Exception:
-                    log.exception("recording a finished run failed")
-                    retry.append(ending.item)
-            self.queue.put(Completed(items, retry))
-            with self._lock:
-                self._in_flight -= 1
+            self._pipeline.stop()
 
     def expect_deletion(self, key: Key) -> None:
         with self._lock:
             self._expected[key] = time.monotonic() + EXPECTED_DELETION_SECONDS
 
     def busy(self) -> bool:
-        with self._lock:
-            in_flight = self._in_flight
         return bool(
-            in_flight
-            or self.queue.unfinished_tasks
-            or self._lost_due
-            or self._retry
-            or self._pending
+            self._pipeline.busy() or self.queue.unfinished_tasks or self._lost_due or self._retry
         )
 
     def _drain(self) -> list[Item]:
@@ -233,7 +193,7 @@ class Dispatcher:
                 self._lose(key, view, finishing)
         finishing.extend(item for due, item in self._retry if due <= now)
         self._retry = [(due, item) for due, item in self._retry if due > now]
-        self._submit(finishing)
+        self._pipeline.submit(finishing)
         for item in listed:
             if item.initial:
                 self.initial.discard(item.namespace)
@@ -350,51 +310,10 @@ class Dispatcher:
             Finish(namespace=key[0], name=key[1], run_id=tracked.run_id, view=view, lost=True)
         )
 
-    def _submit(self, finishing: list[Finish]) -> None:
-        """Queue finished runs for the pool and hand out what free workers can take. While
-        every worker is busy the queue grows, so a burst is handled in batches of up to 50
-        Jobs per pod list instead of a list per Job; a lone run goes at once."""
-        for item in finishing:
-            self._pending.setdefault(item.namespace, []).append(item)
-        while self._pending and self._batches < self._workers:
-            namespace = max(self._pending, key=lambda ns: len(self._pending[ns]))
-            waiting = self._pending[namespace]
-            share = -(-sum(len(v) for v in self._pending.values()) // self._workers)
-            batch = waiting[: max(1, min(BATCH_JOBS, share))]
-            rest = waiting[len(batch) :]
-            if rest:
-                self._pending[namespace] = rest
-            else:
-                del self._pending[namespace]
-            self._run_batch(namespace, batch)
-
-    def _run_batch(self, namespace: str, items: list[Finish]) -> None:
-        assert self._pool is not None
-        self._batches += 1
-        with self._lock:
-            self._in_flight += 1
-        try:
-            future = self._pool.submit(self._finisher.read_batch, namespace, items)
-        except RuntimeError:  # shutting down
-            self._batches -= 1
-            with self._lock:
-                self._in_flight -= 1
-            return
-
-        def done(result: Future[tuple[list[Ending], list[Finish]]]) -> None:
-            try:
-                endings, retry = result.result()
-            except Exception:
-                log.exception("reading the logs of finished runs failed")
-                endings, retry = [], list(items)
-            self._writes.put((endings, retry, items))
-
-        future.add_done_callback(done)
-
     def _completed(self, batch: Completed) -> None:
         """Back from the pool: forget what was recorded; try the rest again later (the
         cluster could not be read), backing off up to 30 seconds."""
-        self._batches -= 1
+        self._pipeline.returned()
         retry = {id(item) for item in batch.retry}
         for item in batch.items:
             if id(item) in retry:

@@ -1,15 +1,12 @@
 """Recording the end of Kubernetes runs: pod logs first, then the terminal status.
 
-The tracker (``k8s_tracker``) hands over batches of runs whose Job reached a terminal state
-(or vanished). For each batch this module lists the pods of all its Jobs in one request
-(``controller-uid in (...)``), reads every container's log of every attempt, and records per
-run: the log (``RunTracker.log``, at most RUNYARD_LOG_CAP_BYTES) and then the outcome
-(``RunTracker.finished``), so that notifications and the API see the logs with the status.
-
-It runs on the tracker's small thread pool: log reads are HTTP round trips, and a few in
-parallel keep a thousand finishing Jobs from queueing behind each other. Database writes are
-serialised by one lock, since SQLite takes one writer at a time and its busy handler sleeps in
-steps of milliseconds when writers collide.
+The tracker hands over batches of runs whose Job reached a terminal state (or vanished).
+``read_batch`` (on the pipeline's thread pool, ``k8s_pipeline``) lists the pods of all the
+batch's Jobs in one request (``controller-uid in (...)``), reads every container's log of
+every attempt, and works out each run's end; ``record`` (on the pipeline's one writer thread)
+stores the log (``RunTracker.log``, at most RUNYARD_LOG_CAP_BYTES: head and tail around a
+marker) and then the end (``RunTracker.finished``), so that notifications and the API see
+the logs with the status.
 """
 
 from __future__ import annotations
