@@ -200,11 +200,7 @@ class JobService:
         require_writer(principal)
         project = self.project(principal, project_id)
         job = self.get(principal, project_id, job_id)
-        dependants = [
-            j.name
-            for j in self._store.jobs.for_org(principal.org_id)
-            if any(d.job_id == job_id for d in j.depends_on)
-        ]
+        dependants = [j.name for j in self._store.jobs.dependants(principal.org_id, job_id)]
         if dependants:
             raise Conflict(
                 f"Job {job.name!r} is an upstream of {', '.join(sorted(dependants))}; "

@@ -301,7 +301,7 @@ class RunService:
         if finished.status == "cancelled":
             return
         outcome = "success" if finished.status == "success" else "failure"
-        for job in self._store.jobs.for_org(finished.org_id):
+        for job in self._store.jobs.dependants(finished.org_id, finished.job_id):
             for dep in job.depends_on:
                 if dep.job_id != finished.job_id or dep.on not in (outcome, "any"):
                     continue

@@ -100,6 +100,16 @@ class JobRepo:
         documents = [row[0] for row in cursor]
         return len(documents), "[" + ",".join(documents) + "]"
 
+    def dependants(self, org_id: str, job_id: str) -> list[Job]:
+        """The org's jobs whose depends_on names ``job_id`` (only those are decoded: this
+        runs after every finished run)."""
+        rows = self._db.rows(
+            f"SELECT {_COLUMNS} FROM jobs WHERE org_id = ? AND EXISTS (SELECT 1 FROM"
+            " json_each(config, '$.depends_on') d WHERE json_extract(d.value, '$.job_id') = ?)",
+            (org_id, job_id),
+        )
+        return [_job(r) for r in rows]
+
     def for_org(self, org_id: str) -> list[Job]:
         rows = self._db.rows(f"SELECT {_COLUMNS} FROM jobs WHERE org_id = ?", (org_id,))
         return [_job(r) for r in rows]
