@@ -18,6 +18,7 @@ from app.models import (
     Run,
     RunOut,
 )
+from app.store import RunPage
 
 
 def project_out(project: Project) -> ProjectOut:
@@ -34,6 +35,10 @@ def run_out(run: Run) -> RunOut:
     return RunOut(
         **fields, is_terminal=run.is_terminal, is_success=run.is_success, is_failed=run.is_failed
     )
+
+
+def run_list(page: RunPage) -> RunList:
+    return RunList([run_out(r) for r in page.runs], page.total, page.next_cursor)
 
 
 class ProjectList(msgspec.Struct):

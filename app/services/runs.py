@@ -29,6 +29,7 @@ from app.errors import (
 from app.executors.base import Executor, Outcome
 from app.ids import new_id, utcnow
 from app.models import (
+    RUN_STATUSES,
     Job,
     JobConfig,
     Principal,
@@ -355,6 +356,8 @@ class RunService:
             and self._store.jobs.get(principal.org_id, project_id, job_id) is None
         ):
             raise NotFound(f"No job with id {job_id!r} in project {project_id!r}.")
+        if status is not None and status not in RUN_STATUSES:
+            raise invalid("status", "use one of " + ", ".join(RUN_STATUSES))
         try:
             position = int(cursor) if cursor else None
         except ValueError:
