@@ -727,6 +727,32 @@ class _Emulator(kmock.KubernetesScaffold):
 # The facade
 
 
+def client_configuration(url: str) -> kubernetes.client.Configuration:
+    """A client configuration for an emulator at ``url`` (any token is accepted)."""
+    configuration = kubernetes.client.Configuration()
+    configuration.host = url
+    configuration.api_key = {"authorization": "Bearer fake-token"}
+    return configuration
+
+
+def write_kubeconfig(url: str, path: Path, *, namespace: str = "default") -> Path:
+    """A kubeconfig file pointing at an emulator at ``url``, for KUBECONFIG-based code."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": url}}],
+        "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+        "contexts": [
+            {"name": "fake", "context": {"cluster": "fake", "user": "fake", "namespace": namespace}}
+        ],
+        "current-context": "fake",
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
 class FakeCluster:
     """A fake Kubernetes API server on 127.0.0.1, on its own thread and event loop.
 
@@ -1014,32 +1040,13 @@ class FakeCluster:
         return self._port
 
     def client_configuration(self) -> kubernetes.client.Configuration:
-        configuration = kubernetes.client.Configuration()
-        configuration.host = self.url
-        configuration.api_key = {"authorization": "Bearer fake-token"}
-        return configuration
+        return client_configuration(self.url)
 
     def api_client(self) -> kubernetes.client.ApiClient:
         return kubernetes.client.ApiClient(self.client_configuration())
 
     def write_kubeconfig(self, path: Path, *, namespace: str = "default") -> Path:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "fake", "user": {"token": "fake-token"}}],
-            "contexts": [
-                {
-                    "name": "fake",
-                    "context": {"cluster": "fake", "user": "fake", "namespace": namespace},
-                }
-            ],
-            "current-context": "fake",
-        }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return path
+        return write_kubeconfig(self.url, path, namespace=namespace)
 
     # -- state access --------------------------------------------------------------------------
 

@@ -32,9 +32,8 @@ from types import FrameType, TracebackType
 from typing import Any, Self
 
 import kubernetes.client
-import yaml
 
-from tests.harness.k8s import FakeCluster
+from tests.harness.k8s import FakeCluster, client_configuration, write_kubeconfig
 from tests.harness.k8s_state import JobBehaviour
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -167,31 +166,13 @@ class FakeClusterProcess:
         self.stop()
 
     def client_configuration(self) -> kubernetes.client.Configuration:
-        configuration = kubernetes.client.Configuration()
-        configuration.host = self.url
-        configuration.api_key = {"authorization": "Bearer fake-token"}
-        return configuration
+        return client_configuration(self.url)
 
     def api_client(self) -> kubernetes.client.ApiClient:
         return kubernetes.client.ApiClient(self.client_configuration())
 
     def write_kubeconfig(self, path: Path, *, namespace: str = "default") -> Path:
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "fake", "cluster": {"server": self.url}}],
-            "users": [{"name": "fake", "user": {"token": "fake-token"}}],
-            "contexts": [
-                {
-                    "name": "fake",
-                    "context": {"cluster": "fake", "user": "fake", "namespace": namespace},
-                }
-            ],
-            "current-context": "fake",
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(config, sort_keys=False))
-        return path
+        return write_kubeconfig(self.url, path, namespace=namespace)
 
     def request_stats(self, *, records: bool = False) -> dict[str, Any]:
         """``{"total", "writes", "resource_version"}`` (plus ``records`` when asked)."""
