@@ -25,10 +25,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.ids import new_id, utcnow
-from app.models import Job, Project
+from app.models import Job
 from app.services.tokens import TokenService
 from app.store import Store
 from bench._http import describe, free_port, run_load, wait_for_port
+from tests.factories import saved_project
 
 PROJECTS, JOBS_PER_PROJECT = 200, 50
 RESULTS = Path(__file__).parent / "results" / "api.json"
@@ -43,17 +44,14 @@ def seed(path: str) -> tuple[str, list[tuple[str, list[str]]]]:
     now = utcnow()
     layout: list[tuple[str, list[str]]] = []
     for p in range(PROJECTS):
-        project = Project(
-            id=new_id("proj"),
+        project = saved_project(
+            store,
             org_id=org.id,
             org_slug=org.slug,
             name=f"project-{p:03d}",
             kind="dbt",
-            created_at=now,
-            updated_at=now,
             environment={"DBT_TARGET": "prod"},
         )
-        store.projects.save(project)
         job_ids = []
         for j in range(JOBS_PER_PROJECT):
             job = Job(

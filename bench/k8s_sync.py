@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.container import Container
 from app.executors.base import SyncReport
 from app.ids import new_id, utcnow
-from app.models import Job, Project
+from app.models import Job
 from app.settings import Settings
+from tests.factories import saved_project
 from tests.harness.k8s import FakeCluster
 
 RESULTS = Path(__file__).parent / "results" / "k8s_sync.json"
@@ -36,8 +37,8 @@ def seed(container: Container, jobs: int) -> tuple[Any, str]:
     token, _ = container.tokens.create("bench", "admin")
     principal = container.tokens.authenticate(token)
     now = utcnow()
-    project = Project(
-        id=new_id("proj"),
+    project = saved_project(
+        container.store,
         org_id=principal.org_id,
         org_slug=principal.org_slug,
         name="warehouse",
@@ -45,10 +46,7 @@ def seed(container: Container, jobs: int) -> tuple[Any, str]:
         image="ghcr.io/acme/warehouse:2026.4",
         environment={"DBT_TARGET": "prod"},
         resources={"requests": {"cpu": "500m", "memory": "1Gi"}},
-        created_at=now,
-        updated_at=now,
     )
-    container.store.projects.save(project)
     for i in range(jobs):
         container.store.jobs.insert(
             Job(

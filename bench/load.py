@@ -27,10 +27,11 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.ids import new_id, utcnow
-from app.models import Job, Project
+from app.models import Job
 from app.services.tokens import TokenService
 from app.store import Store
 from bench._http import describe, free_port, run_load, wait_for_port
+from tests.factories import saved_project
 from tests.harness.k8s_server import FakeClusterProcess
 
 RESULTS = Path(__file__).parent / "results" / "load.json"
@@ -45,17 +46,14 @@ def seed(path: str) -> tuple[str, str, list[str]]:
     org = store.orgs.by_slug("bench")
     assert org is not None
     now = utcnow()
-    project = Project(
-        id=new_id("proj"),
+    project = saved_project(
+        store,
         org_id=org.id,
         org_slug=org.slug,
         name="analytics",
         kind="dbt",
         image="ghcr.io/acme/analytics:1",
-        created_at=now,
-        updated_at=now,
     )
-    store.projects.save(project)
     job_ids = []
     for i in range(JOBS):
         job = Job(

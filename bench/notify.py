@@ -40,9 +40,10 @@ sys.path.insert(0, str(REPO))
 from app.container import Container  # noqa: E402
 from app.executors.base import Outcome  # noqa: E402
 from app.ids import new_id, utcnow  # noqa: E402
-from app.models import Job, JobConfig, NodeSummary, Project, RunRecord, RunSnapshot  # noqa: E402
+from app.models import Job, JobConfig, NodeSummary, RunRecord, RunSnapshot  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.store.jobs import config_of  # noqa: E402
+from tests.factories import saved_project  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "notify.json"
 GOAL_SECONDS = 10.0
@@ -103,17 +104,14 @@ def _setup(container: Container, runs: int, hanging_share: float, ports: list[in
     store = container.store
     org = store.orgs.get_or_create("bench")
     now = utcnow()
-    project = Project(
-        id=new_id("proj"),
+    project = saved_project(
+        store,
         org_id=org.id,
         org_slug=org.slug,
         name="analytics",
         kind="dbt",
         slack_channel="#data-alerts",
-        created_at=now,
-        updated_at=now,
     )
-    store.projects.save(project)
     jobs = []
     for name, port in (("healthy", ports[1]), ("hanging", ports[2])):
         config = JobConfig(

@@ -40,6 +40,7 @@ from app.executors.kubernetes import KubernetesExecutor
 from app.ids import new_id, utcnow
 from app.models import Job, Principal, Project
 from app.settings import Settings
+from tests.factories import saved_project
 from tests.harness.k8s import FakeCluster
 
 RESULTS = Path(__file__).parent / "results" / "tracker.json"
@@ -140,17 +141,14 @@ def seed(container: Container) -> tuple[Principal, Project, list[Job]]:
     token, _ = container.tokens.create("bench", "admin")
     principal = container.tokens.authenticate(token)
     now = utcnow()
-    project = Project(
-        id=new_id("proj"),
+    project = saved_project(
+        container.store,
         org_id=principal.org_id,
         org_slug=principal.org_slug,
         name="warehouse",
         kind="dbt",
         image="ghcr.io/acme/warehouse:2026.4",
-        created_at=now,
-        updated_at=now,
     )
-    container.store.projects.save(project)
     jobs = []
     for i in range(JOBS):
         job = Job(

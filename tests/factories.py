@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from app.ids import new_id, utcnow
-from app.models import JobConfig, RunRecord, RunSnapshot
+from app.models import JobConfig, Project, RunRecord, RunSnapshot
+from app.store import Store
 
 
 def snapshot(
@@ -73,3 +74,20 @@ def run_record(
         snapshot=taken,
         **values,
     )
+
+
+def saved_project(store: Store, *, org_id: str, org_slug: str, name: str, **fields: Any) -> Project:
+    """A project stored directly (benchmarks seed thousands without the API's checks)."""
+    now = utcnow()
+    fields.setdefault("kind", "dbt")
+    project = Project(
+        id=new_id("proj"),
+        org_id=org_id,
+        org_slug=org_slug,
+        name=name,
+        created_at=now,
+        updated_at=now,
+        **fields,
+    )
+    store.projects.save(project)
+    return project
