@@ -62,12 +62,30 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Directory of the CronJob and Job skeletons; None: the repository's k8s_templates/.
     k8s_templates: str | None = None
     workdir: str = "."
+    # Local projects live under <projects_root>/<org-slug>/; None: a projects/ folder beside the
+    # database (see projects_root_path).
+    projects_root: str | None = None
+    # Landlock confinement of local runs; "off" is only for a single trusted org.
+    local_sandbox: bool = True
+    # Key (Fernet, urlsafe base64 of 32 bytes) that encrypts secrets at rest; None: a key file
+    # created with mode 0600 beside the database.
+    secret_key: str | None = None
+    # When set, GET /metrics needs "Authorization: Bearer <metrics_token>".
+    metrics_token: str | None = None
+    # Concurrent local runs one org may have; beyond it a trigger is refused with a clear 429.
+    local_max_runs_per_org: int = 8
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
 
     @property
     def database_path(self) -> Path:
         return Path(self.database)
+
+    @property
+    def projects_root_path(self) -> Path:
+        if self.projects_root:
+            return Path(self.projects_root).expanduser()
+        return self.database_path.expanduser().parent / "projects"
 
     def namespace_for(self, org_slug: str) -> str:
         return self.namespace_template.format(org=org_slug)
@@ -108,6 +126,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             h.strip() for h in (get("WEBHOOK_ALLOWED_HOSTS") or "").split(",") if h.strip()
         )
         rate = get("RATE_LIMIT")
+        sandbox = (get("LOCAL_SANDBOX") or "on").lower()
+        if sandbox not in ("on", "off"):
+            raise SettingsError(f"RUNYARD_LOCAL_SANDBOX={sandbox!r}: use 'on' or 'off'")
+        max_local = integer("LOCAL_MAX_RUNS_PER_ORG", 8)
+        if max_local < 1:
+            raise SettingsError("RUNYARD_LOCAL_MAX_RUNS_PER_ORG must be at least 1")
         return cls(
             database=get("DATABASE") or "./runyard.db",
             host=get("HOST") or "127.0.0.1",
@@ -131,6 +155,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             reconcile_interval_seconds=float(integer("RECONCILE_INTERVAL", 60)),
             k8s_templates=get("K8S_TEMPLATES"),
             workdir=get("WORKDIR") or ".",
+            projects_root=get("PROJECTS_ROOT"),
+            local_sandbox=sandbox == "on",
+            secret_key=get("SECRET_KEY"),
+            metrics_token=get("METRICS_TOKEN"),
+            local_max_runs_per_org=max_local,
             log_format=log_format,  # type: ignore[arg-type]
             log_level=(get("LOG_LEVEL") or "INFO").upper(),
         )
