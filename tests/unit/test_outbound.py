@@ -10,8 +10,8 @@ import pytest
 from app.services.outbound import (
     MAX_URL_LENGTH,
     OutboundPolicy,
-    UnsafeTarget,
     Unresolvable,
+    UnsafeTarget,
     embedded_ipv4,
 )
 
