@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
@@ -14,8 +17,71 @@ from app.settings import Settings
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 # Context keys that may carry secrets are never written, whoever passes them.
 _NEVER = frozenset(
-    {"token", "authorization", "webhook_secret", "environment", "env", "password", "secret"}
+    {
+        "token",
+        "authorization",
+        "webhook_secret",
+        "webhook_headers",
+        "headers",
+        "environment",
+        "secret_environment",
+        "slack_webhook_url",
+        "env",
+        "password",
+        "secret",
+        "key",
+    }
 )
+_MASK = "********"
+_MIN_SECRET = 4  # as app/secrets.MIN_MASKED: shorter values would blank ordinary words
+_MAX_REMEMBERED = 10_000
+
+
+class _KnownSecrets:
+    """Secret values this process has decrypted (app/secrets.py tells it): whatever path a
+    value takes into a log line (an exception message, a receiver's echo), it is blanked
+    there. Bounded: the least recently seen values are forgotten first."""
+
+    def __init__(self) -> None:
+        self._values: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+        self._ordered: list[str] = []
+
+    def add(self, values: Iterable[str]) -> None:
+        with self._lock:
+            changed = False
+            for value in values:
+                words = [value, *(w for w in value.split() if len(w) >= 8)]
+                for word in words:
+                    if len(word) < _MIN_SECRET:
+                        continue
+                    if word not in self._values:
+                        changed = True
+                    self._values[word] = None
+                    self._values.move_to_end(word)
+            while len(self._values) > _MAX_REMEMBERED:
+                self._values.popitem(last=False)
+                changed = True
+            if changed:
+                self._ordered = sorted(self._values, key=len, reverse=True)
+
+    def mask(self, text: str) -> str:
+        for value in self._ordered:
+            if value in text:
+                text = text.replace(value, _MASK)
+        return text
+
+
+_known = _KnownSecrets()
+
+
+def remember_secrets(values: Iterable[str]) -> None:
+    """Values that must never appear in runyard's own log lines."""
+    _known.add(values)
+
+
+def mask_known_secrets(text: str) -> str:
+    return _known.mask(text)
 
 
 # Set per request by the web layer; worker threads inherit them (anyio copies the context).
@@ -40,14 +106,24 @@ class JsonFormatter(logging.Formatter):
             "time": datetime.fromtimestamp(record.created, UTC).isoformat().replace("+00:00", "Z"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _known.mask(record.getMessage()),
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in _NEVER and not key.startswith("_"):
-                entry[key] = value if isinstance(value, str | int | float | bool) else str(value)
+                if isinstance(value, int | float | bool):
+                    entry[key] = value
+                else:
+                    entry[key] = _known.mask(str(value))
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = _known.mask(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
+
+
+class TextFormatter(logging.Formatter):
+    """Readable lines for a terminal, with known secret values blanked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _known.mask(super().format(record))
 
 
 def configure_logging(settings: Settings) -> None:
@@ -59,7 +135,7 @@ def configure_logging(settings: Settings) -> None:
     handler.setFormatter(
         JsonFormatter()
         if as_json
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

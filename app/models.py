@@ -6,14 +6,24 @@ written twice:
 * ``JobConfig``: what a user configures; also what a run snapshots and a version keeps.
 * ``JobOut``: what the API returns (config plus identity and bookkeeping, never secrets).
 * ``Job``: the stored record, with the owning org and the write-only webhook secret.
+
+Secrets. ``webhook_headers`` and ``secret_environment`` hold real values in memory (the
+executors and the notifier need them) and are write-only everywhere else: the store keeps
+them sealed (app/secrets.py) and every document it writes in the clear (job configuration,
+versions, run snapshots) has each value replaced by ``REDACTED``, as every response does.
+Writing ``REDACTED`` back as a value keeps the stored one, so a client may send back what
+it read.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Literal
 
 import msgspec
+
+from app.errors import FieldError
 
 ProjectKind = Literal["dbt", "sqlmesh"]
 ConcurrencyPolicy = Literal["Forbid", "Allow", "Replace"]
@@ -28,6 +38,8 @@ TERMINAL_STATUSES: frozenset[str] = frozenset(
     {"success", "failed", "timed_out", "cancelled", "lost"}
 )
 ACTIVE_STATUSES: frozenset[str] = frozenset({"pending", "running"})
+# How a stored secret value reads back: names stay visible, values never.
+REDACTED = "********"
 RUN_STATUSES: tuple[str, ...] = (
     "pending",
     "running",
@@ -79,6 +91,9 @@ class ProjectConfig(msgspec.Struct, kw_only=True):
     image: str | None = None
     path: str | None = None
     environment: dict[str, str] = msgspec.field(default_factory=dict)
+    # Write-only variables (passwords, tokens): read back as REDACTED, sealed at rest,
+    # masked in run logs.
+    secret_environment: dict[str, str] = msgspec.field(default_factory=dict)
     resources: dict[str, Any] = msgspec.field(default_factory=dict)
     service_account: str | None = None
     template_overrides: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -116,6 +131,7 @@ class JobConfig(msgspec.Struct, kw_only=True):
     enabled: bool = True
     resources: dict[str, Any] = msgspec.field(default_factory=dict)
     environment: dict[str, str] = msgspec.field(default_factory=dict)
+    secret_environment: dict[str, str] = msgspec.field(default_factory=dict)
     slack_channel: str | None = None
     slack_alerts_enabled: bool = False
     slack_alert_on_success: bool = False
@@ -150,7 +166,10 @@ class Job(JobOut, kw_only=True):
 
 class JobVersion(msgspec.Struct, kw_only=True):
     version: int
-    config: JobConfig
+    config: JobConfig  # secret values REDACTED
+    # The secrets this version set, changed or removed, by name: "webhook_secret",
+    # "webhook_headers.<name>", "secret_environment.<name>" (never their values).
+    secrets_changed: list[str] = msgspec.field(default_factory=list)
     created_at: datetime
 
 
@@ -182,6 +201,7 @@ class RunSnapshot(msgspec.Struct, kw_only=True):
     job: JobConfig
     job_version: int
     argv: list[str]
+    project_secret_environment: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class Run(msgspec.Struct, kw_only=True):
@@ -237,3 +257,65 @@ class RunOut(Run, kw_only=True):
     is_terminal: bool
     is_success: bool
     is_failed: bool
+
+
+# --- secrets ----------------------------------------------------------------------------
+
+
+def redacted(values: Mapping[str, str]) -> dict[str, str]:
+    return dict.fromkeys(values, REDACTED)
+
+
+def redact_job_config(config: JobConfig) -> JobConfig:
+    """The configuration as anyone may read it (type JobConfig, whatever was passed)."""
+    fields = {name: getattr(config, name) for name in JobConfig.__struct_fields__}
+    fields["webhook_headers"] = redacted(config.webhook_headers)
+    fields["secret_environment"] = redacted(config.secret_environment)
+    return JobConfig(**fields)
+
+
+def merge_secrets(
+    field: str, current: Mapping[str, str], patch: Mapping[str, str | None]
+) -> tuple[dict[str, str], list[FieldError]]:
+    """A PUT of a write-only map: a supplied value sets its entry, ``null`` removes it,
+    ``REDACTED`` (what a read shows) keeps it, and entries not mentioned stay."""
+    merged = dict(current)
+    errors: list[FieldError] = []
+    for name, value in patch.items():
+        if value is None:
+            merged.pop(name, None)
+        elif value == REDACTED:
+            if name not in current:
+                errors.append(FieldError(f"{field}.{name[:40]}", _REDACTED_NEW))
+        else:
+            merged[name] = value
+    return merged, errors
+
+
+def check_no_redacted(field: str, values: Mapping[str, str]) -> list[FieldError]:
+    """On create there is nothing to keep: REDACTED as a value is a mistake."""
+    return [
+        FieldError(f"{field}.{name[:40]}", _REDACTED_NEW)
+        for name, value in values.items()
+        if value == REDACTED
+    ]
+
+
+_REDACTED_NEW = (
+    f"{REDACTED!r} is how runyard shows a stored secret and keeps the stored value, but "
+    "there is none under this name: send the real value"
+)
+
+
+def secret_changes(
+    old: Mapping[str, Mapping[str, str]], new: Mapping[str, Mapping[str, str]]
+) -> list[str]:
+    """Names ("<group>.<name>") of the secrets that differ between two states, each state
+    a mapping of group (webhook_headers, secret_environment, ...) to name -> value."""
+    changed: list[str] = []
+    for group in sorted(set(old) | set(new)):
+        before, after = old.get(group, {}), new.get(group, {})
+        for name in sorted(set(before) | set(after)):
+            if before.get(name) != after.get(name):
+                changed.append(f"{group}.{name}" if name else group)
+    return changed

@@ -17,7 +17,7 @@ from litestar.params import Parameter
 from app.container import Container
 from app.errors import Conflict, RunyardError, invalid
 from app.executors.k8s_live import LIVE_STATUSES, LiveJobDetail, LiveJobList, LiveJobs
-from app.executors.k8s_render import Manifests, Templates
+from app.executors.k8s_render import Manifests, Templates, redact_env
 from app.models import Principal
 
 
@@ -67,6 +67,9 @@ def job_manifest(
     project = container.jobs.project(principal, project_id)
     job = container.jobs.get(principal, project_id, job_id)
     manifest = _manifests(container).cronjob(project, job)
+    if manifest is not None:
+        # Applied with the secret variables' values; shown with them redacted.
+        manifest = redact_env(manifest, [*project.secret_environment, *job.secret_environment])
     if manifest is None:
         raise Conflict(
             f"Job {job.name!r} has no schedule, so it has no CronJob: it runs only when "

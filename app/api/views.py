@@ -1,4 +1,8 @@
-"""Response bodies: the domain records as users see them (no secrets, derived fields added)."""
+"""Response bodies: the domain records as users see them (no secrets, derived fields added).
+
+Every secret map (``webhook_headers``, ``secret_environment``) reads back with its names and
+each value REDACTED; ``webhook_secret`` and ``slack_webhook_url`` only as ``*_set`` flags.
+"""
 
 from __future__ import annotations
 
@@ -17,16 +21,23 @@ from app.models import (
     ProjectOut,
     Run,
     RunOut,
+    redact_job_config,
+    redacted,
 )
 from app.store import RunPage
 
 
 def project_out(project: Project) -> ProjectOut:
-    return msgspec.convert(project, ProjectOut, from_attributes=True)
+    out = msgspec.convert(project, ProjectOut, from_attributes=True)
+    out.secret_environment = redacted(project.secret_environment)
+    return out
 
 
 def job_out(job: Job) -> JobOut:
-    return msgspec.convert(job, JobOut, from_attributes=True)
+    out = msgspec.convert(job, JobOut, from_attributes=True)
+    out.webhook_headers = redacted(job.webhook_headers)
+    out.secret_environment = redacted(job.secret_environment)
+    return out
 
 
 def run_out(run: Run) -> RunOut:
@@ -83,6 +94,11 @@ class RunConfig(msgspec.Struct, kw_only=True):
     run_id: str
     job_version: int
     config: JobConfig
+
+    def __post_init__(self) -> None:
+        # A run's snapshot carries the real values (its executor needs them); whoever
+        # builds this answer from it, the answer shows them REDACTED.
+        self.config = redact_job_config(self.config)
 
 
 class Health(msgspec.Struct):

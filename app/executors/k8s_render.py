@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -25,7 +25,7 @@ import yaml
 
 from app.errors import FieldError, Invalid
 from app.executors.local_process import ENGINE_ENV
-from app.models import Job, JobConfig, Project, ProjectKind, RunRecord
+from app.models import REDACTED, Job, JobConfig, Project, ProjectKind, RunRecord
 from app.naming import cronjob_name
 from app.services.commands import CommandChecker
 
@@ -112,6 +112,7 @@ class Workload:
     config: JobConfig
     job_version: int
     argv: Sequence[str] = field(default_factory=list)
+    project_secret_environment: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of_job(cls, project: Project, job: Job, argv: Sequence[str]) -> Workload:
@@ -126,6 +127,7 @@ class Workload:
             config=job,
             job_version=job.version,
             argv=list(argv),
+            project_secret_environment=project.secret_environment,
         )
 
     @classmethod
@@ -142,6 +144,7 @@ class Workload:
             config=snap.job,
             job_version=snap.job_version,
             argv=list(snap.argv),
+            project_secret_environment=snap.project_secret_environment,
         )
 
 
@@ -322,8 +325,16 @@ def _pod_spec(pod: Obj, work: Workload) -> None:
 def _env(work: Workload) -> list[Obj]:
     """Project variables, the job's (which win), then runyard's (which nobody overrides),
     sorted by name so the list is stable. An empty value is sent without ``value``: the
-    API server drops empty strings, and the rendered object must equal the stored one."""
-    values: dict[str, str] = {**work.project_environment, **work.config.environment}
+    API server drops empty strings, and the rendered object must equal the stored one.
+    Secret variables are rendered as values too (runyard reads no Kubernetes Secret):
+    whoever may read the org's CronJobs and Jobs in the cluster reads them; runyard's own
+    API shows them redacted (see redact_env)."""
+    values: dict[str, str] = {
+        **work.project_environment,
+        **work.project_secret_environment,
+        **work.config.environment,
+        **work.config.secret_environment,
+    }
     values.update(POD_ENV)
     if work.kind == "dbt":
         values.update(DBT_ENV)
@@ -339,3 +350,30 @@ def _resources(project: Mapping[str, Any], job: Mapping[str, Any]) -> Obj:
         if amounts:
             merged[section] = {name: str(amount) for name, amount in sorted(amounts.items())}
     return merged
+
+
+def redact_env(manifest: Obj, names: Iterable[str]) -> Obj:
+    """The manifest with the values of the variables ``names`` replaced by REDACTED in
+    every container (for answers to the API; what is applied keeps the values)."""
+    hidden = set(names)
+    if not hidden:
+        return manifest
+    redacted = clone(manifest)
+    stack: list[Any] = [redacted]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "env" and isinstance(value, list):
+                    for entry in value:
+                        if (
+                            isinstance(entry, dict)
+                            and entry.get("name") in hidden
+                            and "value" in entry
+                        ):
+                            entry["value"] = REDACTED
+                else:
+                    stack.append(value)
+        elif isinstance(node, list):
+            stack.extend(node)
+    return redacted

@@ -23,6 +23,7 @@ from slack_sdk.webhook import WebhookClient, WebhookResponse
 from app.notify import result
 from app.notify.messages import SlackMessage
 from app.notify.result import SendResult
+from app.notify.webhook import unresolved
 from app.services.outbound import OutboundPolicy, UnsafeTarget
 
 DEFAULT_BASE_URL = "https://slack.com/api/"
@@ -145,6 +146,8 @@ class SlackSender:
         try:
             self._policy.check_target(url)
         except UnsafeTarget as exc:
+            if unresolved(exc):
+                return result.retry(f"could not reach Slack: {exc}")
             return result.failed(f"refused: the project's slack_webhook_url: {exc}")
         client = _IncomingWebhook(url, timeout=self._timeout, retry_handlers=[], logger=_sdk_log)
         try:

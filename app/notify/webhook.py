@@ -76,6 +76,14 @@ def request_headers(
     return headers
 
 
+def unresolved(exc: UnsafeTarget) -> bool:
+    """The target was refused only because its name did not resolve now. That is a DNS
+    outage or a record not created yet, like a refused connection: worth trying again,
+    and the check runs again (on the new answer) before the next attempt. The policy
+    raises UnsafeTarget while handling the resolver's OSError, which stays its context."""
+    return isinstance(exc.__cause__ or exc.__context__, OSError)
+
+
 def _snippet(response: httpx.Response) -> str:
     """The start of a receiver's answer, on one line, for the attempt's error (secrets a
     receiver echoes are blanked by the deliverer)."""
@@ -133,6 +141,8 @@ class WebhookSender:
         try:
             addresses = self._policy.check_target(url)
         except UnsafeTarget as exc:
+            if unresolved(exc):
+                return result.retry(f"could not deliver: {exc}")
             return result.failed(f"refused: {exc}")
         target, pin_headers, extensions = pinned_request(url, addresses[0] if addresses else None)
         headers = request_headers(

@@ -20,7 +20,16 @@ from app.errors import (
 )
 from app.executors.base import Executor
 from app.ids import new_id, utcnow
-from app.models import Dependency, Job, JobConfig, JobVersion, Principal, Project
+from app.models import (
+    Dependency,
+    Job,
+    JobConfig,
+    JobVersion,
+    Principal,
+    Project,
+    check_no_redacted,
+    merge_secrets,
+)
 from app.services.checks import (
     HEADER_NAME_RE,
     check_channel,
@@ -58,11 +67,14 @@ class JobPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     enabled: bool | msgspec.UnsetType = UNSET
     resources: dict[str, Any] | msgspec.UnsetType = UNSET
     environment: dict[str, str] | msgspec.UnsetType = UNSET
+    # Write-only maps: a supplied value sets its entry, null removes it, "********" (what
+    # reads show) keeps it; entries not mentioned stay (see app.models.merge_secrets).
+    secret_environment: dict[str, str | None] | msgspec.UnsetType = UNSET
     slack_channel: str | msgspec.UnsetType | None = UNSET
     slack_alerts_enabled: bool | msgspec.UnsetType = UNSET
     slack_alert_on_success: bool | msgspec.UnsetType = UNSET
     webhook_url: str | msgspec.UnsetType | None = UNSET
-    webhook_headers: dict[str, str] | msgspec.UnsetType = UNSET
+    webhook_headers: dict[str, str | None] | msgspec.UnsetType = UNSET
     webhook_events: list[str] | msgspec.UnsetType = UNSET
     webhook_enabled: bool | msgspec.UnsetType = UNSET
     webhook_secret: str | msgspec.UnsetType | None = UNSET
@@ -162,7 +174,9 @@ class JobService:
             created_at=now,
             updated_at=now,
         )
-        self._check(project, job)
+        secret_errors = check_no_redacted("webhook_headers", job.webhook_headers)
+        secret_errors += check_no_redacted("secret_environment", job.secret_environment)
+        self._validate(project, job, secret_errors)
         self._store.jobs.insert(job)
         return self._apply(project, job)
 
@@ -173,6 +187,13 @@ class JobService:
         changes = {k: v for k, v in msgspec.structs.asdict(patch).items() if v is not UNSET}
         if "webhook_secret" in changes:
             changes["webhook_secret"] = changes["webhook_secret"] or None
+        secret_errors = []
+        for field in ("webhook_headers", "secret_environment"):
+            if field in changes:
+                changes[field], errors = merge_secrets(
+                    field, getattr(current, field), changes[field]
+                )
+                secret_errors += errors
         try:
             updated = msgspec.structs.replace(current, **changes)
         except TypeError as exc:  # pragma: no cover - msgspec already typed the body
@@ -184,7 +205,7 @@ class JobService:
         updated.webhook_secret_set = bool(updated.webhook_secret)
         updated.sync_state = "pending" if project.deployed else "not_deployed"
         updated.sync_error = None
-        self._check(project, updated)
+        self._validate(project, updated, secret_errors)
         if not self._store.jobs.update(updated, expected_version=current.version):
             raise Conflict(
                 "The job was changed by another request at the same time; read it "
@@ -239,6 +260,35 @@ class JobService:
         return job
 
     # --- checks -------------------------------------------------------------------------
+
+    def _validate(self, project: Project, job: Job, errors: list[FieldError]) -> None:
+        """_check's findings and the secret fields', reported together."""
+        errors = [*errors, *self._check_secrets(project, job)]
+        try:
+            self._check(project, job)
+        except Invalid as exc:
+            errors = [*exc.errors, *errors]
+        if errors:
+            raise Invalid(
+                "The job has invalid fields: "
+                + "; ".join(f"{e.field}: {e.message}" for e in errors),
+                errors,
+            )
+
+    @staticmethod
+    def _check_secrets(project: Project, job: Job) -> list[FieldError]:
+        """Secret variables follow the rules of plain ones; a name lives in one map only,
+        so which value a run gets is never a question."""
+        errors = check_environment("secret_environment", job.secret_environment)
+        for name in sorted(set(job.secret_environment) & set(job.environment)):
+            errors.append(
+                FieldError(
+                    f"secret_environment.{name[:40]}",
+                    "also set in environment: keep a variable in one of the two "
+                    "(remove it from environment with a PUT that leaves it out)",
+                )
+            )
+        return errors
 
     def _check(self, project: Project, job: Job) -> None:
         errors = check_name("name", job.name, "Job")

@@ -16,8 +16,10 @@ __all__ = ["Database", "RunPage", "Store"]
 
 
 class Store:
-    def __init__(self, path: str | Path) -> None:
-        self.database = Database(path)
+    def __init__(self, path: str | Path, secret_key: str | None = None) -> None:
+        # secret_key: RUNYARD_SECRET_KEY (settings.secret_key); None: the key file beside
+        # the database (app/secrets.py).
+        self.database = Database(path, secret_key)
         self.orgs = OrgRepo(self.database)
         self.tokens = TokenRepo(self.database)
         self.projects = ProjectRepo(self.database)

@@ -1,11 +1,19 @@
 """SQLite through sqlite-utils: one connection per thread, WAL, busy timeout, foreign keys.
 
 Every call here blocks, so the web layer only reaches it from worker threads.
+
+The database holds sealed secrets and everything else an org owns, so its file is created
+0600 in a folder runyard creates 0700, whatever the umask; SQLite gives its -wal and -shm
+files the database file's mode. ``secure_delete`` zeroes what a write replaces, so a value
+sealed by a migration leaves no plaintext behind in free pages.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -14,19 +22,67 @@ from typing import Any
 
 import sqlite_utils
 
+from app.secrets import SecretBox, box_for
 from app.store.migrations import MIGRATIONS
 
 BUSY_TIMEOUT_MS = 10_000
+log = logging.getLogger("runyard.store")
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` 0600 if missing; make it 0600 if it is more open (an older runyard
+    created it with the umask's mode)."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    except OSError as exc:
+        raise OSError(f"cannot open the database {path}: {exc.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode & 0o777
+        if mode & 0o077:
+            try:
+                os.fchmod(fd, 0o600)
+            except OSError:
+                log.warning(
+                    "the database file is readable by other users and runyard cannot "
+                    "change that; make it 0600",
+                    extra={"path": str(path)},
+                )
+    finally:
+        os.close(fd)
+    for suffix in ("-wal", "-shm"):
+        side = path.with_name(path.name + suffix)
+        with suppress(OSError):
+            if side.stat().st_mode & 0o077:
+                side.chmod(0o600)
+
+
+def _private_folder(folder: Path) -> None:
+    if not folder.exists():
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with suppress(OSError):
+            folder.chmod(0o700)  # mkdir's mode goes through the umask
+        return
+    mode = folder.stat().st_mode
+    if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+        log.warning(
+            "the database's folder is writable by every user: anyone could replace the "
+            "database or its key file; use a folder only runyard's user can write",
+            extra={"path": str(folder)},
+        )
 
 
 class Database:
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, secret_key: str | None = None) -> None:
         self.path = str(path)
         self._local = threading.local()
         self._all: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
         if self.path != ":memory:":
-            Path(self.path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            file = Path(self.path).expanduser()
+            _private_folder(file.parent)
+            _private_file(file)
+        # Seals and opens the secrets kept in this database (see app/secrets.py).
+        self.box: SecretBox = box_for(self.path, secret_key)
 
     # --- connections --------------------------------------------------------------------
 
@@ -35,6 +91,7 @@ class Database:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: a crash loses no commit
+        conn.execute("PRAGMA secure_delete = ON")
         db = sqlite_utils.Database(conn, execute_plugins=False)
         with db.ensure_autocommit_on():
             conn.execute("PRAGMA journal_mode = WAL")
@@ -103,12 +160,40 @@ class Database:
         return int(self.scalar("PRAGMA user_version"))
 
     def migrate(self) -> int:
-        """Bring the schema to the newest version; each step is one transaction."""
+        """Bring the schema to the newest version; each step is one transaction. The secret
+        key is checked first: a wrong key stops here, before anything is written."""
+        self._check_key()
+        sealed = False
         for migration in MIGRATIONS:
             with self.write() as db:
                 if int(db.conn.execute("PRAGMA user_version").fetchone()[0]) >= migration.version:
                     continue
                 for statement in migration.statements:
                     db.conn.execute(statement)
+                if migration.apply is not None:
+                    migration.apply(db.conn, self.box)
+                    sealed = True
                 db.conn.execute(f"PRAGMA user_version = {migration.version}")
+        self._check_key()
+        if sealed and self.path != ":memory:":
+            # The WAL still holds the pages as they were before secrets were sealed.
+            self.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return self.schema_version()
+
+    def _check_key(self) -> None:
+        """Compare the key with the canary sealed when the database first had one."""
+        has_table = self.scalar(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'secret_key_check'"
+        )
+        if not has_table:
+            return
+        canary = self.scalar("SELECT canary FROM secret_key_check WHERE id = 1")
+        if canary is None:
+            with self.write() as db:
+                db.conn.execute(
+                    "INSERT OR IGNORE INTO secret_key_check (id, canary) VALUES (1, ?)",
+                    (self.box.canary(),),
+                )
+            # Read back: another process may have sealed its canary first, with its key.
+            canary = self.scalar("SELECT canary FROM secret_key_check WHERE id = 1")
+        self.box.check(canary)

@@ -1,4 +1,9 @@
-"""Jobs and their versions. The configuration is one JSON document (``JobConfig``)."""
+"""Jobs and their versions. The configuration is one JSON document (``JobConfig``).
+
+Secret values never enter that document: it holds them REDACTED (so the SQL-rendered list,
+the versions and every reader see names only), and the real ones are sealed in the
+``secrets`` column (webhook headers, secret environment) and in ``webhook_secret``.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,17 @@ import msgspec
 
 from app.errors import Conflict
 from app.ids import from_text, to_text
-from app.models import Job, JobConfig, JobVersion, SyncState
+from app.models import Job, JobConfig, JobVersion, SyncState, redact_job_config, secret_changes
+from app.secrets import SecretBox
 from app.store.db import Database
 
 _encode = msgspec.json.Encoder().encode
 _config_decoder = msgspec.json.Decoder(JobConfig)
+_names_decoder = msgspec.json.Decoder(list[str])
 
 _COLUMNS = (
     "id, org_id, project_id, config, webhook_secret, version, sync_state, sync_error,"
-    " created_at, updated_at"
+    " created_at, updated_at, secrets"
 )
 
 
@@ -36,15 +43,18 @@ _JOB_JSON = (
 )
 
 
-def _job(row: dict[str, Any]) -> Job:
+def _job(row: dict[str, Any], box: SecretBox) -> Job:
     config = _config_decoder.decode(row["config"])
+    sealed = box.open_json(row["secrets"])
+    config.webhook_headers = sealed.get("webhook_headers", {})
+    config.secret_environment = sealed.get("secret_environment", {})
     return Job(
         **msgspec.structs.asdict(config),
         id=row["id"],
         org_id=row["org_id"],
         project_id=row["project_id"],
         version=row["version"],
-        webhook_secret=row["webhook_secret"],
+        webhook_secret=box.open(row["webhook_secret"]),
         webhook_secret_set=bool(row["webhook_secret"]),
         sync_state=row["sync_state"],
         sync_error=row["sync_error"],
@@ -54,7 +64,33 @@ def _job(row: dict[str, Any]) -> Job:
 
 
 def config_of(job: Job) -> JobConfig:
+    """The job's whole configuration, secret values included (a run's snapshot)."""
     return msgspec.convert(job, JobConfig, from_attributes=True)
+
+
+def _secret_state(job: Job) -> dict[str, dict[str, str]]:
+    """The job's secrets by group, to tell which a new version changed."""
+    return {
+        "webhook_headers": dict(job.webhook_headers),
+        "secret_environment": dict(job.secret_environment),
+        "webhook_secret": {"": job.webhook_secret} if job.webhook_secret else {},
+    }
+
+
+class _Written(msgspec.Struct):
+    config: str  # the document, secrets REDACTED
+    secrets: str | None
+    webhook_secret: str | None
+
+
+def _written(job: Job, box: SecretBox) -> _Written:
+    return _Written(
+        _encode(redact_job_config(job)).decode(),
+        box.seal_json(
+            {"webhook_headers": job.webhook_headers, "secret_environment": job.secret_environment}
+        ),
+        box.seal(job.webhook_secret),
+    )
 
 
 def _name_taken(job: Job) -> Conflict:
@@ -73,23 +109,23 @@ class JobRepo:
             f"SELECT {_COLUMNS} FROM jobs WHERE id = ? AND project_id = ? AND org_id = ?",
             (job_id, project_id, org_id),
         )
-        return _job(row) if row else None
+        return _job(row, self._db.box) if row else None
 
     def get_in_org(self, org_id: str, job_id: str) -> Job | None:
         row = self._db.row(
             f"SELECT {_COLUMNS} FROM jobs WHERE id = ? AND org_id = ?", (job_id, org_id)
         )
-        return _job(row) if row else None
+        return _job(row, self._db.box) if row else None
 
     def get_any(self, job_id: str) -> Job | None:
         row = self._db.row(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
-        return _job(row) if row else None
+        return _job(row, self._db.box) if row else None
 
     def for_project(self, project_id: str) -> list[Job]:
         rows = self._db.rows(
             f"SELECT {_COLUMNS} FROM jobs WHERE project_id = ? ORDER BY name", (project_id,)
         )
-        return [_job(r) for r in rows]
+        return [_job(r, self._db.box) for r in rows]
 
     def list_json(self, project_id: str) -> tuple[int, str]:
         """(count, JSON array of the project's jobs as the API shows them). Listing is the
@@ -108,58 +144,67 @@ class JobRepo:
             " json_each(config, '$.depends_on') d WHERE json_extract(d.value, '$.job_id') = ?)",
             (org_id, job_id),
         )
-        return [_job(r) for r in rows]
+        return [_job(r, self._db.box) for r in rows]
 
     def for_org(self, org_id: str) -> list[Job]:
         rows = self._db.rows(f"SELECT {_COLUMNS} FROM jobs WHERE org_id = ?", (org_id,))
-        return [_job(r) for r in rows]
+        return [_job(r, self._db.box) for r in rows]
 
     def everything(self) -> list[Job]:
-        return [_job(r) for r in self._db.rows(f"SELECT {_COLUMNS} FROM jobs")]
+        return [_job(r, self._db.box) for r in self._db.rows(f"SELECT {_COLUMNS} FROM jobs")]
 
     def count(self, project_id: str) -> int:
         return int(self._db.scalar("SELECT count(*) FROM jobs WHERE project_id = ?", (project_id,)))
 
     def insert(self, job: Job) -> None:
-        config = _encode(config_of(job)).decode()
+        written = _written(job, self._db.box)
+        changed = _encode(secret_changes({}, _secret_state(job))).decode()
         try:
             with self._db.write() as db:
                 db.conn.execute(
-                    f"INSERT INTO jobs ({_COLUMNS}, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO jobs ({_COLUMNS}, name)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         job.id,
                         job.org_id,
                         job.project_id,
-                        config,
-                        job.webhook_secret,
+                        written.config,
+                        written.webhook_secret,
                         job.version,
                         job.sync_state,
                         job.sync_error,
                         to_text(job.created_at),
                         to_text(job.updated_at),
+                        written.secrets,
                         job.name,
                     ),
                 )
                 db.conn.execute(
-                    "INSERT INTO job_versions (job_id, version, config, created_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (job.id, job.version, config, to_text(job.updated_at)),
+                    "INSERT INTO job_versions (job_id, version, config, secrets_changed,"
+                    " created_at) VALUES (?, ?, ?, ?, ?)",
+                    (job.id, job.version, written.config, changed, to_text(job.updated_at)),
                 )
         except sqlite3.IntegrityError:
             raise _name_taken(job) from None
 
     def update(self, job: Job, expected_version: int) -> bool:
         """Write a new version of the job; False when someone else wrote first."""
-        config = _encode(config_of(job)).decode()
+        box = self._db.box
+        written = _written(job, box)
         try:
             with self._db.write() as db:
+                row = self._db.row(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job.id,))
+                before = _secret_state(_job(row, box)) if row else {}
+                changed = _encode(secret_changes(before, _secret_state(job))).decode()
                 cursor = db.conn.execute(
-                    "UPDATE jobs SET name = ?, config = ?, webhook_secret = ?, version = ?,"
-                    " sync_state = ?, sync_error = ?, updated_at = ? WHERE id = ? AND version = ?",
+                    "UPDATE jobs SET name = ?, config = ?, secrets = ?, webhook_secret = ?,"
+                    " version = ?, sync_state = ?, sync_error = ?, updated_at = ?"
+                    " WHERE id = ? AND version = ?",
                     (
                         job.name,
-                        config,
-                        job.webhook_secret,
+                        written.config,
+                        written.secrets,
+                        written.webhook_secret,
                         job.version,
                         job.sync_state,
                         job.sync_error,
@@ -171,9 +216,9 @@ class JobRepo:
                 if cursor.rowcount != 1:
                     return False
                 db.conn.execute(
-                    "INSERT INTO job_versions (job_id, version, config, created_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (job.id, job.version, config, to_text(job.updated_at)),
+                    "INSERT INTO job_versions (job_id, version, config, secrets_changed,"
+                    " created_at) VALUES (?, ?, ?, ?, ?)",
+                    (job.id, job.version, written.config, changed, to_text(job.updated_at)),
                 )
         except sqlite3.IntegrityError:
             raise _name_taken(job) from None
@@ -186,14 +231,17 @@ class JobRepo:
 
     def versions(self, job_id: str) -> list[JobVersion]:
         rows = self._db.rows(
-            "SELECT version, config, created_at FROM job_versions WHERE job_id = ?"
-            " ORDER BY version DESC",
+            "SELECT version, config, secrets_changed, created_at FROM job_versions"
+            " WHERE job_id = ? ORDER BY version DESC",
             (job_id,),
         )
         return [
             JobVersion(
                 version=r["version"],
                 config=_config_decoder.decode(r["config"]),
+                secrets_changed=_names_decoder.decode(r["secrets_changed"])
+                if r["secrets_changed"]
+                else [],
                 created_at=from_text(r["created_at"]),
             )
             for r in rows

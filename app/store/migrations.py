@@ -5,7 +5,17 @@ Never edit a released migration: add a new one. Each runs in one transaction.
 
 from __future__ import annotations
 
+import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from app.models import REDACTED, JobConfig, ProjectConfig, redacted, secret_changes
+
+if TYPE_CHECKING:
+    from app.secrets import SecretBox
 
 
 @dataclass(frozen=True)
@@ -13,6 +23,64 @@ class Migration:
     version: int
     description: str
     statements: tuple[str, ...]
+    # A step that needs Python (sealing values needs the key), after the statements, in the
+    # same transaction.
+    apply: Callable[[sqlite3.Connection, SecretBox], None] | None = None
+
+
+def _seal_secrets(conn: sqlite3.Connection, box: SecretBox) -> None:
+    """Seal every secret stored in the clear so far, and take header values out of the
+    documents readers see (job configuration, versions, run snapshots)."""
+    job_doc = msgspec.json.Decoder(JobConfig)
+    project_doc = msgspec.json.Decoder(ProjectConfig)
+    encode = msgspec.json.encode
+    for pid, config, url in conn.execute(
+        "SELECT id, config, slack_webhook_url FROM projects"
+    ).fetchall():
+        # Re-encoded so the document holds the new field (secret_environment).
+        conn.execute(
+            "UPDATE projects SET config = ?, slack_webhook_url = ? WHERE id = ?",
+            (encode(project_doc.decode(config)).decode(), box.seal(url), pid),
+        )
+    for jid, config, secret in conn.execute(
+        "SELECT id, config, webhook_secret FROM jobs"
+    ).fetchall():
+        job = job_doc.decode(config)
+        sealed = box.seal_json({"webhook_headers": job.webhook_headers})
+        job.webhook_headers = redacted(job.webhook_headers)
+        conn.execute(
+            "UPDATE jobs SET config = ?, secrets = ?, webhook_secret = ? WHERE id = ?",
+            (encode(job).decode(), sealed, box.seal(secret), jid),
+        )
+    previous: dict[str, Any] = {}
+    for jid, version, config in conn.execute(
+        "SELECT job_id, version, config FROM job_versions ORDER BY job_id, version"
+    ).fetchall():
+        job = job_doc.decode(config)
+        headers = {"webhook_headers": job.webhook_headers}
+        before = previous.get(jid, {})
+        previous[jid] = headers
+        job.webhook_headers = redacted(job.webhook_headers)
+        conn.execute(
+            "UPDATE job_versions SET config = ?, secrets_changed = ? WHERE job_id = ?"
+            " AND version = ?",
+            (encode(job).decode(), encode(secret_changes(before, headers)).decode(), jid, version),
+        )
+    for rid, snapshot in conn.execute(
+        "SELECT id, snapshot FROM runs WHERE json_extract(snapshot, '$.job.webhook_headers')"
+        " != '{}'"
+    ).fetchall():
+        document = msgspec.json.decode(snapshot)
+        headers = document["job"]["webhook_headers"]
+        document["job"]["webhook_headers"] = dict.fromkeys(headers, REDACTED)
+        conn.execute(
+            "UPDATE runs SET snapshot = ?, secrets = ? WHERE id = ?",
+            (encode(document).decode(), box.seal_json({"webhook_headers": headers}), rid),
+        )
+    for nid, secret in conn.execute(
+        "SELECT id, secret FROM notifications WHERE secret IS NOT NULL"
+    ).fetchall():
+        conn.execute("UPDATE notifications SET secret = ? WHERE id = ?", (box.seal(secret), nid))
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -205,6 +273,25 @@ MIGRATIONS: tuple[Migration, ...] = (
                 PRIMARY KEY (notification_id, attempt)
             ) WITHOUT ROWID""",
         ),
+    ),
+    Migration(
+        5,
+        "secrets sealed at rest: webhook headers, secret environment, webhook secrets, "
+        "Slack incoming webhook URLs",
+        (
+            # Sealed JSON ({"webhook_headers": ..., "secret_environment": ...}); NULL: none.
+            "ALTER TABLE projects ADD COLUMN secrets TEXT",
+            "ALTER TABLE jobs ADD COLUMN secrets TEXT",
+            "ALTER TABLE runs ADD COLUMN secrets TEXT",
+            # JSON list of the secret names a version changed (never values).
+            "ALTER TABLE job_versions ADD COLUMN secrets_changed TEXT",
+            # A value sealed with the key, to refuse a start with another key.
+            """CREATE TABLE secret_key_check (
+                id INTEGER PRIMARY KEY CHECK (id = 1),
+                canary TEXT NOT NULL
+            )""",
+        ),
+        _seal_secrets,
     ),
 )
 

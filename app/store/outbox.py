@@ -138,7 +138,7 @@ class OutboxRepo:
                         row.target,
                         row.host,
                         row.payload,
-                        row.secret,
+                        self._db.box.seal(row.secret),  # sealed at rest like every secret
                         stamp,
                         stamp,
                         stamp,
@@ -177,7 +177,11 @@ class OutboxRepo:
             names = [d[0] for d in rows.description]
             found = [dict(zip(names, row, strict=True)) for row in rows.fetchall()]
         return [
-            Claimed(**_notification(row), payload=row["payload"], secret=row["secret"])
+            Claimed(
+                **_notification(row),
+                payload=row["payload"],
+                secret=self._db.box.open(row["secret"]),
+            )
             for row in found
         ]
 

@@ -9,27 +9,30 @@ import msgspec
 
 from app.errors import Conflict
 from app.ids import from_text, to_text
-from app.models import Project, ProjectConfig
+from app.models import Project, ProjectConfig, redacted
+from app.secrets import SecretBox
 from app.store.db import Database
 
 _encode = msgspec.json.Encoder().encode
 _config_decoder = msgspec.json.Decoder(ProjectConfig)
 
 _SELECT = (
-    "SELECT p.id, p.org_id, o.slug AS org_slug, p.config, p.slack_webhook_url, p.deployed,"
-    " p.created_at, p.updated_at FROM projects p JOIN orgs o ON o.id = p.org_id"
+    "SELECT p.id, p.org_id, o.slug AS org_slug, p.config, p.secrets, p.slack_webhook_url,"
+    " p.deployed, p.created_at, p.updated_at FROM projects p JOIN orgs o ON o.id = p.org_id"
 )
 
 
-def _project(row: dict[str, Any]) -> Project:
+def _project(row: dict[str, Any], box: SecretBox) -> Project:
+    # The document has the secret values REDACTED; the real ones are sealed beside it.
     config = _config_decoder.decode(row["config"])
+    config.secret_environment = box.open_json(row["secrets"]).get("secret_environment", {})
     return Project(
         **msgspec.structs.asdict(config),
         id=row["id"],
         org_id=row["org_id"],
         org_slug=row["org_slug"],
         deployed=bool(row["deployed"]),
-        slack_webhook_url=row["slack_webhook_url"],
+        slack_webhook_url=box.open(row["slack_webhook_url"]),
         slack_webhook_url_set=bool(row["slack_webhook_url"]),
         created_at=from_text(row["created_at"]),
         updated_at=from_text(row["updated_at"]),
@@ -46,32 +49,37 @@ class ProjectRepo:
 
     def get(self, org_id: str, project_id: str) -> Project | None:
         row = self._db.row(_SELECT + " WHERE p.id = ? AND p.org_id = ?", (project_id, org_id))
-        return _project(row) if row else None
+        return _project(row, self._db.box) if row else None
 
     def get_any(self, project_id: str) -> Project | None:
         """Outside a request (workers, executors): no org filter."""
         row = self._db.row(_SELECT + " WHERE p.id = ?", (project_id,))
-        return _project(row) if row else None
+        return _project(row, self._db.box) if row else None
 
     def for_org(self, org_id: str) -> list[Project]:
         return [
-            _project(r)
+            _project(r, self._db.box)
             for r in self._db.rows(_SELECT + " WHERE p.org_id = ? ORDER BY p.name", (org_id,))
         ]
 
     def list_deployed(self) -> list[Project]:
-        return [_project(r) for r in self._db.rows(_SELECT + " WHERE p.deployed = 1")]
+        rows = self._db.rows(_SELECT + " WHERE p.deployed = 1")
+        return [_project(r, self._db.box) for r in rows]
 
     def save(self, project: Project) -> None:
         """Insert or update; a name taken by another project of the org is a 409."""
         config = config_of(project)
+        box = self._db.box
+        sealed = box.seal_json({"secret_environment": config.secret_environment})
+        config.secret_environment = redacted(config.secret_environment)
         values = (
             project.id,
             project.org_id,
             project.name,
             project.kind,
             _encode(config).decode(),
-            project.slack_webhook_url,
+            sealed,
+            box.seal(project.slack_webhook_url),
             int(project.deployed),
             to_text(project.created_at),
             to_text(project.updated_at),
@@ -79,10 +87,12 @@ class ProjectRepo:
         try:
             with self._db.write() as db:
                 db.conn.execute(
-                    "INSERT INTO projects (id, org_id, name, kind, config, slack_webhook_url,"
-                    " deployed, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    "INSERT INTO projects (id, org_id, name, kind, config, secrets,"
+                    " slack_webhook_url, deployed, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind,"
-                    " config = excluded.config, slack_webhook_url = excluded.slack_webhook_url,"
+                    " config = excluded.config, secrets = excluded.secrets,"
+                    " slack_webhook_url = excluded.slack_webhook_url,"
                     " deployed = excluded.deployed, updated_at = excluded.updated_at",
                     values,
                 )

@@ -1,8 +1,16 @@
-"""Run records: one row per run, newest first by ``seq``; logs in chunks beside them."""
+"""Run records: one row per run, newest first by ``seq``; logs in chunks beside them.
+
+A run's snapshot is stored with its secret values REDACTED; the values are sealed in the
+``secrets`` column and put back when a record is read (executors and notifications need
+them). Log chunks are masked on the way in: a secret value of the run never reaches the
+stored log, even one cut in two by the chunk boundary.
+"""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -10,7 +18,17 @@ from typing import Any
 import msgspec
 
 from app.ids import from_text, to_text
-from app.models import ACTIVE_STATUSES, NodeSummary, Run, RunRecord, RunSnapshot, RunStatus
+from app.models import (
+    ACTIVE_STATUSES,
+    NodeSummary,
+    Run,
+    RunRecord,
+    RunSnapshot,
+    RunStatus,
+    redact_job_config,
+    redacted,
+)
+from app.secrets import MASK, SecretBox, mask, mask_values, split_secret
 from app.store.db import Database
 
 _encode = msgspec.json.Encoder().encode
@@ -61,10 +79,34 @@ def _run(row: dict[str, Any]) -> Run:
     return Run(**_run_fields(row))
 
 
-def _record(row: dict[str, Any]) -> RunRecord:
-    return RunRecord(
-        **_run_fields(row), org_id=row["org_id"], snapshot=_snapshot_decoder.decode(row["snapshot"])
+def _record(row: dict[str, Any], box: SecretBox) -> RunRecord:
+    snapshot = _snapshot_decoder.decode(row["snapshot"])
+    sealed = box.open_json(row["secrets"])
+    snapshot.job.webhook_headers = sealed.get("webhook_headers", {})
+    snapshot.job.secret_environment = sealed.get("secret_environment", {})
+    snapshot.project_secret_environment = sealed.get("project_secret_environment", {})
+    return RunRecord(**_run_fields(row), org_id=row["org_id"], snapshot=snapshot)
+
+
+def _sealed_snapshot(snapshot: RunSnapshot, box: SecretBox) -> tuple[str, str | None]:
+    """(the snapshot document with secrets REDACTED, the sealed secrets)."""
+    public = msgspec.structs.replace(
+        snapshot,
+        job=redact_job_config(snapshot.job),
+        project_secret_environment=redacted(snapshot.project_secret_environment),
     )
+    return _encode(public).decode(), box.seal_json(_secrets_of(snapshot))
+
+
+def _secrets_of(snapshot: RunSnapshot) -> dict[str, dict[str, str]]:
+    return {
+        "webhook_headers": snapshot.job.webhook_headers,
+        "secret_environment": snapshot.job.secret_environment,
+        "project_secret_environment": snapshot.project_secret_environment,
+    }
+
+
+_MASKS_KEPT = 256  # runs whose secret values are cached for masking their log chunks
 
 
 class Admission(msgspec.Struct):
@@ -85,17 +127,21 @@ class RunPage(msgspec.Struct):
 class RunRepo:
     def __init__(self, database: Database) -> None:
         self._db = database
+        # run id -> the strings to mask in its log (a run's secrets never change).
+        self._masks: OrderedDict[str, list[str]] = OrderedDict()
+        self._masks_lock = threading.Lock()
 
     # --- writes -------------------------------------------------------------------------
 
     def insert(self, run: RunRecord) -> bool:
         """Insert a new run; False if a run for the same slot or Kubernetes Job exists."""
+        snapshot, sealed = _sealed_snapshot(run.snapshot, self._db.box)
         try:
             with self._db.write() as db:
                 db.conn.execute(
-                    f"INSERT INTO runs ({_RUN_COLUMNS}, org_id, snapshot, idempotency_key,"
-                    " request_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                    " ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO runs ({_RUN_COLUMNS}, org_id, snapshot, secrets,"
+                    " idempotency_key, request_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
+                    " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         run.id,
                         run.project_id,
@@ -121,7 +167,8 @@ class RunRepo:
                         to_text(run.created_at),
                         to_text(run.updated_at),
                         run.org_id,
-                        _encode(run.snapshot).decode(),
+                        snapshot,
+                        sealed,
                         run.idempotency_key,
                         run.request_hash,
                     ),
@@ -210,9 +257,9 @@ class RunRepo:
 
     def record(self, run_id: str) -> RunRecord | None:
         row = self._db.row(
-            f"SELECT {_RUN_COLUMNS}, org_id, snapshot FROM runs WHERE id = ?", (run_id,)
+            f"SELECT {_RUN_COLUMNS}, org_id, snapshot, secrets FROM runs WHERE id = ?", (run_id,)
         )
-        return _record(row) if row else None
+        return _record(row, self._db.box) if row else None
 
     def by_k8s_job(self, namespace: str, job_name: str) -> Run | None:
         row = self._db.row(
@@ -222,12 +269,12 @@ class RunRepo:
         return _run(row) if row else None
 
     def active(self, executor: str | None = None) -> list[RunRecord]:
-        sql = f"SELECT {_RUN_COLUMNS}, org_id, snapshot FROM runs WHERE status IN (?, ?)"
+        sql = f"SELECT {_RUN_COLUMNS}, org_id, snapshot, secrets FROM runs WHERE status IN (?, ?)"
         params: tuple[Any, ...] = _ACTIVE
         if executor:
             sql += " AND executor = ?"
             params += (executor,)
-        return [_record(r) for r in self._db.rows(sql + " ORDER BY seq", params)]
+        return [_record(r, self._db.box) for r in self._db.rows(sql + " ORDER BY seq", params)]
 
     def active_for_job(self, job_id: str) -> list[Run]:
         rows = self._db.rows(
@@ -301,12 +348,56 @@ class RunRepo:
 
     # --- logs ---------------------------------------------------------------------------
 
+    def _masks_for(self, run_id: str) -> list[str]:
+        with self._masks_lock:
+            found = self._masks.get(run_id)
+            if found is not None:
+                self._masks.move_to_end(run_id)
+                return found
+        row = self._db.row("SELECT secrets FROM runs WHERE id = ?", (run_id,))
+        if row is None:
+            return []  # no such run (yet): nothing to cache
+        sealed = self._db.box.open_json(row["secrets"])
+        values = [v for group in sealed.values() for v in group.values()]
+        found = mask_values(values)
+        with self._masks_lock:
+            self._masks[run_id] = found
+            while len(self._masks) > _MASKS_KEPT:
+                self._masks.popitem(last=False)
+        return found
+
+    @staticmethod
+    def _mask_across(
+        conn: sqlite3.Connection, run_id: str, seq: int, text: str, secrets: list[str]
+    ) -> tuple[str, int]:
+        """A secret whose start ended the previous chunk and whose rest begins ``text``:
+        the previous chunk's part becomes the mask, this chunk's part goes. Returns the
+        new text and how many bytes the previous chunk changed by."""
+        longest = max(len(s) for s in secrets)
+        row = conn.execute(
+            "SELECT substr(data, -?) FROM run_log_chunks WHERE run_id = ? AND seq = ?",
+            (longest - 1, run_id, seq),
+        ).fetchone()
+        if row is None or not row[0]:
+            return text, 0
+        head, rest = split_secret(row[0], text, secrets)
+        if not head:
+            return text, 0
+        cut = row[0][-head:]
+        conn.execute(
+            "UPDATE run_log_chunks SET data = substr(data, 1, length(data) - ?) || ?"
+            " WHERE run_id = ? AND seq = ?",
+            (head, MASK, run_id, seq),
+        )
+        return text[rest:], len(MASK.encode()) - len(cut.encode())
+
     def append_log(self, run_id: str, text: str, cap_bytes: int, at: datetime) -> None:
         """Append to a run's log, keeping the first and the last half of ``cap_bytes``
-        when it grows past the cap; the reader shows a marker where lines were dropped."""
+        when it grows past the cap; the reader shows a marker where lines were dropped.
+        The run's secret values are masked first (see _mask_across for one cut in two)."""
         if not text:
             return
-        size = len(text.encode())
+        secrets = self._masks_for(run_id)
         with self._db.write() as db:
             conn = db.conn
             state = conn.execute(
@@ -318,6 +409,15 @@ class RunRepo:
             next_seq = conn.execute(
                 "SELECT coalesce(max(seq), 0) + 1 FROM run_log_chunks WHERE run_id = ?", (run_id,)
             ).fetchone()[0]
+            if secrets:
+                if next_seq > 1:
+                    text, grown = self._mask_across(conn, run_id, next_seq - 1, text, secrets)
+                    log_bytes += grown
+                text = mask(text, secrets)
+                if not text:
+                    conn.execute("UPDATE runs SET log_bytes = ? WHERE id = ?", (log_bytes, run_id))
+                    return
+            size = len(text.encode())
             conn.execute(
                 "INSERT INTO run_log_chunks (run_id, seq, at, data) VALUES (?, ?, ?, ?)",
                 (run_id, next_seq, to_text(at), text),
