@@ -78,7 +78,8 @@ def build_env(
     extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The child's environment, from scratch: a safe base, the project's variables, the
-    job's (which win), then what runyard and the engines need."""
+    job's (which win), then what runyard and the engines need. Secret variables (decrypted
+    from the run's snapshot) join their plain counterparts; the run's log masks them."""
     parent = os.environ if parent is None else parent
     env = {name: parent[name] for name in _INHERITED if parent.get(name)}
     path = [*interpreter_bin_dirs(), *(parent.get("PATH") or os.defpath).split(os.pathsep)]
@@ -86,7 +87,9 @@ def build_env(
     env.setdefault("HOME", str(Path.home()))
     env.update({"LANG": "C.UTF-8", "TZ": "UTC"})
     env.update(run.snapshot.project_environment)
+    env.update(run.snapshot.project_secret_environment)
     env.update(run.snapshot.job.environment)
+    env.update(run.snapshot.job.secret_environment)
     env.update(ENGINE_ENV)
     env["DBT_PROFILES_DIR"] = str(cwd)
     env.update(extra or {})
