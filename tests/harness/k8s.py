@@ -1,27 +1,19 @@
 """A fake Kubernetes API server for runyard's tests and benchmarks, served over real HTTP.
 
-``FakeCluster`` runs a kmock-based emulator (``kmock.KubernetesScaffold`` subclass) on a
-background thread with its own event loop, so synchronous tests, pytest-asyncio tests and plain
-benchmark scripts can all point the real ``kubernetes`` client at it (``client_configuration()``
-or ``write_kubeconfig()``); nothing in the client is patched.
+``FakeCluster`` serves the emulated API (``k8s_api``) with aiohttp on a background thread with
+its own event loop, so synchronous tests, pytest-asyncio tests (through ``asyncio.to_thread``)
+and plain benchmark scripts can all point the real ``kubernetes`` client at it
+(``client_configuration()`` or ``write_kubeconfig()``); nothing in the client is patched.
 
     with FakeCluster(auto_complete=JobBehaviour(delay=0.05, logs="done\\n")) as cluster:
         batch = kubernetes.client.BatchV1Api(cluster.api_client())
         batch.create_namespaced_job("org-acme", job_body)
         cluster.wait_for(lambda: job_finished(cluster.get("jobs", "org-acme", "x") or {}))
 
-What it serves: ``batch/v1`` cronjobs and jobs (plus their ``/status``), ``v1`` pods (plus
-``/status`` and ``/log``) and ``v1`` namespaces; create/get/list/watch/replace/patch (merge,
-strategic-merge, JSON patch, server-side apply)/delete/deletecollection; discovery for
-``kubernetes.dynamic.DynamicClient``. Semantics follow the real API server where runyard can
-notice: see the README-like notes in the docstrings of ``k8s_state``, ``k8s_patch`` and
-``k8s_selectors`` and in the methods below.
-
-Notes for the kmock DSL (``cluster.emulator``): reactions added there, e.g.
-``cluster.emulator['post /apis/batch/v1/namespaces/x/jobs'] << 500``, take precedence over the
-emulated API. The emulator keeps only the request being served in kmock's request history (so
-that dispatch stays O(1) under load): use ``cluster.requests`` for assertions on traffic, and
-``fail_next`` for "fail the next N matching requests".
+It serves what runyard does (see ``k8s_api`` for the paths and parameters, ``k8s_store`` for
+the write semantics, ``k8s_state`` for the controllers it plays) and refuses the rest loudly.
+Tests take the API server away with ``set_down``, inject failures with ``fail_next``, expire
+watch history with ``expire_watches``, and read the traffic in ``requests``.
 """
 
 from __future__ import annotations
@@ -30,50 +22,36 @@ import asyncio
 import builtins
 import contextlib
 import copy
-import json
-import math
 import re
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
 
 import aiohttp.web
-import kmock
 import kubernetes.client
 import yaml
-from kmock._internal.rendering import ReactionMismatchError  # not re-exported by kmock
 
-from tests.harness.k8s_selectors import FieldSelector, LabelSelector, SelectorError
-from tests.harness.k8s_state import (
+from tests.harness.k8s_api import ApiServer, status_response, truthy
+from tests.harness.k8s_objects import (
     RESOURCES,
     ApiError,
-    ClusterState,
     CronJobSkipped,
     HarnessError,
-    JobBehaviour,
-    JobOutcome,
-    Obj,
-    ResourceType,
-    WatchEvent,
-    bad_request,
-    encode_event,
     job_finished,
-    parse_time,
-    utcnow,
 )
+from tests.harness.k8s_state import ClusterState, JobBehaviour
 
 __all__ = [
     "CronJobSkipped",
     "FakeCluster",
     "HarnessError",
     "JobBehaviour",
-    "JobOutcome",
     "RequestRecord",
     "job_finished",
 ]
@@ -81,10 +59,9 @@ __all__ = [
 T = TypeVar("T")
 
 _WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_KIND_ALIASES: dict[str, str] = {}
-for _rt in RESOURCES.values():
-    for _alias in (_rt.plural, _rt.singular, _rt.kind.lower(), *_rt.short_names):
-        _KIND_ALIASES[_alias] = _rt.plural
+_KIND_ALIASES = {
+    alias: rt.plural for rt in RESOURCES.values() for alias in (rt.plural, rt.singular)
+}
 
 
 def _plural(kind: str) -> str:
@@ -94,12 +71,8 @@ def _plural(kind: str) -> str:
         raise ValueError(f"unknown kind {kind!r}; use one of {sorted(RESOURCES)}") from None
 
 
-def _truthy(value: str | None) -> bool:
-    return value is not None and value.lower() in ("true", "1")
-
-
 # ----------------------------------------------------------------------------------------------
-# Request records (for benchmarks and assertions)
+# Request records (for benchmarks and assertions) and injected failures
 
 
 @dataclass
@@ -107,7 +80,7 @@ class RequestRecord:
     method: str
     path: str
     query: dict[str, str]
-    status: int | None = None  # None while a watch or a followed log is still streaming
+    status: int | None = None  # None while a watch is still streaming
     at: float = field(default_factory=time.monotonic)
 
     @property
@@ -116,7 +89,7 @@ class RequestRecord:
 
     @property
     def is_watch(self) -> bool:
-        return _truthy(self.query.get("watch"))
+        return truthy(self.query.get("watch"))
 
 
 @dataclass
@@ -143,588 +116,8 @@ _STATUS_REASONS = {
 }
 
 
-def _status_response(
-    error: ApiError, headers: dict[str, str] | None = None
-) -> aiohttp.web.Response:
-    return aiohttp.web.json_response(error.status(), status=error.code, headers=headers)
-
-
 # ----------------------------------------------------------------------------------------------
-# URL routing
-
-
-@dataclass(frozen=True)
-class _Route:
-    kind: Literal["resource", "discovery", "other"]
-    group: str | None = None
-    version: str | None = None
-    plural: str | None = None
-    namespace: str | None = None
-    name: str | None = None
-    subresource: str | None = None
-    watch_path: bool = False
-
-
-def _route(path: str) -> _Route:
-    parts = [p for p in path.split("/") if p]
-    if not parts or parts == ["version"] or parts[0] not in ("api", "apis"):
-        return _Route("discovery" if not parts or parts == ["version"] else "other")
-    if parts[0] == "api":
-        if len(parts) < 3:
-            return _Route("discovery", "", parts[1] if len(parts) > 1 else None)
-        group, version, rest = "", parts[1], parts[2:]
-    else:
-        if len(parts) < 4:
-            return _Route(
-                "discovery",
-                parts[1] if len(parts) > 1 else None,
-                parts[2] if len(parts) > 2 else None,
-            )
-        group, version, rest = parts[1], parts[2], parts[3:]
-    watch_path = False
-    if rest and rest[0] == "watch":
-        watch_path, rest = True, rest[1:]
-    namespace = name = subresource = None
-    if (
-        rest
-        and rest[0] == "namespaces"
-        and (len(rest) <= 2 or (len(rest) == 3 and rest[2] in ("status", "finalize")))
-    ):
-        plural = "namespaces"
-        name = rest[1] if len(rest) > 1 else None
-        subresource = rest[2] if len(rest) > 2 else None
-    elif rest and rest[0] == "namespaces":
-        namespace, plural = rest[1], rest[2]
-        name = rest[3] if len(rest) > 3 else None
-        subresource = "/".join(rest[4:]) or None
-    elif rest:
-        plural = rest[0]
-        name = rest[1] if len(rest) > 1 else None
-        subresource = "/".join(rest[2:]) or None
-    else:  # pragma: no cover - excluded above
-        return _Route("other")
-    return _Route("resource", group, version, plural, namespace, name, subresource, watch_path)
-
-
-def _action(route: _Route, method: str, params: dict[str, str]) -> Any:
-    if route.kind != "resource":
-        return None
-    if method == "GET" and (route.watch_path or _truthy(params.get("watch"))):
-        return kmock.action.WATCH
-    if route.subresource is not None and route.subresource != "status":
-        return kmock.action.FETCH if method == "GET" else None
-    if route.name is None:
-        return {"GET": kmock.action.LIST, "POST": kmock.action.CREATE}.get(method)
-    return {
-        "GET": kmock.action.FETCH,
-        "PATCH": kmock.action.UPDATE,
-        "DELETE": kmock.action.DELETE,
-    }.get(method)
-
-
-# ----------------------------------------------------------------------------------------------
-# The kmock-based emulator
-
-
-class _Emulator(kmock.KubernetesScaffold):
-    """kmock's Kubernetes scaffold (discovery, error rendering, the reaction DSL) with a real store.
-
-    kmock's own ``KubernetesEmulator`` is replaced here because it misses what runyard relies
-    on: its request parser crashes on ``/api/v1/namespaces``, ``watch=True`` is not a watch, PUT
-    is not routed, selectors/timeouts/resourceVersions/logs are not served, and its shared
-    response objects carry headers from one request into the next. What stays from kmock:
-    the request model, the reaction DSL and its priorities, discovery, and Status rendering.
-    """
-
-    def __init__(self, state: ClusterState, *, bookmark_interval: float) -> None:
-        self.state = state
-        self.bookmark_interval = bookmark_interval
-        self._reactions_key: tuple[int, ...] = ()
-        self._reactions: list[kmock.Reaction] = []
-        super().__init__()
-        for rt in RESOURCES.values():
-            verbs = ["create", "delete", "get", "list", "patch", "update", "watch"]
-            if rt.namespaced:
-                verbs.append("deletecollection")
-            self.resources[f"{rt.api_version}/{rt.plural}"] = kmock.ResourceInfo(
-                kind=rt.kind,
-                singular=rt.singular,
-                namespaced=rt.namespaced,
-                verbs=sorted(verbs),
-                shortnames=set(rt.short_names),
-                subresources=set(rt.subresources),
-            )
-
-    # -- request intake ------------------------------------------------------------------------
-
-    async def __call__(self, raw: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
-        body = await raw.read()
-        try:
-            request = self._parse(raw, body)
-            # Keep only the request being served: kmock's dispatch re-filters the whole history
-            # for every reaction, which is quadratic under benchmark load.
-            self._requests[:] = [request]
-            return await self._handle(request)
-        except Exception as exc:
-            return await self._render_error(exc)
-
-    def _parse(self, raw: aiohttp.web.BaseRequest, body: bytes) -> Any:
-        text = body.decode("utf-8", "replace")
-        data: Any = None
-        if body:
-            if raw.content_type == "application/apply-patch+yaml":
-                try:
-                    data = yaml.safe_load(text)
-                except yaml.YAMLError:
-                    data = None
-            else:
-                try:
-                    data = json.loads(text)
-                except ValueError:
-                    data = None
-        route = _route(raw.path)
-        params = dict(raw.query)
-        resource = (
-            kmock.resource(group=route.group, version=route.version, plural=route.plural)
-            if route.group is not None
-            else None
-        )
-        return kmock.Request(
-            raw_request=raw,
-            url=raw.url,
-            method=raw.method,
-            params=params,
-            headers=dict(raw.headers),
-            cookies=dict(raw.cookies),
-            body=body,
-            text=text,
-            data=data,
-            action=_action(route, raw.method, params),
-            resource=resource,
-            namespace=route.namespace,
-            name=route.name,
-            subresource=route.subresource,
-        )
-
-    async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
-        route = _route(request.url.path)
-        if route.kind != "resource":
-            return await super()._handle(request)  # discovery & 404s: kmock's scaffold
-        response = await self._dispatch_reactions(request)
-        if response is not None:
-            return response
-        try:
-            return await self._serve(request, route)
-        except ApiError as error:
-            return _status_response(error)
-        except SelectorError as error:
-            return _status_response(bad_request(str(error)))
-
-    async def _dispatch_reactions(self, request: Any) -> aiohttp.web.StreamResponse | None:
-        """Serve the request by a reaction a test added through the kmock DSL, if one matches."""
-        current = list(self._payloads)
-        key = tuple(id(p) for p in current)
-        if key != self._reactions_key:  # recompute only when reactions were added or replaced
-            payloads = [p for p in current if not (p.priorities and p.priorities[0] == -math.inf)]
-            width = max((len(p.priorities) for p in payloads), default=0)
-            payloads.sort(
-                key=lambda p: tuple(-x for x in p.priorities) + (0,) * (width - len(p.priorities))
-            )
-            self._reactions_key, self._reactions = key, payloads
-        for payload in self._reactions:
-            if request in payload._source and not payload._disabled.is_set():
-                try:
-                    return await payload(request)
-                except ReactionMismatchError:
-                    payload._disabled.set()
-                except NotImplementedError:
-                    pass
-        return None
-
-    # -- resources -----------------------------------------------------------------------------
-
-    async def _serve(self, request: Any, route: _Route) -> aiohttp.web.StreamResponse:
-        rt = RESOURCES.get(route.plural or "")
-        if rt is None or rt.group != route.group or rt.version != route.version:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        if rt.namespaced and route.plural == "namespaces":  # pragma: no cover - impossible
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        if not rt.namespaced and route.namespace is not None:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        method = str(request.method.value).upper()
-        params: dict[str, str] = dict(request.params)
-        raw: aiohttp.web.BaseRequest = request._raw_request
-        namespace = route.namespace
-        dry_run = params.get("dryRun") == "All"
-        is_watch = method == "GET" and (route.watch_path or _truthy(params.get("watch")))
-
-        if is_watch:
-            if route.subresource is not None:
-                raise ApiError(
-                    405,
-                    "MethodNotAllowed",
-                    "the server does not allow this method on the requested resource",
-                )
-            return await self._watch(raw, rt, namespace, params, route.name)
-
-        if route.name is None:
-            if method == "GET":
-                return self._list(rt, namespace, params)
-            if method == "POST":
-                if rt.namespaced and namespace is None:
-                    raise ApiError(
-                        405,
-                        "MethodNotAllowed",
-                        "the server does not allow this method on the requested resource",
-                    )
-                created = self.state.create(rt.plural, namespace, request.data, dry_run=dry_run)
-                return aiohttp.web.json_response(created, status=201)
-            if method == "DELETE" and rt.namespaced:
-                return self._delete_collection(rt, namespace, params, request.data)
-            raise ApiError(
-                405,
-                "MethodNotAllowed",
-                "the server does not allow this method on the requested resource",
-            )
-
-        if rt.namespaced and namespace is None:
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
-        name = route.name
-        sub = route.subresource
-        if sub == "log" and rt.plural == "pods":
-            if method != "GET":
-                raise ApiError(
-                    405,
-                    "MethodNotAllowed",
-                    "the server does not allow this method on the requested resource",
-                )
-            assert namespace is not None
-            return await self._logs(raw, namespace, name, params)
-        if sub not in (None, "status") or (sub == "status" and "status" not in rt.subresources):
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
-
-        if method == "GET":
-            return aiohttp.web.json_response(self.state.require(rt.plural, namespace, name))
-        if method == "PUT":
-            updated = self.state.update(
-                rt.plural, namespace, name, request.data, subresource=sub, dry_run=dry_run
-            )
-            return aiohttp.web.json_response(updated)
-        if method == "PATCH":
-            content_type = raw.headers.get("Content-Type", "application/json")
-            result, upserted = self.state.patch(
-                rt.plural,
-                namespace,
-                name,
-                request.data,
-                content_type,
-                subresource=sub,
-                field_manager=params.get("fieldManager"),
-                dry_run=dry_run,
-            )
-            return aiohttp.web.json_response(result, status=201 if upserted else 200)
-        if method == "DELETE" and sub is None:
-            options = request.data if isinstance(request.data, dict) else {}
-            propagation = params.get("propagationPolicy") or options.get("propagationPolicy")
-            orphan = params.get("orphanDependents", options.get("orphanDependents"))
-            if propagation is None and orphan is not None:
-                propagation = "Orphan" if _truthy(str(orphan)) else "Background"
-            obj, gone = self.state.delete(
-                rt.plural,
-                namespace,
-                name,
-                propagation=propagation,
-                preconditions=options.get("preconditions"),
-                dry_run=dry_run,
-            )
-            if gone and rt.plural != "pods":
-                details: Obj = {"name": name, "kind": rt.plural, "uid": obj["metadata"].get("uid")}
-                if rt.group:
-                    details["group"] = rt.group
-                return aiohttp.web.json_response(
-                    {
-                        "kind": "Status",
-                        "apiVersion": "v1",
-                        "metadata": {},
-                        "status": "Success",
-                        "details": details,
-                    }
-                )
-            return aiohttp.web.json_response(obj)
-        raise ApiError(
-            405,
-            "MethodNotAllowed",
-            "the server does not allow this method on the requested resource",
-        )
-
-    @staticmethod
-    def _selectors(
-        rt: ResourceType, params: dict[str, str], name: str | None = None
-    ) -> tuple[LabelSelector, FieldSelector]:
-        labels = LabelSelector.parse(params.get("labelSelector"))
-        field_text = params.get("fieldSelector") or ""
-        if name is not None:
-            field_text = ",".join(filter(None, [field_text, f"metadata.name={name}"]))
-        return labels, FieldSelector.parse(rt.plural, field_text)
-
-    def _list(
-        self, rt: ResourceType, namespace: str | None, params: dict[str, str]
-    ) -> aiohttp.web.Response:
-        labels, fields = self._selectors(rt, params)
-        limit = int(params["limit"]) if params.get("limit", "").isdigit() else None
-        result = self.state.list_page(
-            rt.plural,
-            namespace,
-            labels,
-            fields,
-            limit=limit or None,
-            continue_token=params.get("continue") or None,
-        )
-        meta: Obj = {"resourceVersion": result.resource_version}
-        if result.continue_token:
-            meta["continue"] = result.continue_token
-        if result.remaining is not None:
-            meta["remainingItemCount"] = result.remaining
-        items = []
-        for obj in result.items:  # list items carry no kind/apiVersion, like the real server's
-            item = dict(obj)
-            item.pop("kind", None)
-            item.pop("apiVersion", None)
-            items.append(item)
-        return aiohttp.web.json_response(
-            {
-                "kind": f"{rt.kind}List",
-                "apiVersion": rt.api_version,
-                "metadata": meta,
-                "items": items,
-            }
-        )
-
-    def _delete_collection(
-        self, rt: ResourceType, namespace: str | None, params: dict[str, str], options: Any
-    ) -> aiohttp.web.Response:
-        labels, fields = self._selectors(rt, params)
-        options = options if isinstance(options, dict) else {}
-        propagation = params.get("propagationPolicy") or options.get("propagationPolicy")
-        deleted = []
-        for obj in self.state.select(rt.plural, namespace, labels, fields):
-            if self.state.find(rt.plural, namespace, obj["metadata"]["name"]) is None:
-                continue
-            gone, _ = self.state.delete(
-                rt.plural,
-                namespace,
-                obj["metadata"]["name"],
-                propagation=propagation,
-                dry_run=params.get("dryRun") == "All",
-            )
-            deleted.append(gone)
-        return aiohttp.web.json_response(
-            {
-                "kind": f"{rt.kind}List",
-                "apiVersion": rt.api_version,
-                "metadata": {"resourceVersion": str(self.state.rv)},
-                "items": deleted,
-            }
-        )
-
-    # -- watches -------------------------------------------------------------------------------
-
-    async def _watch(
-        self,
-        raw: aiohttp.web.BaseRequest,
-        rt: ResourceType,
-        namespace: str | None,
-        params: dict[str, str],
-        name: str | None,
-    ) -> aiohttp.web.StreamResponse:
-        labels, fields = self._selectors(rt, params, name)
-        rv_param = params.get("resourceVersion")
-        if rv_param and not rv_param.isdigit():
-            raise bad_request(
-                f'Invalid value: "{rv_param}": resourceVersion must be a non-negative integer'
-            )
-        timeout = None
-        if params.get("timeoutSeconds"):
-            try:
-                timeout = float(params["timeoutSeconds"])
-            except ValueError as exc:
-                raise bad_request(f"invalid timeoutSeconds: {params['timeoutSeconds']!r}") from exc
-        events = self._watch_events(
-            rt,
-            namespace,
-            labels,
-            fields,
-            rv_param,
-            timeout,
-            bookmarks=_truthy(params.get("allowWatchBookmarks")),
-            send_initial=_truthy(params.get("sendInitialEvents")),
-        )
-        return await self._stream(raw, events, "application/json")
-
-    @staticmethod
-    async def _stream(
-        raw: aiohttp.web.BaseRequest, chunks: AsyncIterator[bytes], content_type: str
-    ) -> aiohttp.web.StreamResponse:
-        response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": content_type})
-        response.enable_chunked_encoding()
-        await response.prepare(raw)
-        try:
-            async for chunk in chunks:
-                if chunk:
-                    await response.write(chunk)
-            await response.write_eof()
-        except ConnectionError:
-            pass  # the client went away
-        return response
-
-    def _event_line(
-        self, event: WatchEvent, namespace: str | None, labels: LabelSelector, fields: FieldSelector
-    ) -> bytes | None:
-        if (
-            namespace is not None
-            and (event.obj.get("metadata") or {}).get("namespace") != namespace
-        ):
-            return None
-
-        def matches(obj: Obj) -> bool:
-            return labels.matches((obj.get("metadata") or {}).get("labels")) and fields.matches(obj)
-
-        now = matches(event.obj)
-        if event.type == "MODIFIED" and event.prev is not None:
-            before = matches(event.prev)
-            if now and not before:
-                return encode_event("ADDED", event.obj)
-            if before and not now:
-                return encode_event("DELETED", event.obj)
-        return event.line if now else None
-
-    @staticmethod
-    def _gone(rv: int, compacted: int) -> bytes:
-        return encode_event(
-            "ERROR",
-            {
-                "kind": "Status",
-                "apiVersion": "v1",
-                "metadata": {},
-                "status": "Failure",
-                "message": f"too old resource version: {rv} ({compacted})",
-                "reason": "Expired",
-                "code": 410,
-            },
-        )
-
-    @staticmethod
-    def _bookmark(rt: ResourceType, rv: int, *, initial_end: bool = False) -> bytes:
-        meta: Obj = {"resourceVersion": str(rv)}
-        if initial_end:
-            meta["annotations"] = {"k8s.io/initial-events-end": "true"}
-        return encode_event(
-            "BOOKMARK", {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": meta}
-        )
-
-    async def _watch_events(
-        self,
-        rt: ResourceType,
-        namespace: str | None,
-        labels: LabelSelector,
-        fields: FieldSelector,
-        rv_param: str | None,
-        timeout: float | None,
-        *,
-        bookmarks: bool,
-        send_initial: bool,
-    ) -> AsyncIterator[bytes]:
-        state = self.state
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout if timeout else None
-        epoch = state.watch_epoch
-        yield b""  # send the headers now
-        if rv_param in (None, "", "0") or send_initial:
-            cursor = state.rv
-            for obj in state.select(rt.plural, namespace, labels, fields):
-                yield encode_event("ADDED", obj)
-            if send_initial:
-                yield self._bookmark(rt, cursor, initial_end=True)
-        else:
-            assert rv_param is not None
-            cursor = int(rv_param)
-            if cursor < state.compacted_rv:
-                yield self._gone(cursor, state.compacted_rv)
-                return
-        next_bookmark = loop.time() + self.bookmark_interval
-        while True:
-            if state.closing or state.watch_epoch != epoch:
-                return
-            if cursor < state.trimmed_rv:
-                yield self._gone(cursor, state.trimmed_rv)
-                return
-            for event in state.events_after(cursor):
-                cursor = event.rv
-                if event.plural != rt.plural:
-                    continue
-                line = self._event_line(event, namespace, labels, fields)
-                if line is not None:
-                    yield line
-            now = loop.time()
-            if deadline is not None and now >= deadline:
-                return
-            if bookmarks and now >= next_bookmark:
-                yield self._bookmark(rt, state.rv)
-                next_bookmark = now + self.bookmark_interval
-            wait = 5.0
-            if deadline is not None:
-                wait = min(wait, deadline - now)
-            if bookmarks:
-                wait = min(wait, max(0.0, next_bookmark - now))
-            if cursor >= state.rv:  # nothing new since the loop above: sleep until a change
-                await state.wait_change(wait)
-
-    # -- logs ----------------------------------------------------------------------------------
-
-    async def _logs(
-        self, raw: aiohttp.web.BaseRequest, namespace: str, pod: str, params: dict[str, str]
-    ) -> aiohttp.web.StreamResponse:
-        state = self.state
-        tail = (
-            int(params["tailLines"]) if params.get("tailLines", "").lstrip("-").isdigit() else None
-        )
-        since = None
-        if params.get("sinceSeconds", "").isdigit():
-            since = utcnow() - timedelta(seconds=int(params["sinceSeconds"]))
-        elif params.get("sinceTime"):
-            since = parse_time(params["sinceTime"])
-        timestamps = _truthy(params.get("timestamps"))
-        limit = int(params["limitBytes"]) if params.get("limitBytes", "").isdigit() else None
-        previous = _truthy(params.get("previous"))
-        container, lines = state.log_lines(
-            namespace, pod, params.get("container"), previous=previous
-        )
-        first = state.render_logs(
-            lines, tail_lines=tail, since=since, timestamps=timestamps, limit_bytes=limit
-        )
-        if not _truthy(params.get("follow")) or previous:
-            return aiohttp.web.Response(body=first, content_type="text/plain", charset="utf-8")
-
-        async def follow() -> AsyncIterator[bytes]:
-            yield first
-            sent = len(lines)
-            while not state.closing:
-                try:
-                    _, current = state.log_lines(namespace, pod, container)
-                except ApiError:
-                    return  # the pod is gone
-                if len(current) > sent:
-                    yield state.render_logs(current[sent:], timestamps=timestamps)
-                    sent = len(current)
-                if not state.container_running(namespace, pod, container):
-                    return
-                await state.wait_change(1.0)
-
-        return await self._stream(raw, follow(), "text/plain; charset=utf-8")
-
-
-# ----------------------------------------------------------------------------------------------
-# The facade
+# Connecting
 
 
 def client_configuration(url: str) -> kubernetes.client.Configuration:
@@ -753,6 +146,10 @@ def write_kubeconfig(url: str, path: Path, *, namespace: str = "default") -> Pat
     return path
 
 
+# ----------------------------------------------------------------------------------------------
+# The facade
+
+
 class FakeCluster:
     """A fake Kubernetes API server on 127.0.0.1, on its own thread and event loop.
 
@@ -765,8 +162,6 @@ class FakeCluster:
             (``backoffLimit: 6``, ``concurrencyPolicy: Allow``, ``imagePullPolicy``, ...). Off by
             default, so stored objects equal what was written; turn it on to test that a
             reconciler's "did it change?" comparison ignores server-filled fields.
-        validation: reject invalid objects with 422 like the API server (names too long,
-            missing containers, bad restartPolicy, immutable Job template, ...).
         bookmark_interval: seconds between BOOKMARK events on watches that allow them.
         event_history: watch events kept for resuming; older resourceVersions get 410 Gone.
         port: listen on this port (0: a free one).
@@ -778,7 +173,6 @@ class FakeCluster:
         auto_complete: JobBehaviour | None = None,
         auto_namespaces: bool = True,
         server_defaults: bool = False,
-        validation: bool = True,
         bookmark_interval: float = 1.0,
         event_history: int = 10_000,
         port: int = 0,
@@ -788,7 +182,6 @@ class FakeCluster:
             "auto_complete": auto_complete,
             "auto_namespaces": auto_namespaces,
             "server_defaults": server_defaults,
-            "validation": validation,
             "event_history": event_history,
         }
         self._bookmark_interval = bookmark_interval
@@ -798,7 +191,7 @@ class FakeCluster:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread_id: int | None = None
         self._state: ClusterState | None = None
-        self._emulator: _Emulator | None = None
+        self._api: ApiServer | None = None
         self._server: asyncio.Server | None = None
         self._web_server: aiohttp.web.Server | None = None
         self._records: builtins.list[RequestRecord] = []
@@ -845,18 +238,6 @@ class FakeCluster:
     ) -> None:
         self.stop()
 
-    async def __aenter__(self) -> Self:
-        await asyncio.to_thread(self.start)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await asyncio.to_thread(self.stop)
-
     def _thread_main(self, ready: threading.Event) -> None:
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
@@ -883,8 +264,7 @@ class FakeCluster:
 
     async def _astart(self) -> None:
         self._state = ClusterState(**self._options)
-        self._emulator = _Emulator(self._state, bookmark_interval=self._bookmark_interval)
-        await self._emulator.__aenter__()
+        self._api = ApiServer(self._state, bookmark_interval=self._bookmark_interval)
         await self._listen()
 
     async def _astop(self) -> None:
@@ -896,14 +276,12 @@ class FakeCluster:
         for task in list(state.tasks):
             task.cancel()
         await self._unlisten()
-        if self._emulator is not None:
-            await self._emulator.__aexit__(None, None, None)
 
     async def _listen(self) -> None:
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        for attempt in range(50):
+        for attempt in range(50):  # back on the same port after set_down: it may linger
             try:
                 sock.bind(("127.0.0.1", self._port))
                 break
@@ -937,7 +315,7 @@ class FakeCluster:
         response: aiohttp.web.StreamResponse | None = None
         try:
             if self._down == "503":
-                response = _status_response(
+                response = status_response(
                     ApiError(
                         503,
                         "ServiceUnavailable",
@@ -947,10 +325,10 @@ class FakeCluster:
             elif (fault := self._take_fault(raw)) is not None:
                 headers = {"Retry-After": "1"} if fault.status == 429 else None
                 reason = _STATUS_REASONS.get(fault.status, "InternalError")
-                response = _status_response(ApiError(fault.status, reason, fault.message), headers)
+                response = status_response(ApiError(fault.status, reason, fault.message), headers)
             else:
-                assert self._emulator is not None
-                response = await self._emulator(raw)
+                assert self._api is not None
+                response = await self._api(raw)
             return response
         finally:
             record.status = response.status if response is not None else None
@@ -967,7 +345,7 @@ class FakeCluster:
                 "writes": sum(1 for r in records if r.is_write),
                 "resource_version": self._require_state().rv,
             }
-            if _truthy(raw.query.get("records")):
+            if truthy(raw.query.get("records")):
                 body["records"] = [
                     {"method": r.method, "path": r.path, "query": r.query, "status": r.status}
                     for r in records
@@ -976,7 +354,7 @@ class FakeCluster:
         if raw.path == "/_harness/reset" and raw.method == "POST":
             self._records.clear()
             return aiohttp.web.json_response({})
-        return _status_response(ApiError(404, "NotFound", "no such harness endpoint"))
+        return status_response(ApiError(404, "NotFound", "no such harness endpoint"))
 
     def _take_fault(self, raw: aiohttp.web.BaseRequest) -> _Fault | None:
         for fault in self._faults:
@@ -1015,17 +393,6 @@ class FakeCluster:
             coro.close()
             raise RuntimeError("blocking harness calls cannot run on the emulator's own thread")
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
-
-    async def _arun(self, coro: Coroutine[Any, Any, T]) -> T:
-        if self._loop is None:
-            raise RuntimeError("the fake cluster is not started")
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
-
-    async def _acall(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        async def run() -> T:
-            return fn(*args, **kwargs)
-
-        return await self._arun(run())
 
     # -- connecting ----------------------------------------------------------------------------
 
@@ -1073,38 +440,11 @@ class FakeCluster:
             self._call(self._harness_api, self._require_state().create, plural, namespace, body)
         )
 
-    def patch(
-        self,
-        kind: str,
-        namespace: str | None,
-        name: str,
-        patch: Any,
-        *,
-        patch_type: Literal["merge", "strategic", "json"] = "merge",
-        subresource: str | None = None,
-    ) -> dict[str, Any]:
-        """Patch an object as another client would (e.g. a user's ``kubectl edit``)."""
-        content_type = {
-            "merge": "application/merge-patch+json",
-            "strategic": "application/strategic-merge-patch+json",
-            "json": "application/json-patch+json",
-        }[patch_type]
-        obj, _ = self._call(
-            self._harness_api,
-            self._require_state().patch,
-            _plural(kind),
-            namespace,
-            name,
-            patch,
-            content_type,
-            subresource=subresource,
-        )
-        return copy.deepcopy(obj)
-
     def delete(
         self, kind: str, namespace: str | None, name: str, *, propagation: str = "Background"
     ) -> None:
-        """Delete as a user or the TTL controller would (Background: the Job's pods go too)."""
+        """Delete as a user or the TTL controller would (Background: the Job's pods go too; a
+        namespace takes its contents along)."""
         self._call(
             self._harness_api,
             self._require_state().delete,
@@ -1204,61 +544,11 @@ class FakeCluster:
         else:
             self._call(state.spawn, coro)
 
-    async def arun_job(
-        self,
-        namespace: str,
-        name: str,
-        *,
-        exit_code: int = 0,
-        logs: str = "",
-        duration: float = 0,
-        reason: str | None = None,
-        container: str | None = None,
-    ) -> None:
-        """``run_job`` for async tests: awaits without blocking the caller's event loop."""
-        state = self._require_state()
-        await self._arun(
-            state.run_job(
-                namespace,
-                name,
-                exit_code=exit_code,
-                logs=logs,
-                duration=duration,
-                reason=reason,
-                container=container,
-            )
-        )
-
-    async def astart_job(self, namespace: str, name: str, **kwargs: Any) -> str:
-        return await self._acall(self._require_state().start_job, namespace, name, **kwargs)
-
-    async def afinish_job(self, namespace: str, name: str, **kwargs: Any) -> bool:
-        return await self._acall(self._require_state().finish_job, namespace, name, **kwargs)
-
-    def append_logs(
-        self,
-        namespace: str,
-        pod: str,
-        text: str,
-        *,
-        container: str | None = None,
-        previous: bool = False,
-    ) -> None:
-        """Append to a pod's log (``previous``: the log of its previous container instance)."""
-        self._call(
-            self._require_state().append_logs,
-            namespace,
-            pod,
-            text,
-            container=container,
-            previous=previous,
-        )
-
     def job_pods(self, namespace: str, job_name: str) -> builtins.list[dict[str, Any]]:
         """The Job's pods, oldest first."""
         state = self._require_state()
 
-        def pods() -> builtins.list[Obj]:
+        def pods() -> builtins.list[dict[str, Any]]:
             job = state.find("jobs", namespace, job_name)
             return state._job_pods(job) if job is not None else []
 
@@ -1288,23 +578,10 @@ class FakeCluster:
             honour_policy=honour_policy,
         )
 
-    async def afire_cronjob(
-        self, namespace: str, cronjob_name: str, scheduled_time: datetime, **kwargs: Any
-    ) -> str:
-        return await self._acall(
-            self._require_state().fire_cronjob, namespace, cronjob_name, scheduled_time, **kwargs
-        )
-
     def run_ttl_controller(self, at: datetime | None = None) -> builtins.list[str]:
         """Delete finished Jobs whose ``ttlSecondsAfterFinished`` has passed at ``at`` (default:
         every finished Job that has a TTL). Returns ``namespace/name`` of the deleted Jobs."""
         return self._call(self._require_state().run_ttl_controller, at)
-
-    def set_auto_complete(self, behaviour: JobBehaviour | None) -> None:
-        def assign() -> None:
-            self._require_state().auto_complete = behaviour
-
-        self._call(assign)
 
     # -- failures ------------------------------------------------------------------------------
 
@@ -1323,10 +600,6 @@ class FakeCluster:
             self._down = None
             if was == "refuse":
                 self._run(self._listen(), self._call_timeout)
-
-    @property
-    def is_down(self) -> bool:
-        return self._down is not None
 
     def expire_watches(self, *, close_open: bool = True) -> None:
         """Compact the watch history, as etcd does: a watch request from any resourceVersion older
@@ -1378,24 +651,3 @@ class FakeCluster:
             if time.monotonic() >= deadline:
                 raise TimeoutError(f"condition not met in {timeout} seconds")
             time.sleep(interval)
-
-    async def await_for(
-        self, predicate: Callable[[], Any], *, timeout: float = 5.0, interval: float = 0.01
-    ) -> Any:
-        deadline = time.monotonic() + timeout
-        while True:
-            result = predicate()
-            if result:
-                return result
-            if time.monotonic() >= deadline:
-                raise TimeoutError(f"condition not met in {timeout} seconds")
-            await asyncio.sleep(interval)
-
-    # -- kmock ---------------------------------------------------------------------------------
-
-    @property
-    def emulator(self) -> Any:
-        """The kmock handler, for DSL reactions (``cluster.emulator['get /x'] << 500``)."""
-        if self._emulator is None:
-            raise RuntimeError("the fake cluster is not started")
-        return self._emulator

@@ -1,33 +1,38 @@
-"""The in-memory state of the fake cluster, its API semantics, and the controllers it plays.
+"""The controllers the fake cluster plays on top of its store: the Job controller and the kubelet
+(pods, exit codes, logs, retries, pod failure policy, active deadlines), the CronJob controller
+(``fire_cronjob``: one Job per scheduled time, concurrency policy, history limits) and the
+TTL-after-finished controller, plus automatic completion of new Jobs (``JobBehaviour``).
 
-Everything here runs on the emulator's event-loop thread (see ``k8s.FakeCluster``): there are no
-locks, and every method except the ``async`` ones runs without yielding, so each call is atomic.
-
-Stored objects are never mutated in place: every write stores a new dict, so watch events and
-list snapshots can share them safely. Callers outside this module get deep copies.
+Like the store, everything runs on the emulator's event-loop thread (``k8s.FakeCluster`` calls
+in from other threads); ``run_job`` and the automatic runs are the only coroutines.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
-import contextlib
 import copy
-import json
 import math
-import re
 import secrets
-import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
-from tests.harness import k8s_patch
-from tests.harness.k8s_selectors import FieldSelector, LabelSelector
-
-Obj = dict[str, Any]
+from tests.harness.k8s_objects import (
+    CronJobSkipped,
+    HarnessError,
+    Obj,
+    go_rfc3339,
+    job_finished,
+    name_of,
+    ns_of,
+    parse_time,
+    rfc3339,
+    uid_of,
+    utcnow,
+)
+from tests.harness.k8s_store import Store, default_container
 
 JOB_FAILURE_REASONS = frozenset({"BackoffLimitExceeded", "DeadlineExceeded", "PodFailurePolicy"})
 SCHEDULED_TIMESTAMP_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
@@ -37,186 +42,13 @@ MSG_DEADLINE = "Job was active longer than specified deadline"
 FAKE_NODE = "fake-node"
 
 
-# ----------------------------------------------------------------------------------------------
-# Resource types
-
-
-@dataclass(frozen=True)
-class ResourceType:
-    plural: str
-    kind: str
-    group: str
-    version: str
-    namespaced: bool
-    singular: str
-    short_names: tuple[str, ...] = ()
-    subresources: tuple[str, ...] = ()
-    has_status: bool = True
-
-    @property
-    def api_version(self) -> str:
-        return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def qualified(self) -> str:
-        """As in error messages: ``jobs.batch``, ``pods``."""
-        return f"{self.plural}.{self.group}" if self.group else self.plural
-
-    @property
-    def qualified_kind(self) -> str:
-        """As in validation messages: ``Job.batch``, ``Pod``."""
-        return f"{self.kind}.{self.group}" if self.group else self.kind
-
-
-RESOURCES: dict[str, ResourceType] = {
-    "cronjobs": ResourceType(
-        "cronjobs", "CronJob", "batch", "v1", True, "cronjob", ("cj",), ("status",)
-    ),
-    "jobs": ResourceType("jobs", "Job", "batch", "v1", True, "job", (), ("status",)),
-    "pods": ResourceType("pods", "Pod", "", "v1", True, "pod", ("po",), ("status", "log")),
-    "namespaces": ResourceType(
-        "namespaces", "Namespace", "", "v1", False, "namespace", ("ns",), ("status",)
-    ),
-}
-
-
-# ----------------------------------------------------------------------------------------------
-# Errors rendered as Kubernetes Status objects
-
-
-class ApiError(Exception):
-    def __init__(
-        self, code: int, reason: str, message: str, details: Mapping[str, Any] | None = None
-    ):
-        super().__init__(message)
-        self.code = code
-        self.reason = reason
-        self.message = message
-        self.details = dict(details) if details else None
-
-    def status(self) -> Obj:
-        body: Obj = {
-            "kind": "Status",
-            "apiVersion": "v1",
-            "metadata": {},
-            "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
-        }
-        if self.details is not None:
-            body["details"] = self.details
-        return body
-
-
-def _details(rt: ResourceType, name: str) -> Obj:
-    details: Obj = {"name": name, "kind": rt.plural}
-    if rt.group:
-        details["group"] = rt.group
-    return details
-
-
-def not_found(rt: ResourceType, name: str) -> ApiError:
-    return ApiError(404, "NotFound", f'{rt.qualified} "{name}" not found', _details(rt, name))
-
-
-def already_exists(rt: ResourceType, name: str) -> ApiError:
-    return ApiError(
-        409, "AlreadyExists", f'{rt.qualified} "{name}" already exists', _details(rt, name)
-    )
-
-
-def conflict(rt: ResourceType, name: str, why: str) -> ApiError:
-    return ApiError(
-        409,
-        "Conflict",
-        f'Operation cannot be fulfilled on {rt.qualified} "{name}": {why}',
-        _details(rt, name),
-    )
-
-
-def bad_request(message: str) -> ApiError:
-    return ApiError(400, "BadRequest", message)
-
-
-def invalid(rt: ResourceType, name: str, causes: list[tuple[str, str]]) -> ApiError:
-    """422 with ``causes`` as (field, message) pairs, worded like the API server."""
-    text = ", ".join(f"{fld}: {msg}" for fld, msg in causes)
-    details = _details(rt, name)
-    details["kind"] = rt.kind
-    details["causes"] = [
-        {"reason": "FieldValueInvalid", "message": msg, "field": fld} for fld, msg in causes
-    ]
-    if len(causes) > 1:
-        text = f"[{text}]"
-    return ApiError(422, "Invalid", f'{rt.qualified_kind} "{name}" is invalid: {text}', details)
-
-
-class HarnessError(RuntimeError):
-    """A misuse of the harness's controller helpers (e.g. finishing a Job that has finished)."""
-
-
-class CronJobSkipped(HarnessError):
-    """The CronJob controller would not create a Job now (suspended, or Forbid with one active)."""
-
-
-# ----------------------------------------------------------------------------------------------
-# Time helpers
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def rfc3339_nano(moment: datetime) -> str:
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond:06d}000Z"
-
-
-def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
-
-
-def go_rfc3339(moment: datetime) -> str:
-    """Go's ``time.RFC3339`` layout: ``Z`` for a zero offset, else ``+hh:mm``."""
-    text = moment.replace(microsecond=0).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-_RANDOM_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the apiserver's utilrand alphabet
-
-
-def random_suffix(length: int = 5) -> str:
-    return "".join(secrets.choice(_RANDOM_ALPHABET) for _ in range(length))
-
-
-# ----------------------------------------------------------------------------------------------
-# Behaviour of auto-completed Jobs
-
-
-@dataclass(frozen=True)
-class JobOutcome:
-    """How one Job ends when the harness plays its controller."""
-
-    exit_code: int = 0
-    logs: str = ""
-    duration: float = 0.0
-    reason: str | None = None
-    delay: float | None = None  # overrides JobBehaviour.delay for this Job
-
-
 @dataclass(frozen=True)
 class JobBehaviour:
-    """Auto-completion of every Job created in the fake cluster.
+    """Automatic completion of every Job created in the fake cluster (the benchmarks' load).
 
     Each new Job (created through the API, or by ``fire_cronjob``) is run ``delay`` seconds after
     its creation, runs for ``duration`` seconds, and ends with ``exit_code`` / ``reason`` after
-    writing ``logs``. ``decide(job)`` may instead return a per-Job ``JobOutcome``, or ``None`` to
-    leave that Job alone (so a test can drive it by hand). Suspended Jobs are never auto-run.
+    writing ``logs``. Suspended Jobs are never run.
     """
 
     delay: float = 0.0
@@ -224,347 +56,6 @@ class JobBehaviour:
     logs: str = ""
     duration: float = 0.0
     reason: str | None = None
-    decide: Callable[[Obj], JobOutcome | None] | None = None
-
-    def outcome_for(self, job: Obj) -> JobOutcome | None:
-        if self.decide is not None:
-            return self.decide(copy.deepcopy(job))
-        return JobOutcome(self.exit_code, self.logs, self.duration, self.reason, self.delay)
-
-
-# ----------------------------------------------------------------------------------------------
-# Watch events and logs
-
-
-@dataclass
-class WatchEvent:
-    rv: int
-    plural: str
-    type: str  # ADDED, MODIFIED, DELETED
-    obj: Obj
-    prev: (
-        Obj | None
-    )  # the object before a MODIFIED (to turn selector transitions into ADDED/DELETED)
-    _line: bytes | None = None
-
-    @property
-    def line(self) -> bytes:
-        if self._line is None:
-            self._line = encode_event(self.type, self.obj)
-        return self._line
-
-
-def encode_event(event_type: str, obj: Obj) -> bytes:
-    return json.dumps({"type": event_type, "object": obj}, separators=(",", ":")).encode() + b"\n"
-
-
-@dataclass
-class LogLine:
-    at: datetime
-    text: str  # including its trailing newline, if any
-
-
-@dataclass
-class ListResult:
-    items: list[Obj]
-    resource_version: str
-    continue_token: str | None = None
-    remaining: int | None = None
-
-
-# ----------------------------------------------------------------------------------------------
-# Validation of the fields whose real-server checks runyard may run into
-
-_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
-
-
-def _validate_labels(labels: Any, path: str, causes: list[tuple[str, str]]) -> None:
-    if labels is None:
-        return
-    if not isinstance(labels, Mapping):
-        causes.append((path, "Invalid value: must be a map of strings"))
-        return
-    for key, value in labels.items():
-        name = str(key).rsplit("/", 1)[-1]
-        if not _LABEL_NAME.match(name) or len(name) > 63:
-            causes.append(
-                (
-                    path,
-                    f'Invalid value: "{key}": name part must consist of alphanumeric '
-                    "characters, '-', '_' or '.', and must start and end with an "
-                    "alphanumeric character",
-                )
-            )
-        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
-            causes.append(
-                (
-                    f"{path}",
-                    f'Invalid value: "{value}": a valid label must be an empty '
-                    "string or consist of alphanumeric characters, '-', '_' or "
-                    "'.', and must start and end with an alphanumeric character "
-                    "(at most 63 characters)",
-                )
-            )
-
-
-def _validate_pod_spec(spec: Any, path: str, causes: list[tuple[str, str]], *, job: bool) -> None:
-    if not isinstance(spec, Mapping):
-        causes.append((path, "Required value"))
-        return
-    containers = spec.get("containers")
-    if not containers:
-        causes.append((f"{path}.containers", "Required value"))
-    else:
-        seen: set[str] = set()
-        for index, container in enumerate(containers):
-            name = container.get("name") if isinstance(container, Mapping) else None
-            if not name:
-                causes.append((f"{path}.containers[{index}].name", "Required value"))
-            elif name in seen:
-                causes.append((f"{path}.containers[{index}].name", f'Duplicate value: "{name}"'))
-            else:
-                seen.add(name)
-            if isinstance(container, Mapping) and not container.get("image"):
-                causes.append((f"{path}.containers[{index}].image", "Required value"))
-    if job:
-        policy = spec.get("restartPolicy")
-        if policy not in ("Never", "OnFailure"):
-            causes.append(
-                (
-                    f"{path}.restartPolicy",
-                    f'Unsupported value: "{policy or "Always"}": '
-                    'supported values: "OnFailure", "Never"',
-                )
-            )
-
-
-def _validate_job_spec(spec: Any, path: str, causes: list[tuple[str, str]]) -> None:
-    if not isinstance(spec, Mapping):
-        causes.append((path, "Required value"))
-        return
-    template = spec.get("template")
-    if not isinstance(template, Mapping):
-        causes.append((f"{path}.template", "Required value"))
-    else:
-        _validate_labels(
-            (template.get("metadata") or {}).get("labels"),
-            f"{path}.template.metadata.labels",
-            causes,
-        )
-        _validate_pod_spec(template.get("spec"), f"{path}.template.spec", causes, job=True)
-    for name in ("activeDeadlineSeconds",):
-        value = spec.get(name)
-        if value is not None and (not isinstance(value, int) or value <= 0):
-            causes.append((f"{path}.{name}", f"Invalid value: {value}: must be greater than 0"))
-    for name in ("backoffLimit", "ttlSecondsAfterFinished", "completions", "parallelism"):
-        value = spec.get(name)
-        if value is not None and (not isinstance(value, int) or value < 0):
-            causes.append(
-                (f"{path}.{name}", f"Invalid value: {value}: must be greater than or equal to 0")
-            )
-    pfp = spec.get("podFailurePolicy")
-    if pfp is not None and isinstance(template, Mapping):
-        if (template.get("spec") or {}).get("restartPolicy") != "Never":
-            causes.append(
-                (
-                    f"{path}.template.spec.restartPolicy",
-                    'Invalid value: "OnFailure": only "Never" is supported when '
-                    "podFailurePolicy is specified",
-                )
-            )
-        for index, rule in enumerate(pfp.get("rules") or []):
-            action = rule.get("action")
-            if action not in ("FailJob", "Ignore", "Count", "FailIndex"):
-                causes.append(
-                    (
-                        f"{path}.podFailurePolicy.rules[{index}].action",
-                        f'Unsupported value: "{action}": supported values: '
-                        '"Count", "FailIndex", "FailJob", "Ignore"',
-                    )
-                )
-            on_codes = rule.get("onExitCodes")
-            if on_codes is not None and on_codes.get("operator") not in ("In", "NotIn"):
-                causes.append(
-                    (
-                        f"{path}.podFailurePolicy.rules[{index}].onExitCodes.operator",
-                        f'Unsupported value: "{on_codes.get("operator")}": '
-                        'supported values: "In", "NotIn"',
-                    )
-                )
-
-
-def validate(rt: ResourceType, obj: Obj, old: Obj | None) -> None:
-    meta = obj.get("metadata") or {}
-    name = meta.get("name", "")
-    causes: list[tuple[str, str]] = []
-    pattern = _DNS_LABEL if rt.plural == "namespaces" else _DNS_SUBDOMAIN
-    max_len = {"namespaces": 63, "cronjobs": 52, "jobs": 63}.get(rt.plural, 253)
-    if not pattern.match(name):
-        causes.append(
-            (
-                "metadata.name",
-                f'Invalid value: "{name}": a lowercase RFC 1123 '
-                f"{'label' if rt.plural == 'namespaces' else 'subdomain'} must consist "
-                "of lower case alphanumeric characters, '-' or '.', and must start and "
-                "end with an alphanumeric character",
-            )
-        )
-    if len(name) > max_len:
-        causes.append(
-            ("metadata.name", f'Invalid value: "{name}": must be no more than {max_len} characters')
-        )
-    _validate_labels(meta.get("labels"), "metadata.labels", causes)
-    spec = obj.get("spec")
-    if rt.plural == "cronjobs":
-        if not isinstance(spec, Mapping):
-            causes.append(("spec", "Required value"))
-        else:
-            if not spec.get("schedule"):
-                causes.append(("spec.schedule", "Required value"))
-            tz = spec.get("timeZone")
-            if tz is not None:
-                try:
-                    ZoneInfo(tz)
-                except (ZoneInfoNotFoundError, ValueError):
-                    causes.append(
-                        ("spec.timeZone", f'Invalid value: "{tz}": unknown time zone {tz}')
-                    )
-            policy = spec.get("concurrencyPolicy")
-            if policy is not None and policy not in ("Allow", "Forbid", "Replace"):
-                causes.append(
-                    (
-                        "spec.concurrencyPolicy",
-                        f'Unsupported value: "{policy}": supported values: '
-                        '"Allow", "Forbid", "Replace"',
-                    )
-                )
-            for limit in (
-                "successfulJobsHistoryLimit",
-                "failedJobsHistoryLimit",
-                "startingDeadlineSeconds",
-            ):
-                value = spec.get(limit)
-                if value is not None and (not isinstance(value, int) or value < 0):
-                    causes.append(
-                        (
-                            f"spec.{limit}",
-                            f"Invalid value: {value}: must be greater than or equal to 0",
-                        )
-                    )
-            job_template = spec.get("jobTemplate")
-            if not isinstance(job_template, Mapping):
-                causes.append(("spec.jobTemplate", "Required value"))
-            else:
-                _validate_labels(
-                    (job_template.get("metadata") or {}).get("labels"),
-                    "spec.jobTemplate.metadata.labels",
-                    causes,
-                )
-                _validate_job_spec(job_template.get("spec"), "spec.jobTemplate.spec", causes)
-    elif rt.plural == "jobs":
-        _validate_job_spec(spec, "spec", causes)
-        if old is not None and isinstance(spec, Mapping):
-            old_spec = old.get("spec") or {}
-            for immutable in (
-                "template",
-                "selector",
-                "completionMode",
-                "podFailurePolicy",
-                "backoffLimitPerIndex",
-            ):
-                if spec.get(immutable) != old_spec.get(immutable):
-                    causes.append((f"spec.{immutable}", "Invalid value: field is immutable"))
-    elif rt.plural == "pods":
-        _validate_pod_spec(spec, "spec", causes, job=False)
-    if causes:
-        raise invalid(rt, name, causes)
-
-
-# ----------------------------------------------------------------------------------------------
-# Server-side defaulting (opt-in: FakeCluster(server_defaults=True))
-
-
-def _default_container(container: Obj) -> None:
-    image = str(container.get("image", ""))
-    tag = image.rsplit("/", 1)[-1]
-    latest = "@" not in image and (":" not in tag or tag.endswith(":latest"))
-    container.setdefault("imagePullPolicy", "Always" if latest else "IfNotPresent")
-    container.setdefault("terminationMessagePath", "/dev/termination-log")
-    container.setdefault("terminationMessagePolicy", "File")
-    container.setdefault("resources", {})
-    for port in container.get("ports") or []:
-        port.setdefault("protocol", "TCP")
-
-
-def default_pod_spec(spec: Obj) -> None:
-    spec.setdefault("restartPolicy", "Always")
-    spec.setdefault("terminationGracePeriodSeconds", 30)
-    spec.setdefault("dnsPolicy", "ClusterFirst")
-    spec.setdefault("securityContext", {})
-    spec.setdefault("schedulerName", "default-scheduler")
-    for container in list(spec.get("containers") or []) + list(spec.get("initContainers") or []):
-        _default_container(container)
-    if spec.get("serviceAccountName") and "serviceAccount" not in spec:
-        spec["serviceAccount"] = spec["serviceAccountName"]
-
-
-def default_job_spec(spec: Obj) -> None:
-    spec.setdefault("parallelism", 1)
-    spec.setdefault("completions", 1)
-    spec.setdefault("backoffLimit", 6)
-    spec.setdefault("completionMode", "NonIndexed")
-    spec.setdefault("suspend", False)
-    spec.setdefault(
-        "podReplacementPolicy", "Failed" if spec.get("podFailurePolicy") else "TerminatingOrFailed"
-    )
-    spec.setdefault("manualSelector", None)
-    if spec.get("manualSelector") is None:
-        spec.pop("manualSelector")
-    template = spec.setdefault("template", {})
-    default_pod_spec(template.setdefault("spec", {}))
-
-
-def default_cronjob_spec(spec: Obj) -> None:
-    spec.setdefault("concurrencyPolicy", "Allow")
-    spec.setdefault("suspend", False)
-    spec.setdefault("successfulJobsHistoryLimit", 3)
-    spec.setdefault("failedJobsHistoryLimit", 1)
-    template = spec.setdefault("jobTemplate", {}).setdefault("spec", {}).setdefault("template", {})
-    default_pod_spec(template.setdefault("spec", {}))
-
-
-# ----------------------------------------------------------------------------------------------
-# The state
-
-
-def _labels(obj: Mapping[str, Any] | None) -> dict[str, str]:
-    if not obj:
-        return {}
-    labels = (obj.get("metadata") or {}).get("labels")
-    return dict(labels) if isinstance(labels, Mapping) else {}
-
-
-def _ns_of(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("namespace") or "")
-
-
-def _name_of(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("name") or "")
-
-
-def _uid_of(obj: Mapping[str, Any]) -> str:
-    return str((obj.get("metadata") or {}).get("uid") or "")
-
-
-def _without_rv(obj: Mapping[str, Any]) -> Obj:
-    clone = dict(obj)
-    meta = dict(clone.get("metadata") or {})
-    meta.pop("resourceVersion", None)
-    clone["metadata"] = meta
-    return clone
 
 
 def condition(ctype: str, reason: str, message: str, now: datetime) -> Obj:
@@ -579,14 +70,6 @@ def condition(ctype: str, reason: str, message: str, now: datetime) -> Obj:
     }
 
 
-def job_finished(job: Mapping[str, Any]) -> str | None:
-    """``Complete`` or ``Failed`` when the Job has that condition with status True."""
-    for cond in (job.get("status") or {}).get("conditions") or []:
-        if cond.get("type") in ("Complete", "Failed") and cond.get("status") == "True":
-            return str(cond["type"])
-    return None
-
-
 def _omit_zero(status: Obj) -> Obj:
     for key in ("active", "succeeded", "failed"):
         if not status.get(key):
@@ -594,8 +77,8 @@ def _omit_zero(status: Obj) -> Obj:
     return status
 
 
-class ClusterState:
-    """All objects, the watch-event history, pod logs, and the controllers' behaviour."""
+class ClusterState(Store):
+    """The store with the controllers acting on it."""
 
     def __init__(
         self,
@@ -603,743 +86,28 @@ class ClusterState:
         auto_namespaces: bool = True,
         auto_complete: JobBehaviour | None = None,
         server_defaults: bool = False,
-        validation: bool = True,
         event_history: int = 10_000,
     ) -> None:
-        self.auto_namespaces = auto_namespaces
         self.auto_complete = auto_complete
-        self.server_defaults = server_defaults
-        self.validation = validation
-        self.event_history = max(event_history, 10)
-        self.objects: dict[str, dict[tuple[str, str], Obj]] = {plural: {} for plural in RESOURCES}
-        self.rv = 0
-        self.events: list[WatchEvent] = []
-        self.compacted_rv = 0  # watches from an older resourceVersion get 410 Gone
-        self.trimmed_rv = (
-            0  # the newest event dropped from the history (open watches behind it: 410)
-        )
-        self.watch_epoch = 0  # bumped to end the open watches (expire_watches)
-        self.logs: dict[tuple[str, str, str], list[LogLine]] = {}
-        self.previous_logs: dict[tuple[str, str, str], list[LogLine]] = {}
-        self.applied: dict[tuple[str, str, str, str], Obj] = {}
-        self.owned: dict[str, set[tuple[str, str, str]]] = {}  # owner uid -> (plural, ns, name)
         self.tasks: set[asyncio.Task[Any]] = set()
         self.deadlines: dict[str, asyncio.TimerHandle] = {}  # job uid -> timer
-        self._waiter: asyncio.Future[None] | None = None
-        self.closing = False
-        for name in ("default", "kube-system", "kube-public", "kube-node-lease"):
-            self._create_namespace(name)
-
-    # ------------------------------------------------------------------------------------------
-    # change notification
-
-    def notify(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-        self._waiter = None
-
-    async def wait_change(self, timeout: float | None) -> None:
-        if self._waiter is None:
-            self._waiter = asyncio.get_running_loop().create_future()
-        waiter = self._waiter
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(waiter), timeout)
-
-    def _commit(self, plural: str, event_type: str, obj: Obj, prev: Obj | None) -> Obj:
-        self.rv += 1
-        meta = dict(obj.get("metadata") or {})
-        meta["resourceVersion"] = str(self.rv)
-        obj = dict(obj)
-        obj["metadata"] = meta
-        key = (_ns_of(obj), _name_of(obj))
-        stored_before = self.objects[plural].get(key)
-        if event_type == "DELETED":
-            self.objects[plural].pop(key, None)
-        else:
-            self.objects[plural][key] = obj
-        self._index_owners(plural, key, stored_before, None if event_type == "DELETED" else obj)
-        self.events.append(WatchEvent(self.rv, plural, event_type, obj, prev))
-        if len(self.events) > self.event_history:
-            drop = len(self.events) - self.event_history // 2
-            self.trimmed_rv = self.events[drop - 1].rv
-            self.compacted_rv = max(self.compacted_rv, self.trimmed_rv)
-            del self.events[:drop]
-        self.notify()
-        return obj
-
-    def _index_owners(
-        self, plural: str, key: tuple[str, str], before: Obj | None, after: Obj | None
-    ) -> None:
-        def owners(obj: Obj | None) -> set[str]:
-            if obj is None:
-                return set()
-            refs = obj["metadata"].get("ownerReferences") or []
-            return {str(ref.get("uid")) for ref in refs if ref.get("uid")}
-
-        old, new = owners(before), owners(after)
-        for uid in old - new:
-            dependents = self.owned.get(uid)
-            if dependents is not None:
-                dependents.discard((plural, *key))
-                if not dependents:
-                    del self.owned[uid]
-        for uid in new - old:
-            self.owned.setdefault(uid, set()).add((plural, *key))
-
-    def owned_by(self, owner_uid: str, plural: str) -> list[Obj]:
-        """The objects of ``plural`` with an ownerReference to ``owner_uid``, oldest first."""
-        found = []
-        for dep_plural, ns, name in self.owned.get(owner_uid, ()):
-            if dep_plural == plural and (obj := self.objects[plural].get((ns, name))) is not None:
-                found.append(obj)
-        found.sort(
-            key=lambda o: (
-                o["metadata"]["creationTimestamp"],
-                int(o["metadata"]["resourceVersion"]),
-            )
+        super().__init__(
+            auto_namespaces=auto_namespaces,
+            server_defaults=server_defaults,
+            event_history=event_history,
         )
-        return found
 
-    def events_after(self, rv: int) -> list[WatchEvent]:
-        index = bisect.bisect_right(self.events, rv, key=lambda event: event.rv)
-        return self.events[index:]
-
-    def expire_watches(self, *, close_open: bool = True) -> None:
-        """Compact the history: watches from any resourceVersion older than now get 410 Gone."""
-        self.rv += 1
-        self.compacted_rv = self.rv
-        if close_open:
-            self.watch_epoch += 1
-        self.notify()
-
-    # ------------------------------------------------------------------------------------------
-    # reading
-
-    def find(self, plural: str, namespace: str | None, name: str) -> Obj | None:
-        return self.objects[plural].get((namespace or "", name))
-
-    def require(self, plural: str, namespace: str | None, name: str) -> Obj:
-        obj = self.find(plural, namespace, name)
-        if obj is None:
-            raise not_found(RESOURCES[plural], name)
-        return obj
-
-    def select(
-        self,
-        plural: str,
-        namespace: str | None,
-        labels: LabelSelector | None = None,
-        fields: FieldSelector | None = None,
-    ) -> list[Obj]:
-        result = []
-        for (ns, _), obj in self.objects[plural].items():
-            if namespace is not None and ns != namespace:
-                continue
-            if labels is not None and not labels.matches(_labels(obj)):
-                continue
-            if fields is not None and not fields.matches(obj):
-                continue
-            result.append(obj)
-        result.sort(key=lambda o: (_ns_of(o), _name_of(o)))
-        return result
-
-    def list_page(
-        self,
-        plural: str,
-        namespace: str | None,
-        labels: LabelSelector,
-        fields: FieldSelector,
-        *,
-        limit: int | None = None,
-        continue_token: str | None = None,
-    ) -> ListResult:
-        items = self.select(plural, namespace, labels, fields)
-        start_after: tuple[str, str] | None = None
-        rv = str(self.rv)
-        if continue_token:
-            try:
-                decoded = json.loads(bytes.fromhex(continue_token).decode())
-                start_after = (decoded["ns"], decoded["name"])
-                rv = str(decoded["rv"])
-            except (ValueError, KeyError) as exc:
-                raise bad_request(f"continue key is not valid: {exc}") from exc
-            if int(rv) < self.compacted_rv:
-                raise ApiError(
-                    410,
-                    "Expired",
-                    "The provided continue parameter is too old to display a "
-                    "consistent list result. You can start a new list without "
-                    "the continue parameter.",
-                )
-            items = [o for o in items if (_ns_of(o), _name_of(o)) > start_after]
-        token = None
-        remaining = None
-        if limit and len(items) > limit:
-            last = items[limit - 1]
-            token = (
-                json.dumps({"rv": int(rv), "ns": _ns_of(last), "name": _name_of(last)})
-                .encode()
-                .hex()
-            )
-            if not labels.requirements and not fields.requirements:
-                remaining = len(items) - limit
-            items = items[:limit]
-        return ListResult(items, rv, token, remaining)
-
-    # ------------------------------------------------------------------------------------------
-    # writing through the API
-
-    def _ensure_namespace(self, namespace: str) -> None:
-        if self.find("namespaces", None, namespace) is not None:
-            return
-        if not self.auto_namespaces:
-            raise not_found(RESOURCES["namespaces"], namespace)
-        self._create_namespace(namespace)
-
-    def _create_namespace(self, name: str) -> Obj:
-        return self.create("namespaces", None, {"metadata": {"name": name}})
-
-    def create(
-        self,
-        plural: str,
-        namespace: str | None,
-        body: Any,
-        *,
-        dry_run: bool = False,
-        status: Obj | None = None,
-    ) -> Obj:
-        rt = RESOURCES[plural]
-        if not isinstance(body, Mapping):
-            raise bad_request("the body of the request was not a JSON object")
-        obj: Obj = copy.deepcopy(dict(body))
-        meta: Obj = dict(obj.get("metadata") or {})
-        if rt.namespaced:
-            body_ns = meta.get("namespace")
-            if namespace is None:
-                namespace = body_ns
-            if not namespace:
-                raise bad_request(
-                    "the server could not find the requested resource: namespace is required"
-                )
-            if body_ns and body_ns != namespace:
-                raise bad_request(
-                    "the namespace of the provided object does not match the namespace sent on "
-                    "the request"
-                )
-            self._ensure_namespace(namespace)
-            meta["namespace"] = namespace
-        else:
-            meta.pop("namespace", None)
-        name = meta.get("name")
-        if not name:
-            prefix = meta.get("generateName")
-            if not prefix:
-                raise invalid(
-                    rt, "", [("metadata.name", "Required value: name or generateName is required")]
-                )
-            for _ in range(100):
-                name = f"{prefix}{random_suffix()}"
-                if self.find(plural, namespace, name) is None:
-                    break
-            meta["name"] = name
-        name = str(name)
-        if self.find(plural, namespace, name) is not None:
-            raise already_exists(rt, name)
-        for server_owned in (
-            "resourceVersion",
-            "deletionTimestamp",
-            "deletionGracePeriodSeconds",
-            "selfLink",
-        ):
-            meta.pop(server_owned, None)
-        meta["uid"] = str(uuid.uuid4())
-        meta["creationTimestamp"] = rfc3339(utcnow())
-        meta["generation"] = 1
-        obj["apiVersion"] = rt.api_version
-        obj["kind"] = rt.kind
-        obj["metadata"] = meta
-        self._prepare_create(rt, obj, status)
-        if self.validation:
-            validate(rt, obj, None)
-        if dry_run:
-            return obj
-        stored = self._commit(plural, "ADDED", obj, None)
+    def _on_removed(self, plural: str, obj: Obj) -> None:
         if plural == "jobs":
-            self._on_job_created(stored)
-        return stored
-
-    def _prepare_create(self, rt: ResourceType, obj: Obj, status: Obj | None) -> None:
-        if rt.plural == "namespaces":
-            obj.setdefault("spec", {"finalizers": ["kubernetes"]})
-            obj["status"] = {"phase": "Active"}
-            labels = obj["metadata"].setdefault("labels", {})
-            labels["kubernetes.io/metadata.name"] = obj["metadata"]["name"]
-            return
-        if status is not None:
-            obj["status"] = status
-        elif rt.plural == "pods":
-            obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
-        else:
-            obj["status"] = {}
-        spec = obj.setdefault("spec", {})
-        if not isinstance(spec, dict):
-            return
-        if rt.plural == "jobs":
-            # The API server's Job strategy: a generated selector and the matching template labels.
-            uid = obj["metadata"]["uid"]
-            name = obj["metadata"]["name"]
-            template = spec.setdefault("template", {})
-            if isinstance(template, dict) and not spec.get("manualSelector"):
-                tmeta = template.setdefault("metadata", {})
-                tlabels = tmeta.setdefault("labels", {})
-                tlabels.update(
-                    {
-                        "batch.kubernetes.io/controller-uid": uid,
-                        "batch.kubernetes.io/job-name": name,
-                        "controller-uid": uid,
-                        "job-name": name,
-                    }
-                )
-                spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
-                labels = obj["metadata"].setdefault("labels", {})
-                labels.setdefault("batch.kubernetes.io/controller-uid", uid)
-                labels.setdefault("batch.kubernetes.io/job-name", name)
-                labels.setdefault("controller-uid", uid)
-                labels.setdefault("job-name", name)
-            if self.server_defaults:
-                default_job_spec(spec)
-        elif rt.plural == "cronjobs" and self.server_defaults:
-            default_cronjob_spec(spec)
-        elif rt.plural == "pods" and self.server_defaults:
-            default_pod_spec(spec)
-
-    def update(
-        self,
-        plural: str,
-        namespace: str | None,
-        name: str,
-        body: Any,
-        *,
-        subresource: str | None = None,
-        dry_run: bool = False,
-    ) -> Obj:
-        """PUT semantics (also the last step of every PATCH)."""
-        rt = RESOURCES[plural]
-        old = self.require(plural, namespace, name)
-        if not isinstance(body, Mapping):
-            raise bad_request("the body of the request was not a JSON object")
-        new: Obj = copy.deepcopy(dict(body))
-        meta: Obj = dict(new.get("metadata") or {})
-        body_name = meta.get("name")
-        if body_name and body_name != name:
-            raise bad_request(
-                f"the name of the object ({body_name}) does not match the name on the URL ({name})"
-            )
-        body_ns = meta.get("namespace")
-        if rt.namespaced and body_ns and body_ns != namespace:
-            raise bad_request(
-                "the namespace of the provided object does not match the namespace sent on "
-                "the request"
-            )
-        old_meta = old["metadata"]
-        expected_rv = meta.get("resourceVersion")
-        if expected_rv and str(expected_rv) != old_meta["resourceVersion"]:
-            raise conflict(
-                rt,
-                name,
-                "the object has been modified; please apply your changes to the "
-                "latest version and try again",
-            )
-        if subresource == "status":
-            result = copy.deepcopy(old)
-            result["status"] = new.get("status") or {}
-        else:
-            result = new
-            for kept in (
-                "uid",
-                "creationTimestamp",
-                "deletionTimestamp",
-                "deletionGracePeriodSeconds",
-                "namespace",
-                "name",
-                "generation",
-                "resourceVersion",
-            ):
-                if kept in old_meta:
-                    meta[kept] = old_meta[kept]
-                else:
-                    meta.pop(kept, None)
-            result["metadata"] = meta
-            if rt.has_status:
-                result["status"] = copy.deepcopy(old.get("status", {}))
-        result["apiVersion"] = rt.api_version
-        result["kind"] = rt.kind
-        if self.server_defaults and subresource is None:
-            spec = result.get("spec")
-            if isinstance(spec, dict):
-                {
-                    "jobs": default_job_spec,
-                    "cronjobs": default_cronjob_spec,
-                    "pods": default_pod_spec,
-                }.get(plural, lambda _: None)(spec)
-        if self.validation and subresource is None:
-            validate(rt, result, old)
-        if _without_rv(result) == _without_rv(old):
-            return old  # a no-op write changes nothing, not even the resourceVersion
-        spec_changed = {k: v for k, v in result.items() if k not in ("metadata", "status")} != {
-            k: v for k, v in old.items() if k not in ("metadata", "status")
-        }
-        if spec_changed:
-            result["metadata"]["generation"] = int(old_meta.get("generation", 1)) + 1
-        if dry_run:
-            return result
-        stored = self._commit(plural, "MODIFIED", result, old)
-        meta_now = stored["metadata"]
-        if meta_now.get("deletionTimestamp") and not meta_now.get("finalizers"):
-            return self._finalize_delete(plural, stored)
-        return stored
-
-    def patch(
-        self,
-        plural: str,
-        namespace: str | None,
-        name: str,
-        body: Any,
-        content_type: str,
-        *,
-        subresource: str | None = None,
-        field_manager: str | None = None,
-        dry_run: bool = False,
-    ) -> tuple[Obj, bool]:
-        """Returns the stored object and whether it was created (server-side apply only)."""
-        kind = content_type.split(";")[0].strip().lower()
-        if kind == "application/apply-patch+yaml":
-            return self._apply(plural, namespace, name, body, subresource, field_manager, dry_run)
-        old = self.require(plural, namespace, name)
-        try:
-            if kind == "application/merge-patch+json":
-                if not isinstance(body, Mapping):
-                    raise bad_request("the body of a merge patch must be a JSON object")
-                patched = k8s_patch.merge_patch(old, body)
-            elif kind == "application/strategic-merge-patch+json":
-                if not isinstance(body, Mapping):
-                    raise bad_request("the body of a strategic merge patch must be a JSON object")
-                patched = k8s_patch.strategic_merge_patch(old, body)
-            elif kind == "application/json-patch+json":
-                if not isinstance(body, list):
-                    raise bad_request("the body of a JSON patch must be a JSON array")
-                patched = k8s_patch.json_patch(old, body)
-            else:
-                raise ApiError(
-                    415,
-                    "UnsupportedMediaType",
-                    "the body of the request was in an unknown "
-                    "format - accepted media types include: "
-                    "application/json-patch+json, "
-                    "application/merge-patch+json, "
-                    "application/apply-patch+yaml",
-                )
-        except k8s_patch.PatchError as exc:
-            raise ApiError(
-                422,
-                "Invalid",
-                f"the server rejected our request due to an error in our request: {exc}",
-            ) from exc
-        # A resourceVersion in the patch is a precondition; without it the patch always applies.
-        patch_rv = None
-        if isinstance(body, Mapping):
-            patch_rv = (body.get("metadata") or {}).get("resourceVersion")
-        meta = dict(patched.get("metadata") or {})
-        if patch_rv is None:
-            meta.pop("resourceVersion", None)
-        patched["metadata"] = meta
-        return self.update(
-            plural, namespace, name, patched, subresource=subresource, dry_run=dry_run
-        ), False
-
-    def _apply(
-        self,
-        plural: str,
-        namespace: str | None,
-        name: str,
-        body: Any,
-        subresource: str | None,
-        field_manager: str | None,
-        dry_run: bool,
-    ) -> tuple[Obj, bool]:
-        if not field_manager:
-            raise bad_request("PATCH, application/apply-patch+yaml requires fieldManager to be set")
-        if not isinstance(body, Mapping):
-            raise bad_request("the body of an apply patch must be an object")
-        key = (plural, namespace or "", name, field_manager)
-        old = self.find(plural, namespace, name)
-        if old is None:
-            if subresource:
-                raise not_found(RESOURCES[plural], name)
-            created = self.create(plural, namespace, body, dry_run=dry_run)
-            if not dry_run:
-                self.applied[key] = copy.deepcopy(dict(body))
-            return created, True
-        merged = k8s_patch.apply_patch(old, body, self.applied.get(key))
-        meta = dict(merged.get("metadata") or {})
-        if (body.get("metadata") or {}).get("resourceVersion") is None:
-            meta.pop("resourceVersion", None)
-        merged["metadata"] = meta
-        result = self.update(
-            plural, namespace, name, merged, subresource=subresource, dry_run=dry_run
-        )
-        if not dry_run:
-            self.applied[key] = copy.deepcopy(dict(body))
-        return result, False
-
-    def delete(
-        self,
-        plural: str,
-        namespace: str | None,
-        name: str,
-        *,
-        propagation: str | None = None,
-        preconditions: Mapping[str, Any] | None = None,
-        dry_run: bool = False,
-    ) -> tuple[Obj, bool]:
-        """Returns (the object, whether it is gone); a pending deletion returns the object."""
-        rt = RESOURCES[plural]
-        obj = self.require(plural, namespace, name)
-        if preconditions:
-            if preconditions.get("uid") and preconditions["uid"] != _uid_of(obj):
-                raise conflict(
-                    rt,
-                    name,
-                    f"Precondition failed: UID in precondition: {preconditions['uid']}, "
-                    f"UID in object meta: {_uid_of(obj)}",
-                )
-            want_rv = preconditions.get("resourceVersion")
-            if want_rv and str(want_rv) != obj["metadata"]["resourceVersion"]:
-                raise conflict(
-                    rt,
-                    name,
-                    f"Precondition failed: ResourceVersion in precondition: {want_rv}, "
-                    f"ResourceVersion in object meta: {obj['metadata']['resourceVersion']}",
-                )
-        if dry_run:
-            return obj, True
-        if obj["metadata"].get("deletionTimestamp"):
-            return obj, False
-        if propagation is None:
-            # batch/v1 Jobs orphan their pods by default (for backwards compatibility);
-            # everything else cascades.
-            propagation = "Orphan" if plural == "jobs" else "Background"
-        if propagation not in ("Orphan", "Background", "Foreground"):
-            raise bad_request(
-                f'Unsupported value: "{propagation}": supported values: '
-                '"Foreground", "Background", "Orphan"'
-            )
-        finalizers = list(obj["metadata"].get("finalizers") or [])
-        if plural == "namespaces":
-            terminating = copy.deepcopy(obj)
-            terminating["metadata"]["deletionTimestamp"] = rfc3339(utcnow())
-            terminating["status"] = {"phase": "Terminating"}
-            self._commit(plural, "MODIFIED", terminating, obj)
-            for inner in ("cronjobs", "jobs", "pods"):
-                for child in self.select(inner, name):
-                    if self.find(inner, name, _name_of(child)) is not None:
-                        self._delete_now(
-                            inner, self.objects[inner][(name, _name_of(child))], "Background"
-                        )
-            gone = self._commit(plural, "DELETED", self.require("namespaces", None, name), None)
-            return gone, True
-        if propagation == "Foreground":
-            pending = copy.deepcopy(obj)
-            pending["metadata"]["deletionTimestamp"] = rfc3339(utcnow())
-            pending["metadata"]["deletionGracePeriodSeconds"] = 0
-            pending["metadata"]["finalizers"] = [*finalizers, "foregroundDeletion"]
-            pending = self._commit(plural, "MODIFIED", pending, obj)
-            self._delete_dependents(_uid_of(obj), "Background")
-            released = copy.deepcopy(self.require(plural, namespace, name))
-            released["metadata"]["finalizers"] = finalizers
-            released = self._commit(plural, "MODIFIED", released, pending)
-            if finalizers:
-                return released, False
-            self._finalize_delete(plural, released)
-            return pending, False
-        if finalizers:
-            pending = copy.deepcopy(obj)
-            pending["metadata"]["deletionTimestamp"] = rfc3339(utcnow())
-            pending["metadata"]["deletionGracePeriodSeconds"] = 0
-            return self._commit(plural, "MODIFIED", pending, obj), False
-        return self._delete_now(plural, obj, propagation), True
-
-    def _delete_now(self, plural: str, obj: Obj, propagation: str) -> Obj:
-        gone = self._finalize_delete(plural, obj)
-        if propagation == "Orphan":
-            self._orphan_dependents(_uid_of(obj))
-        else:
-            self._delete_dependents(_uid_of(obj), "Background")
-        return gone
-
-    def _finalize_delete(self, plural: str, obj: Obj) -> Obj:
-        final = copy.deepcopy(obj)
-        final["metadata"].setdefault("deletionTimestamp", rfc3339(utcnow()))
-        gone = self._commit(plural, "DELETED", final, None)
-        ns, name = _ns_of(obj), _name_of(obj)
-        if plural == "pods":
-            for key in [k for k in self.logs if k[0] == ns and k[1] == name]:
-                self.logs.pop(key, None)
-                self.previous_logs.pop(key, None)
-        if plural == "jobs":
-            handle = self.deadlines.pop(_uid_of(obj), None)
+            handle = self.deadlines.pop(uid_of(obj), None)
             if handle is not None:
                 handle.cancel()
-        for applied in [k for k in self.applied if k[:3] == (plural, ns, name)]:
-            self.applied.pop(applied, None)
-        return gone
-
-    def _dependents(self, owner_uid: str) -> list[tuple[str, Obj]]:
-        return [
-            (plural, obj) for plural in ("jobs", "pods") for obj in self.owned_by(owner_uid, plural)
-        ]
-
-    def _delete_dependents(self, owner_uid: str, propagation: str) -> None:
-        for plural, dependent in self._dependents(owner_uid):
-            current = self.find(plural, _ns_of(dependent), _name_of(dependent))
-            if current is not None and not current["metadata"].get("deletionTimestamp"):
-                if current["metadata"].get("finalizers"):
-                    self.delete(plural, _ns_of(current), _name_of(current), propagation=propagation)
-                else:
-                    self._delete_now(plural, current, propagation)
-
-    def _orphan_dependents(self, owner_uid: str) -> None:
-        for plural, dependent in self._dependents(owner_uid):
-            orphan = copy.deepcopy(dependent)
-            refs = [
-                r
-                for r in orphan["metadata"].get("ownerReferences") or []
-                if r.get("uid") != owner_uid
-            ]
-            if refs:
-                orphan["metadata"]["ownerReferences"] = refs
-            else:
-                orphan["metadata"].pop("ownerReferences", None)
-            self._commit(plural, "MODIFIED", orphan, dependent)
-
-    def _write_status(self, plural: str, obj: Obj, status: Obj) -> Obj:
-        """A controller's status write (no validation, no generation change)."""
-        current = self.require(plural, _ns_of(obj), _name_of(obj))
-        updated = copy.deepcopy(current)
-        updated["status"] = status
-        if updated == current:
-            return current
-        return self._commit(plural, "MODIFIED", updated, current)
-
-    # ------------------------------------------------------------------------------------------
-    # pod logs
-
-    def append_logs(
-        self,
-        namespace: str,
-        pod: str,
-        text: str,
-        *,
-        container: str | None = None,
-        previous: bool = False,
-    ) -> None:
-        obj = self.find("pods", namespace, pod)
-        if obj is None:
-            raise HarnessError(f"no pod {namespace}/{pod}")
-        container = container or self._default_container(obj)
-        store = self.previous_logs if previous else self.logs
-        lines = store.setdefault((namespace, pod, container), [])
-        now = utcnow()
-        for piece in text.splitlines(keepends=True):
-            lines.append(LogLine(now, piece))
-        self.notify()
-
-    @staticmethod
-    def _default_container(pod: Obj) -> str:
-        containers = (pod.get("spec") or {}).get("containers") or []
-        return str(containers[0]["name"]) if containers else "main"
-
-    def log_lines(
-        self,
-        namespace: str,
-        pod_name: str,
-        container: str | None,
-        *,
-        previous: bool = False,
-    ) -> tuple[str, list[LogLine]]:
-        pod = self.find("pods", namespace, pod_name)
-        if pod is None:
-            raise not_found(RESOURCES["pods"], pod_name)
-        spec = pod.get("spec") or {}
-        names = [c.get("name") for c in spec.get("containers") or []]
-        init_names = [c.get("name") for c in spec.get("initContainers") or []]
-        if container is None:
-            if len(names) == 1:
-                container = str(names[0])
-            else:
-                raise bad_request(
-                    f"a container name must be specified for pod {pod_name}, choose one of: "
-                    f"[{' '.join(str(n) for n in names)}]"
-                )
-        elif container not in names and container not in init_names:
-            raise bad_request(f"container {container} is not valid for pod {pod_name}")
-        key = (namespace, pod_name, container)
-        if previous:
-            if key not in self.previous_logs:
-                raise bad_request(
-                    f'previous terminated container "{container}" in pod "{pod_name}" not found'
-                )
-            return container, self.previous_logs[key]
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            if status.get("name") == container and "waiting" in (status.get("state") or {}):
-                reason = status["state"]["waiting"].get("reason", "ContainerCreating")
-                raise bad_request(
-                    f'container "{container}" in pod "{pod_name}" is waiting to start: {reason}'
-                )
-        if not (pod.get("status") or {}).get("containerStatuses"):
-            raise bad_request(
-                f'container "{container}" in pod "{pod_name}" is waiting to start: '
-                "ContainerCreating"
-            )
-        return container, self.logs.get(key, [])
-
-    def container_running(self, namespace: str, pod_name: str, container: str) -> bool:
-        pod = self.find("pods", namespace, pod_name)
-        if pod is None:
-            return False
-        for status in (pod.get("status") or {}).get("containerStatuses") or []:
-            if status.get("name") == container:
-                return "running" in (status.get("state") or {}) or "waiting" in (
-                    status.get("state") or {}
-                )
-        return False
-
-    @staticmethod
-    def render_logs(
-        lines: Iterable[LogLine],
-        *,
-        tail_lines: int | None = None,
-        since: datetime | None = None,
-        timestamps: bool = False,
-        limit_bytes: int | None = None,
-    ) -> bytes:
-        selected = [line for line in lines if since is None or line.at >= since]
-        if tail_lines is not None:
-            selected = selected[-tail_lines:] if tail_lines > 0 else []
-        if timestamps:
-            text = "".join(f"{rfc3339_nano(line.at)} {line.text}" for line in selected)
-        else:
-            text = "".join(line.text for line in selected)
-        data = text.encode()
-        if limit_bytes is not None:
-            data = data[:limit_bytes]
-        return data
 
     # ------------------------------------------------------------------------------------------
     # the Job controller and the kubelet
 
     def _job_pods(self, job: Obj) -> list[Obj]:
-        return self.owned_by(_uid_of(job), "pods")
+        return self.owned_by(uid_of(job), "pods")
 
     @staticmethod
     def _pod_active(pod: Obj) -> bool:
@@ -1359,7 +127,7 @@ class ClusterState:
         return job
 
     def _create_job_pod(self, job: Obj, *, running: bool) -> Obj:
-        ns, job_name, uid = _ns_of(job), _name_of(job), _uid_of(job)
+        ns, job_name, uid = ns_of(job), name_of(job), uid_of(job)
         template = copy.deepcopy((job.get("spec") or {}).get("template") or {})
         tmeta = template.get("metadata") or {}
         labels = dict(tmeta.get("labels") or {})
@@ -1389,12 +157,10 @@ class ClusterState:
         }
         if tmeta.get("annotations"):
             pod_body["metadata"]["annotations"] = dict(tmeta["annotations"])
-        saved_validation, self.validation = self.validation, False
-        try:
-            pod = self.create("pods", ns, pod_body, status=self._pod_status(spec, running=running))
-        finally:
-            self.validation = saved_validation
-        return pod
+        # The controller's own pod: created as the Job's template says, without the checks
+        # of a client's write.
+        status = self._pod_status(spec, running=running)
+        return self.create("pods", ns, pod_body, status=status, check=False)
 
     @staticmethod
     def _pod_conditions(
@@ -1467,7 +233,7 @@ class ClusterState:
         status = self._pod_status(pod.get("spec") or {}, running=True)
         status["startTime"] = (pod.get("status") or {}).get("startTime", status["startTime"])
         status["podIP"] = (pod.get("status") or {}).get("podIP", status["podIP"])
-        return self._write_status("pods", pod, status)
+        return self.write_status("pods", pod, status)
 
     def _terminate_pod(
         self,
@@ -1504,8 +270,8 @@ class ClusterState:
             }
             spec_c = spec_containers.get(name) or {}
             if code != 0 and spec_c.get("terminationMessagePolicy") == "FallbackToLogsOnError":
-                lines = self.logs.get((_ns_of(pod), _name_of(pod), str(name)), [])
-                message = "".join(line.text for line in lines[-80:])[-2048:]
+                lines = self.logs.get((ns_of(pod), name_of(pod), str(name)), [])
+                message = "".join(lines[-80:])[-2048:]
                 if message:
                     terminated["message"] = message
             if code != 0:
@@ -1526,7 +292,7 @@ class ClusterState:
         status["phase"] = phase
         done_reason = "PodCompleted" if phase == "Succeeded" else "PodFailed"
         status["conditions"] = self._pod_conditions(stamp, ready=False, done_reason=done_reason)
-        return self._write_status("pods", pod, status)
+        return self.write_status("pods", pod, status)
 
     def _job_status_running(self, job: Obj) -> Obj:
         status = copy.deepcopy(job.get("status") or {})
@@ -1562,14 +328,14 @@ class ClusterState:
             pod = self._set_pod_running(pod)
         job = self._require_job(namespace, name)
         first_start = "startTime" not in (job.get("status") or {})
-        job = self._write_status("jobs", job, self._job_status_running(job))
+        job = self.write_status("jobs", job, self._job_status_running(job))
         if first_start:
             self._arm_deadline(job)
         if logs:
             if pending:
                 raise HarnessError("a pending container has no logs yet; start it first")
-            self.append_logs(namespace, _name_of(pod), logs, container=container)
-        return _name_of(pod)
+            self.append_logs(namespace, name_of(pod), logs, container=container)
+        return name_of(pod)
 
     def _arm_deadline(self, job: Obj) -> None:
         seconds = (job.get("spec") or {}).get("activeDeadlineSeconds")
@@ -1577,24 +343,24 @@ class ClusterState:
             return
         started = parse_time(job["status"]["startTime"])
         remaining = max(0.0, (started + timedelta(seconds=seconds) - utcnow()).total_seconds())
-        uid = _uid_of(job)
-        ns, name = _ns_of(job), _name_of(job)
+        uid = uid_of(job)
+        ns, name = ns_of(job), name_of(job)
         loop = asyncio.get_running_loop()
         self.deadlines[uid] = loop.call_later(remaining, self._deadline_exceeded, ns, name, uid)
 
     def _deadline_exceeded(self, namespace: str, name: str, uid: str) -> None:
         self.deadlines.pop(uid, None)
         job = self.find("jobs", namespace, name)
-        if job is None or _uid_of(job) != uid or job_finished(job):
+        if job is None or uid_of(job) != uid or job_finished(job):
             return
         self._fail_job(job, "DeadlineExceeded", MSG_DEADLINE, exit_code=143)
 
     def _fail_job(self, job: Obj, reason: str, message: str, *, exit_code: int = 143) -> None:
         """Fail a Job whose pods may still run: terminate them (the controller deletes them)."""
-        ns, name = _ns_of(job), _name_of(job)
+        ns, name = ns_of(job), name_of(job)
         active = [p for p in self._job_pods(job) if self._pod_active(p)]
         for pod in active:
-            container = self._default_container(pod)
+            container = default_container(pod)
             self._terminate_pod(
                 pod, container=container, exit_code=exit_code, reason="Error", deadline=True
             )
@@ -1610,15 +376,15 @@ class ClusterState:
             *status.get("conditions", []),
             condition("FailureTarget", reason, message, utcnow()),
         ]
-        job = self._write_status("jobs", job, _omit_zero(status))
+        job = self.write_status("jobs", job, _omit_zero(status))
         for pod in active:
-            current = self.find("pods", ns, _name_of(pod))
+            current = self.find("pods", ns, name_of(pod))
             if current is not None:
-                self.delete("pods", ns, _name_of(pod), propagation="Background")
+                self.delete("pods", ns, name_of(pod), propagation="Background")
         self._finish_failed(job, reason, message)
 
     def _finish_failed(self, job: Obj, reason: str, message: str) -> None:
-        job = self.require("jobs", _ns_of(job), _name_of(job))
+        job = self.require("jobs", ns_of(job), name_of(job))
         status = copy.deepcopy(job.get("status") or {})
         status["terminating"] = 0
         status["ready"] = 0
@@ -1627,7 +393,7 @@ class ClusterState:
             *status.get("conditions", []),
             condition("Failed", reason, message, utcnow()),
         ]
-        job = self._write_status("jobs", job, _omit_zero(status))
+        job = self.write_status("jobs", job, _omit_zero(status))
         self._job_done(job)
 
     @staticmethod
@@ -1679,9 +445,9 @@ class ClusterState:
             assert pod is not None
         elif (pod.get("status") or {}).get("phase") == "Pending":
             pod = self._set_pod_running(pod)
-        container = container or self._default_container(pod)
+        container = container or default_container(pod)
         if logs:
-            self.append_logs(namespace, _name_of(pod), logs, container=container)
+            self.append_logs(namespace, name_of(pod), logs, container=container)
         job_reason = reason if reason in JOB_FAILURE_REASONS else None
         if job_reason == "DeadlineExceeded":
             self._fail_job(
@@ -1710,14 +476,14 @@ class ClusterState:
                 *status.get("conditions", []),
                 condition("SuccessCriteriaMet", "CompletionsReached", MSG_COMPLETIONS, now),
             ]
-            job = self._write_status("jobs", job, _omit_zero(status))
+            job = self.write_status("jobs", job, _omit_zero(status))
             status = copy.deepcopy(job["status"])
             status["conditions"] = [
                 *status["conditions"],
                 condition("Complete", "CompletionsReached", MSG_COMPLETIONS, now),
             ]
             status["completionTime"] = rfc3339(now)
-            job = self._write_status("jobs", job, _omit_zero(status))
+            job = self.write_status("jobs", job, _omit_zero(status))
             self._job_done(job)
             return True
         match = self._match_pod_failure_policy(job, pod)
@@ -1727,7 +493,7 @@ class ClusterState:
                 (match[1], match[2], match[3]) if match else (0, container, exit_code)
             )
             message = (
-                f"Container {cname} for pod {namespace}/{_name_of(pod)} failed with exit code "
+                f"Container {cname} for pod {namespace}/{name_of(pod)} failed with exit code "
                 f"{code} matching FailJob rule at index {index}"
             )
             failure = ("PodFailurePolicy", message)
@@ -1747,17 +513,17 @@ class ClusterState:
             if attempts >= 50:  # a safety net against endless Ignore loops
                 failure = ("BackoffLimitExceeded", MSG_BACKOFF)
             else:
-                self._write_status("jobs", job, _omit_zero(status))
+                self.write_status("jobs", job, _omit_zero(status))
                 self._create_job_pod(self._require_job(namespace, name), running=True)
                 job = self._require_job(namespace, name)
-                self._write_status("jobs", job, self._job_status_running(job))
+                self.write_status("jobs", job, self._job_status_running(job))
                 return False
         reason_text, message = failure
         status["conditions"] = [
             *status.get("conditions", []),
             condition("FailureTarget", reason_text, message, now),
         ]
-        job = self._write_status("jobs", job, _omit_zero(status))
+        job = self.write_status("jobs", job, _omit_zero(status))
         self._finish_failed(job, reason_text, message)
         return True
 
@@ -1772,25 +538,25 @@ class ClusterState:
         reason: str | None = None,
         container: str | None = None,
     ) -> None:
-        uid = _uid_of(self._require_job(namespace, name))
+        uid = uid_of(self._require_job(namespace, name))
         while True:
             current_job = self.find("jobs", namespace, name)
-            if current_job is None or _uid_of(current_job) != uid or job_finished(current_job):
+            if current_job is None or uid_of(current_job) != uid or job_finished(current_job):
                 return
             pod = self.active_pod(namespace, name)
             if pod is None or (pod.get("status") or {}).get("phase") == "Pending":
                 pod_name = self.start_job(namespace, name, logs=logs, container=container)
             else:
-                pod_name = _name_of(pod)
+                pod_name = name_of(pod)
                 if logs:
                     self.append_logs(namespace, pod_name, logs, container=container)
             if duration > 0:
                 await asyncio.sleep(duration)
             current_job = self.find("jobs", namespace, name)
-            if current_job is None or _uid_of(current_job) != uid or job_finished(current_job):
+            if current_job is None or uid_of(current_job) != uid or job_finished(current_job):
                 return
             current = self.active_pod(namespace, name)
-            if current is None or _name_of(current) != pod_name:
+            if current is None or name_of(current) != pod_name:
                 continue
             if self.finish_job(
                 namespace, name, exit_code=exit_code, reason=reason, container=container
@@ -1801,30 +567,24 @@ class ClusterState:
         behaviour = self.auto_complete
         if behaviour is None or (job.get("spec") or {}).get("suspend"):
             return
-        outcome = behaviour.outcome_for(job)
-        if outcome is None:
-            return
-        delay = behaviour.delay if outcome.delay is None else outcome.delay
-        self.spawn(self._auto_run(_ns_of(job), _name_of(job), _uid_of(job), outcome, delay))
+        self.spawn(self._auto_run(ns_of(job), name_of(job), uid_of(job), behaviour))
 
-    async def _auto_run(
-        self, namespace: str, name: str, uid: str, outcome: JobOutcome, delay: float
-    ) -> None:
-        if delay > 0:
-            await asyncio.sleep(delay)
+    async def _auto_run(self, namespace: str, name: str, uid: str, behaviour: JobBehaviour) -> None:
+        if behaviour.delay > 0:
+            await asyncio.sleep(behaviour.delay)
         job = self.find("jobs", namespace, name)
-        if job is None or _uid_of(job) != uid or job_finished(job):
+        if job is None or uid_of(job) != uid or job_finished(job):
             return
         await self.run_job(
             namespace,
             name,
-            exit_code=outcome.exit_code,
-            logs=outcome.logs,
-            duration=outcome.duration,
-            reason=outcome.reason,
+            exit_code=behaviour.exit_code,
+            logs=behaviour.logs,
+            duration=behaviour.duration,
+            reason=behaviour.reason,
         )
 
-    def spawn(self, coro: Any) -> asyncio.Task[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -1845,24 +605,24 @@ class ClusterState:
         )
         if owner is None:
             return
-        ns = _ns_of(job)
+        ns = ns_of(job)
         cronjob = self.find("cronjobs", ns, owner["name"])
-        if cronjob is None or _uid_of(cronjob) != owner.get("uid"):
+        if cronjob is None or uid_of(cronjob) != owner.get("uid"):
             return
         status = copy.deepcopy(cronjob.get("status") or {})
-        active = [ref for ref in status.get("active") or [] if ref.get("uid") != _uid_of(job)]
+        active = [ref for ref in status.get("active") or [] if ref.get("uid") != uid_of(job)]
         if active:
             status["active"] = active
         else:
             status.pop("active", None)
         if job_finished(job) == "Complete":
             status["lastSuccessfulTime"] = job["status"].get("completionTime")
-        cronjob = self._write_status("cronjobs", cronjob, status)
+        cronjob = self.write_status("cronjobs", cronjob, status)
         self._cleanup_history(cronjob)
 
     def _cleanup_history(self, cronjob: Obj) -> None:
         spec = cronjob.get("spec") or {}
-        uid = _uid_of(cronjob)
+        uid = uid_of(cronjob)
         owned = self.owned_by(uid, "jobs")
         for state, limit in (
             ("Complete", spec.get("successfulJobsHistoryLimit", 3)),
@@ -1878,8 +638,8 @@ class ClusterState:
                 )
             )
             for job in finished[: max(0, len(finished) - int(limit))]:
-                if self.find("jobs", _ns_of(job), _name_of(job)) is not None:
-                    self.delete("jobs", _ns_of(job), _name_of(job), propagation="Background")
+                if self.find("jobs", ns_of(job), name_of(job)) is not None:
+                    self.delete("jobs", ns_of(job), name_of(job), propagation="Background")
 
     def fire_cronjob(
         self, namespace: str, cronjob_name: str, scheduled: datetime, *, honour_policy: bool = True
@@ -1890,7 +650,7 @@ class ClusterState:
         spec = cronjob.get("spec") or {}
         if scheduled.tzinfo is None:
             scheduled = scheduled.replace(tzinfo=UTC)
-        uid = _uid_of(cronjob)
+        uid = uid_of(cronjob)
         active = [job for job in self.owned_by(uid, "jobs") if not job_finished(job)]
         if honour_policy:
             if spec.get("suspend"):
@@ -1899,11 +659,11 @@ class ClusterState:
             if policy == "Forbid" and active:
                 raise CronJobSkipped(
                     f"CronJob {namespace}/{cronjob_name} forbids concurrent runs and "
-                    f"{_name_of(active[0])} is active"
+                    f"{name_of(active[0])} is active"
                 )
             if policy == "Replace":
                 for job in active:
-                    self.delete("jobs", namespace, _name_of(job), propagation="Background")
+                    self.delete("jobs", namespace, name_of(job), propagation="Background")
         job_name = f"{cronjob_name}-{math.floor(scheduled.timestamp() / 60)}"
         if self.find("jobs", namespace, job_name) is not None:
             return job_name  # the controller treats AlreadyExists as "already scheduled"
@@ -1945,11 +705,11 @@ class ClusterState:
                 "name": job_name,
                 "namespace": namespace,
                 "resourceVersion": job["metadata"]["resourceVersion"],
-                "uid": _uid_of(job),
+                "uid": uid_of(job),
             },
         ]
         status["lastScheduleTime"] = rfc3339(scheduled)
-        self._write_status("cronjobs", cronjob, status)
+        self.write_status("cronjobs", cronjob, status)
         return job_name
 
     # ------------------------------------------------------------------------------------------
@@ -1973,6 +733,6 @@ class ClusterState:
                 and finished_at + timedelta(seconds=ttl) > at
             ):
                 continue
-            self.delete("jobs", _ns_of(job), _name_of(job), propagation="Background")
-            deleted.append(f"{_ns_of(job)}/{_name_of(job)}")
+            self.delete("jobs", ns_of(job), name_of(job), propagation="Background")
+            deleted.append(f"{ns_of(job)}/{name_of(job)}")
         return deleted
