@@ -15,6 +15,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from app import __version__
 from app.api.auth import AuthMiddleware, provide_principal, writers_only
+from app.api.bodies import RunyardRequest
 from app.api.health import health, ready
 from app.api.jobs import JobController
 from app.api.k8s import LiveJobController, job_manifest
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         # second handler and log every request at INFO.
         logging_config=None,
         request_max_body_size=settings.max_body_bytes,
+        request_class=RunyardRequest,
         openapi_config=OpenAPIConfig(
             title="runyard",
             version=__version__,

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated
 
 from litestar import Controller, MediaType, Response, delete, get, post, put
 from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 
+from app.api.params import parse_window
 from app.api.views import (
     JobList,
     RunList,
@@ -19,12 +19,9 @@ from app.api.views import (
     run_list,
 )
 from app.container import Container
-from app.errors import invalid
 from app.models import JobOut, Principal
 from app.services.jobs import BatchBody, BatchResult, Dependencies, JobCreate, JobPatch
 from app.services.runs import JobStatus
-
-_WINDOW_UNITS = {"h": 3600, "d": 86400}
 
 
 class JobController(Controller):
@@ -188,14 +185,5 @@ class JobController(Controller):
         job_id: str,
         window: str | None = None,
     ) -> JobStatus:
-        span = None
-        if window is not None:
-            unit = window[-1:]
-            if (
-                unit not in _WINDOW_UNITS
-                or not window[:-1].isdigit()
-                or not (0 < int(window[:-1]) <= 9999)
-            ):
-                raise invalid("window", "use a number of hours or days such as 24h or 7d")
-            span = timedelta(seconds=int(window[:-1]) * _WINDOW_UNITS[unit])
+        span = parse_window(window)
         return container.runs.status(principal, project_id, job_id, span, window or "")

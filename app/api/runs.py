@@ -7,7 +7,8 @@ from typing import Annotated
 from litestar import Controller, MediaType, get, post
 from litestar.params import Parameter
 
-from app.api.views import RunConfig, RunList, TriggerBody, parse_time, run_list, run_out
+from app.api.params import parse_time
+from app.api.views import RunConfig, RunList, TriggerBody, run_list, run_out
 from app.container import Container
 from app.models import Principal, RunOut
 

@@ -125,7 +125,9 @@ def test_bad_query_parameters(client: TestClient[Any], admin_headers: H) -> None
     assert_problem(
         client.get("/api/v1/runs?since=yesterday", headers=admin_headers), 422, field="since"
     )
-    assert_problem(client.get("/api/v1/runs?cursor=zzz", headers=admin_headers), 422)
+    assert_problem(
+        client.get("/api/v1/runs?cursor=zzz", headers=admin_headers), 400, field="cursor"
+    )
 
 
 def test_secrets_never_in_logs_or_bodies(
@@ -177,3 +179,152 @@ def test_rate_limit_answers_429_with_retry_after(container_factory: Any) -> None
             == 200
         )
         assert test_client.get("/health").status_code == 200  # outside /api/v1: no budget
+
+
+# --- values that used to reach code that overflows or chokes on them (each was a 500) ------
+
+
+def _job(client: TestClient[Any], headers: H) -> tuple[str, str]:
+    project = make_project(client, headers)
+    job = make_job(client, headers, project["id"], schedule=None)
+    return project["id"], job["id"]
+
+
+@pytest.mark.parametrize(
+    "cursor", ["99999999999999999999999", "-1", "9223372036854775808", "1", "%FF", "A" * 44]
+)
+def test_cursors_that_are_not_ours_are_400(
+    client: TestClient[Any], admin_headers: H, cursor: str
+) -> None:
+    project_id, job_id = _job(client, admin_headers)
+    for url in ("/api/v1/runs", f"/api/v1/projects/{project_id}/jobs/{job_id}/runs"):
+        response = client.get(url, params={"cursor": cursor}, headers=admin_headers)
+        assert_problem(response, 400, field="cursor")
+        _no_leak(response.text)
+
+
+@pytest.mark.parametrize(
+    "since", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "0001-01-01T00:00:00+23:59"]
+)
+def test_times_outside_the_utc_range_are_422(
+    client: TestClient[Any], admin_headers: H, since: str
+) -> None:
+    assert_problem(
+        client.get("/api/v1/runs", params={"since": since}, headers=admin_headers),
+        422,
+        field="since",
+    )
+    # On a run's logs too (the run does not need to exist: the parameter is checked first).
+    response = client.get("/api/v1/runs/run_x/logs", params={"since": since}, headers=admin_headers)
+    assert_problem(response, 422, field="since")
+
+
+def test_times_at_the_edges_of_the_range_are_fine(
+    client: TestClient[Any], admin_headers: H
+) -> None:
+    for since in ("0001-01-01T00:00:00Z", "0001-01-01T01:00:00+01:00", "9999-12-31T23:59:59Z"):
+        response = client.get("/api/v1/runs", params={"since": since}, headers=admin_headers)
+        assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(
+    "window", ["²d", "٣d", "３d", "7", "d", "0d", "10000h", "7w", "-1d", " 7d"]
+)
+def test_bad_windows_are_422(client: TestClient[Any], admin_headers: H, window: str) -> None:
+    project_id, job_id = _job(client, admin_headers)
+    response = client.get(
+        f"/api/v1/projects/{project_id}/jobs/{job_id}/status",
+        params={"window": window},
+        headers=admin_headers,
+    )
+    assert_problem(response, 422, field="window")
+
+
+def test_good_windows(client: TestClient[Any], admin_headers: H) -> None:
+    project_id, job_id = _job(client, admin_headers)
+    for window in ("1h", "24h", "7d", "9999d"):
+        response = client.get(
+            f"/api/v1/projects/{project_id}/jobs/{job_id}/status",
+            params={"window": window},
+            headers=admin_headers,
+        )
+        assert response.status_code == 200 and response.json()["stats"]["window"] == window
+
+
+def _nested(depth: int, leaf: bytes = b"1") -> bytes:
+    return b'{"a":' * depth + leaf + b"}" * depth
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"[" * 10_000 + b"]" * 10_000,
+        _nested(10_000),
+        b'{"name": "x", "kind": "dbt", "template_overrides": ' + _nested(10_000) + b"}",
+        b'{"name": "x", "kind": "dbt", "template_overrides": ' + _nested(500) + b"}",
+        b'{"name": "x", "kind": "dbt", "resources": ' + _nested(33) + b"}",
+    ],
+    ids=["list-10000", "object-10000", "field-10000", "field-500", "field-33"],
+)
+def test_deeply_nested_json_is_400(client: TestClient[Any], admin_headers: H, body: bytes) -> None:
+    response = client.post(
+        "/api/v1/projects",
+        content=body,
+        headers=admin_headers | {"content-type": "application/json"},
+    )
+    problem = assert_problem(response, 400)
+    assert "levels deep" in problem["detail"]
+    _no_leak(response.text)
+    assert client.get("/api/v1/projects", headers=admin_headers).json()["total"] == 0
+
+
+def test_nesting_within_the_limit_is_decoded(client: TestClient[Any], admin_headers: H) -> None:
+    # 32 levels in all (the body is the first): decoded, then judged by the usual rules.
+    body = b'{"name": "x", "kind": "dbt", "resources": ' + _nested(31, b'"v"') + b"}"
+    response = client.post(
+        "/api/v1/projects",
+        content=body,
+        headers=admin_headers | {"content-type": "application/json"},
+    )
+    assert response.status_code != 400 or "levels deep" not in response.text
+    assert response.status_code < 500, response.text
+
+
+def test_invalid_utf8_body_is_400(client: TestClient[Any], admin_headers: H) -> None:
+    response = client.post(
+        "/api/v1/projects",
+        content=b'{"name": "' + bytes([0xFF, 0xFE]) + b'", "kind": "dbt"}',
+        headers=admin_headers | {"content-type": "application/json"},
+    )
+    assert_problem(response, 400)
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://[::1", "cannot be parsed"),
+        ("http://[::1/hook", "cannot be parsed"),
+        ("https://" + "a" * 64 + ".example.com/hook", "label"),
+        ("https://hooks..example.com/hook", "label"),
+        ("https://hooks.example.com/" + "p" * 500_000, "2048"),
+        ("http://[64:ff9b::7f00:1]/hook", "embeds"),
+        ("http://[64:ff9b::a9fe:a9fe]/latest/meta-data/", "embeds"),
+        ("http://[2002:7f00:1::]/hook", "embeds"),
+        ("http://[::127.0.0.1]/hook", "embeds"),
+        ("http://[::ffff:0:a00:1]/hook", "embeds"),
+    ],
+)
+def test_bad_webhook_urls_are_422_and_change_nothing(
+    client: TestClient[Any], admin_headers: H, url: str, reason: str
+) -> None:
+    project = make_project(client, admin_headers)
+    response = client.post(
+        f"/api/v1/projects/{project['id']}/jobs",
+        json={"name": "hook", "command": "dbt build", "webhook_url": url, "webhook_enabled": True},
+        headers=admin_headers,
+    )
+    problem = assert_problem(response, 422, field="webhook_url")
+    assert reason in problem["detail"]
+    assert len(response.content) < 20_000  # the 500 KB URL is not echoed back
+    listed = client.get(f"/api/v1/projects/{project['id']}/jobs", headers=admin_headers).json()
+    assert listed["total"] == 0
