@@ -28,14 +28,23 @@ def _settings() -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from app.container import ServerLockHeld, hold_server_lock
     from app.logs import configure_logging
     from app.main import create_app
 
     settings = _settings()
     host = args.host or settings.host
     port = args.port or settings.port
+    # First, before anything writes (migrations, re-attaching to runs, the scheduler): a
+    # second server on this database would take the first one's runs for its own.
+    try:
+        lock = hold_server_lock(settings.database)
+    except ServerLockHeld as exc:
+        print(f"runyard: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     configure_logging(settings)
     app = create_app(settings)
+    app.state.server_lock = lock  # held (open) for the life of the process
     uvicorn.run(
         app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=30
     )

@@ -6,8 +6,11 @@ place that decides which executor runs and how the pieces are connected.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
+import socket
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -19,6 +22,7 @@ from app.notify.outbox import NotificationOutbox
 from app.services.commands import CommandChecker
 from app.services.jobs import JobService
 from app.services.outbound import OutboundPolicy
+from app.services.project_paths import ProjectPaths
 from app.services.projects import ProjectService
 from app.services.ratelimit import RateLimiter
 from app.services.retention import RetentionWorker
@@ -89,7 +93,13 @@ class Container:
         self.rate_limiter = RateLimiter(
             settings.rate_limit.requests, settings.rate_limit.per_seconds
         )
-        self.projects = ProjectService(self.store, self.executor, self.outbound, clock)
+        self.projects = ProjectService(
+            self.store,
+            self.executor,
+            self.outbound,
+            clock,
+            paths=ProjectPaths(settings.projects_root_path),
+        )
         self.jobs = JobService(self.store, self.executor, self.commands, self.outbound, clock)
         self.runs = RunService(
             self.store, self.executor, self.tracker, self.commands, settings.namespace_for, clock
@@ -106,6 +116,50 @@ class Container:
         self.executor.stop()
         self.notifications.stop()
         self.store.close()
+
+
+class ServerLockHeld(RuntimeError):
+    """Another runyard server holds the database; the message names it."""
+
+
+def server_lock_path(database: str) -> Path | None:
+    """``<database>.lock`` beside the database; None for an in-memory database."""
+    if database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database).expanduser()
+    return path.with_name(path.name + ".lock")
+
+
+def hold_server_lock(database: str) -> int | None:
+    """Take the exclusive lock of the database's server, or raise ServerLockHeld naming
+    the holder. Returns the lock file's descriptor: the lock lasts as long as it is open
+    (the process's lifetime; the kernel releases it when the process dies, even by
+    SIGKILL). Touches nothing else: the database is not opened."""
+    path = server_lock_path(database)
+    if path is None:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode("utf-8", errors="replace").strip()
+        os.close(fd)
+        raise ServerLockHeld(
+            f"another runyard server is serving the database {database!r} "
+            f"({holder or 'holder unknown'}; lock file {str(path)!r}). Stop it first, or "
+            "point this one at another database with RUNYARD_DATABASE. Nothing was changed."
+        ) from None
+    except OSError:
+        os.close(fd)
+        raise
+    with contextlib.suppress(OSError):
+        os.fchmod(fd, 0o600)
+    started = datetime.now().astimezone().isoformat(timespec="seconds")
+    note = f"pid {os.getpid()} on host {socket.gethostname()}, started {started}\n"
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, note.encode(), 0)
+    return fd
 
 
 def default_executor_factory(name: ExecutorName) -> ExecutorFactory:

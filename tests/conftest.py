@@ -28,7 +28,6 @@ def settings_factory(tmp_path: Path) -> Callable[..., Settings]:
         values: dict[str, Any] = {
             "database": str(tmp_path / "runyard.db"),
             "executor": "local",
-            "workdir": str(tmp_path),
         }
         values.update(overrides)
         return Settings(**values)
@@ -137,12 +136,20 @@ def live_server(container: Container) -> Iterator[LiveServer]:
     server.stop()
 
 
+def org_folder(tmp_path: Path, org: str = "acme") -> Path:
+    """The folder of ``org``'s local projects under the default projects root of
+    ``settings_factory`` (``projects/`` beside the database), created 0700."""
+    folder = tmp_path / "projects" / org
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
+
+
 @pytest.fixture
 def dbt_project_dir(tmp_path: Path) -> Path:
-    """A fresh copy of examples/dbt_demo to run real dbt in."""
+    """A fresh copy of examples/dbt_demo to run real dbt in, in org acme's folder."""
     import shutil
 
-    target = tmp_path / "dbt_demo"
+    target = org_folder(tmp_path) / "dbt_demo"
     shutil.copytree(
         Path(__file__).parent.parent / "examples" / "dbt_demo",
         target,
@@ -153,10 +160,10 @@ def dbt_project_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def sqlmesh_project_dir(tmp_path: Path) -> Path:
-    """A fresh copy of examples/sqlmesh_demo to run real SQLMesh in."""
+    """A fresh copy of examples/sqlmesh_demo to run real SQLMesh in, in org acme's folder."""
     import shutil
 
-    target = tmp_path / "sqlmesh_demo"
+    target = org_folder(tmp_path) / "sqlmesh_demo"
     shutil.copytree(
         Path(__file__).parent.parent / "examples" / "sqlmesh_demo",
         target,

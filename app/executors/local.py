@@ -11,13 +11,23 @@ Stopping runyard (``stop()``) terminates the active runs' processes and records 
 ``cancelled`` ("runyard was stopped while the run was active"): on a laptop or in CI,
 Ctrl-C should not leave dbt running unseen. Only a crash leaves processes behind; the next
 ``start()`` re-attaches to those still alive and records the others as ``lost``.
-One runyard process per database: two would each take the other's runs for their own.
+One runyard process per database: two would each take the other's runs for their own
+(``runyard serve`` holds a lock on the database for that reason).
+
+Isolation (``local_sandbox``): a run's project folder must lie in its org's folder under
+the projects root, checked again at launch. With the sandbox on, the run gets its own
+HOME and TMPDIR (``<spool>/<run>.tmp``) and the wrapper confines it with Landlock to its
+project folder, those folders, the interpreter and system libraries; as root it also
+loses every capability (or switches to the project folder's owner). Without Landlock in
+the kernel, runs of a second org are refused unless RUNYARD_LOCAL_SANDBOX=off. Each org
+may have at most ``max_runs_per_org`` runs active at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import shlex
 import shutil
 import signal
@@ -30,7 +40,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from app.errors import RunyardError
+from app.errors import Conflict, RateLimited, RunyardError
+from app.executors import local_sandbox
 from app.executors.base import Launched, Outcome, RunEvents, SyncReport
 from app.executors.local_output import TAIL_BYTES, OutputCollector, engine_env
 from app.executors.local_process import (
@@ -46,6 +57,7 @@ from app.executors.local_process import (
 from app.ids import utcnow
 from app.models import Job, Project, RunRecord, RunStatus
 from app.scheduler import Scheduler
+from app.services.project_paths import ProjectPaths
 from app.store import Store
 from app.store.local import LocalProcess
 
@@ -58,6 +70,8 @@ POLL_SECONDS = 0.2  # how often output is copied to the log (one write per batch
 READ_CHUNK = 1024 * 1024  # at most this much output per log write
 PARTIAL_LINE_LIMIT = 64 * 1024  # an unfinished line longer than this is stored anyway
 NO_RETRY_EXIT_CODES = frozenset({1, 2})  # dbt/SQLMesh "the project failed": as podFailurePolicy
+RETRY_AFTER_SECONDS = 30  # told to a trigger refused by the per-org cap
+PRIVATE = 0o700  # the spool and every run's folders, whatever the umask
 
 StopReason = Literal["cancelled", "timed_out", "shutdown"]
 
@@ -108,7 +122,8 @@ class _ForeignProcess:
 
 class _ActiveRun:
     """One run being followed. Its files in the spool directory: ``<run>.log`` (output),
-    ``<run>.exit`` (exit code, by the wrapper), ``<run>.dbt/`` (dbt's JSON event log)."""
+    ``<run>.exit`` (exit code, by the wrapper), ``<run>.dbt/`` (dbt's JSON event log),
+    ``<run>.tmp/`` (the run's HOME and TMPDIR when sandboxed)."""
 
     def __init__(
         self,
@@ -117,14 +132,24 @@ class _ActiveRun:
         spool_dir: Path,
         first_started_at: datetime,
         deadline: float,
+        *,
+        sandboxed: bool = False,
     ) -> None:
         self.run = run
         self.cwd = cwd
         self.spool = spool_dir / f"{run.id}.log"
         self.exit_file = spool_dir / f"{run.id}.exit"
-        dbt_log_dir = spool_dir / f"{run.id}.dbt"
+        self.dbt_log_dir = dbt_log_dir = spool_dir / f"{run.id}.dbt"
+        self.tmp_dir = spool_dir / f"{run.id}.tmp"
         kind = run.snapshot.project_kind
-        self.env = build_env(run, cwd, extra=engine_env(kind, cwd, dbt_log_dir))
+        extra = engine_env(kind, cwd, dbt_log_dir)
+        if sandboxed:
+            # Nothing of runyard's own HOME is reachable from the sandbox: dbt, DuckDB
+            # (~/.duckdb) and the rest get a HOME and a TMPDIR of the run's own.
+            extra |= {"HOME": str(self.tmp_dir), "TMPDIR": str(self.tmp_dir)}
+        self.env = build_env(run, cwd, extra=extra)
+        self.sandbox: str | None = None  # the wrapper's plan (JSON) for each attempt
+        self.sandbox_note = ""
         self.first_started_at = first_started_at
         self.deadline = deadline  # time.monotonic() value
         self.attempts = run.snapshot.job.retries + 1
@@ -149,8 +174,11 @@ class LocalExecutor:
         store: Store,
         events: RunEvents,
         *,
-        workdir: str = ".",
+        paths: ProjectPaths,
         spool_dir: Path,
+        sandbox: bool = True,
+        max_runs_per_org: int = 8,
+        landlock_abi: int | None = None,
         clock: Callable[[], datetime] = utcnow,
         scheduler_factory: Callable[[], Scheduler] | None = None,
         scheduler_thread: bool = True,
@@ -158,8 +186,12 @@ class LocalExecutor:
     ) -> None:
         self._store = store
         self._events = events
-        self._workdir = workdir
+        self._paths = paths
         self._spool_dir = spool_dir
+        self._sandbox = sandbox
+        self._max_runs_per_org = max_runs_per_org
+        # Probed once; tests pass 0 to play a kernel without Landlock.
+        self.landlock_abi = local_sandbox.abi_version() if landlock_abi is None else landlock_abi
         self._clock = clock
         self._scheduler_factory = scheduler_factory
         self._scheduler_thread = scheduler_thread  # False: tests drive scheduler.tick()
@@ -171,11 +203,56 @@ class LocalExecutor:
 
     # --- runs -----------------------------------------------------------------------------
 
+    def admit(self, org_id: str) -> None:
+        """Refuse (429) a run of an org that has ``max_runs_per_org`` runs active."""
+        with self._lock:
+            self._admit(org_id)
+
+    def at_capacity(self, org_id: str) -> bool:
+        with self._lock:
+            return self._active_of(org_id) >= self._max_runs_per_org
+
+    def _active_of(self, org_id: str) -> int:
+        return sum(1 for a in self._runs.values() if a.run.org_id == org_id)
+
+    def _admit(self, org_id: str) -> None:
+        cap = self._max_runs_per_org
+        if self._active_of(org_id) >= cap:
+            raise RateLimited(
+                f"Your organization already has {cap} local run(s) active, the most runyard "
+                f"runs at once for one organization (RUNYARD_LOCAL_MAX_RUNS_PER_ORG={cap}). "
+                "Wait for a run to finish or cancel one, then trigger again; the operator "
+                "can raise RUNYARD_LOCAL_MAX_RUNS_PER_ORG.",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
+
+    def _check_isolation(self, run: RunRecord) -> None:
+        """Without Landlock, runs of one org only (the first to create a project): nothing
+        would keep a second org's runs out of the first one's files."""
+        if not self._sandbox or self.landlock_abi > 0:
+            return
+        served = self._store.local.first_project_org()
+        if served is not None and served != run.org_id:
+            raise Conflict(
+                "This runyard runs local projects of one organization only: the kernel has "
+                "no Landlock (Linux 5.13 or later, with landlock in the lsm= boot list), so "
+                "nothing would keep one organization's runs out of another's files. Use "
+                "the Kubernetes executor, a kernel with Landlock, or, if every organization "
+                "here is trusted, have the operator set RUNYARD_LOCAL_SANDBOX=off."
+            )
+
     def launch(self, run: RunRecord) -> Launched:
-        cwd = project_dir(run, self._workdir)  # a 422 naming the path when it is missing
+        slug = self._store.orgs.slug_of(run.org_id) or ""
+        cwd = project_dir(run, self._paths, slug)  # 422: no path, missing, or outside
+        self._check_isolation(run)
         now = self._clock()
         active = _ActiveRun(
-            run, cwd, self._spool_dir, now, time.monotonic() + run.snapshot.job.timeout_seconds
+            run,
+            cwd,
+            self._spool_dir,
+            now,
+            time.monotonic() + run.snapshot.job.timeout_seconds,
+            sandboxed=self._sandbox,
         )
         with self._lock:
             if self._stopping:
@@ -183,9 +260,10 @@ class LocalExecutor:
                     "runyard is shutting down and starts no new runs; "
                     "trigger the run again once it is back."
                 )
+            self._admit(run.org_id)
             self._runs[run.id] = active
         try:
-            self._spool_dir.mkdir(parents=True, exist_ok=True)
+            self._make_private(self._spool_dir)
             self._start_attempt(active)
         except OSError as exc:
             with self._lock:
@@ -195,6 +273,15 @@ class LocalExecutor:
             ) from None
         self._events.started(run.id, now)
         self._note(active, f"{shlex.join(run.snapshot.argv)}   (in {cwd})")
+        if active.sandbox_note:
+            self._note(active, active.sandbox_note)
+        if not self._sandbox:
+            self._note(active, "RUNYARD_LOCAL_SANDBOX=off: this run is not confined")
+            log.warning(
+                "local run started without a sandbox (RUNYARD_LOCAL_SANDBOX=off): it can "
+                "read and write whatever runyard's user can",
+                extra={"run_id": run.id},
+            )
         self._supervise_in_thread(active)
         return Launched(job_name=run.job_name or run.id)
 
@@ -246,6 +333,19 @@ class LocalExecutor:
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
+        if not self._sandbox:
+            log.warning(
+                "RUNYARD_LOCAL_SANDBOX=off: local runs are NOT confined; any project can "
+                "read and write whatever runyard's user can, including runyard's database "
+                "and every organization's projects. Only for a single trusted organization."
+            )
+        elif self.landlock_abi <= 0:
+            log.warning(
+                "Landlock is not available in this kernel: local runs cannot be confined, "
+                "so runyard runs the projects of one organization only (the first to create "
+                "a project) and refuses runs of any other (409). Set "
+                "RUNYARD_LOCAL_SANDBOX=off only if every organization is trusted."
+            )
         self._recover()
         if self._scheduler_factory is not None and self.scheduler is None:
             self.scheduler = self._scheduler_factory()
@@ -285,8 +385,15 @@ class LocalExecutor:
         """Start (or restart, for a retry) the run's process and record where it is."""
         active.collector.reset()
         active.ended.clear()
+        if self._sandbox:
+            active.sandbox = self._prepare_sandbox(active)
         popen = spawn(
-            active.run.snapshot.argv, active.cwd, active.env, active.spool, active.exit_file
+            active.run.snapshot.argv,
+            active.cwd,
+            active.env,
+            active.spool,
+            active.exit_file,
+            sandbox=active.sandbox,
         )
         active.process = _Process(popen)
         self._store.local.save_process(
@@ -301,6 +408,26 @@ class LocalExecutor:
             ),
             self._clock(),
         )
+
+    @staticmethod
+    def _make_private(folder: Path) -> None:
+        folder.mkdir(mode=PRIVATE, parents=True, exist_ok=True)
+        folder.chmod(PRIVATE)  # whatever the umask, and for a folder made before
+
+    def _prepare_sandbox(self, active: _ActiveRun) -> str:
+        """The run's own folders, created private, and the wrapper's plan (JSON)."""
+        for folder in (active.tmp_dir, active.dbt_log_dir):
+            self._make_private(folder)
+        own = [str(active.tmp_dir), str(active.dbt_log_dir)]
+        user, why = local_sandbox.unprivileged_user(str(active.cwd), own)
+        if user is not None:
+            for folder in (active.tmp_dir, active.dbt_log_dir):
+                os.chown(folder, *user)
+        active.sandbox_note = (
+            f"sandbox: runs as {why}" if user is not None else f"sandbox: same uid ({why})"
+        )
+        plan = local_sandbox.build_plan([str(active.cwd), *own], user=user)
+        return plan.to_json()
 
     def _supervise_in_thread(self, active: _ActiveRun) -> None:
         active.thread = threading.Thread(
@@ -332,6 +459,7 @@ class LocalExecutor:
                     self._store.local.forget_process(run_id)
                 for path in (active.spool, active.exit_file):
                     path.unlink(missing_ok=True)
+                shutil.rmtree(active.tmp_dir, ignore_errors=True)
                 active.collector.close()
             active.ended.set()
             # Last: stop() joins the threads of the runs it finds here before the database
@@ -506,13 +634,14 @@ class LocalExecutor:
             for path in (spool, spool.with_suffix(".exit")):
                 path.unlink(missing_ok=True)
             shutil.rmtree(spool.with_suffix(".dbt"), ignore_errors=True)
+            shutil.rmtree(spool.with_suffix(".tmp"), ignore_errors=True)
 
     def _reattach(self, run: RunRecord, found: LocalProcess) -> None:
         spool = Path(found.spool)
         try:
-            cwd = project_dir(run, self._workdir)
-        except RunyardError:
-            cwd = Path(self._workdir)
+            cwd = project_dir(run, self._paths, self._store.orgs.slug_of(run.org_id) or "")
+        except (RunyardError, ValueError):
+            cwd = self._paths.root  # only read for results; the process runs where it ran
         elapsed = (self._clock() - found.first_started_at).total_seconds()
         active = _ActiveRun(
             run,
@@ -520,6 +649,7 @@ class LocalExecutor:
             spool.parent,
             found.first_started_at,
             time.monotonic() + run.snapshot.job.timeout_seconds - elapsed,
+            sandboxed=self._sandbox,
         )
         active.attempt = found.attempt
         active.offset = found.log_offset
@@ -579,6 +709,13 @@ def build_local_executor(
         runs = container.runs
 
         def fire(project: Project, job: Job, slot: datetime) -> bool:
+            if executor.at_capacity(project.org_id):
+                log.warning(
+                    "scheduled run skipped: the organization has RUNYARD_LOCAL_MAX_RUNS_PER_ORG "
+                    "local runs active",
+                    extra={"job_id": job.id, "slot": slot.isoformat(), "org": project.org_slug},
+                )
+                return False
             return (
                 runs.start_run(project, job, triggered_by="scheduled", scheduled_for=slot)
                 is not None
@@ -591,13 +728,16 @@ def build_local_executor(
             missed_fire_policy=settings.missed_fire_policy,
         )
 
-    return LocalExecutor(
+    executor = LocalExecutor(
         container.store,
         container.tracker,
-        workdir=settings.workdir,
+        paths=ProjectPaths(settings.projects_root_path),
         spool_dir=spool_dir_for(settings.database),
+        sandbox=settings.local_sandbox,
+        max_runs_per_org=settings.local_max_runs_per_org,
         clock=container.clock,
         scheduler_factory=make_scheduler,
         scheduler_thread=scheduler_thread,
         term_grace_seconds=term_grace_seconds,
     )
+    return executor

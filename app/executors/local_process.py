@@ -16,6 +16,7 @@ from pathlib import Path
 
 from app.errors import FieldError, Invalid
 from app.models import RunRecord
+from app.services.project_paths import ProjectPaths
 
 WRAPPER = Path(__file__).with_name("local_wrapper.py")
 
@@ -37,29 +38,20 @@ ENGINE_ENV = {
 }
 
 
-def project_dir(run: RunRecord, workdir: str) -> Path:
-    """The directory the run's command runs in, or a 422 that says how to set it."""
+def project_dir(run: RunRecord, paths: ProjectPaths, org_slug: str) -> Path:
+    """The directory the run's command runs in, resolved again at launch (a symlink
+    swapped in since the project was saved is caught here), or a 422 that says how to
+    set it."""
     snapshot = run.snapshot
-    where = f'PUT /api/v1/projects/{run.project_id} with {{"path": "/path/to/project"}}'
     if not snapshot.path:
+        folder = paths.org_folder(org_slug)
         raise Invalid(
             f"Project {snapshot.project_name!r} has no path. The local executor runs the "
-            f"command in the project's directory: set it with {where} (a relative path is "
-            f"resolved against RUNYARD_WORKDIR, now {workdir!r}).",
+            f"command in the project's directory, a folder in {str(folder)!r}: set it with "
+            f'PUT /api/v1/projects/{run.project_id} with {{"path": "<folder name>"}}.',
             [FieldError("path", "required to run the project with the local executor")],
         )
-    base = Path(workdir).expanduser()
-    resolved = (base / Path(snapshot.path).expanduser()).resolve()
-    if not resolved.is_dir():
-        what = "is not a directory" if resolved.exists() else "does not exist"
-        raise Invalid(
-            f"The directory of project {snapshot.project_name!r}, path {snapshot.path!r} "
-            f"(resolved to {str(resolved)!r}, relative paths against RUNYARD_WORKDIR "
-            f"{workdir!r}), {what}. Put the {snapshot.project_kind} project there or point "
-            f"the project at it with {where}.",
-            [FieldError("path", f"{str(resolved)!r} {what}")],
-        )
-    return resolved
+    return paths.resolve(org_slug, snapshot.path)
 
 
 def interpreter_bin_dirs() -> list[str]:
@@ -97,15 +89,26 @@ def build_env(
 
 
 def spawn(
-    argv: list[str], cwd: Path, env: dict[str, str], spool: Path, exit_file: Path
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    spool: Path,
+    exit_file: Path,
+    sandbox: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start ``argv`` under the wrapper, as the leader of a new session and process group,
-    with stdout and stderr appended to ``spool``."""
+    with stdout and stderr appended to ``spool`` (created 0600). ``sandbox``: the JSON
+    plan (``local_sandbox.Plan``) the wrapper confines the command with."""
     with contextlib.suppress(FileNotFoundError):
         exit_file.unlink()
-    with spool.open("ab") as out:
+    fd = os.open(spool, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "ab") as out:
+        os.fchmod(out.fileno(), 0o600)  # whatever the umask, and for a file left before
+        wrapper = [sys.executable, "-I", "-S", str(WRAPPER), str(exit_file)]
+        if sandbox is not None:
+            wrapper += ["--sandbox", sandbox]
         return subprocess.Popen(
-            [sys.executable, "-I", "-S", str(WRAPPER), str(exit_file), "--", *argv],
+            [*wrapper, "--", *argv],
             cwd=cwd,
             env=env,
             stdin=subprocess.DEVNULL,

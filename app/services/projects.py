@@ -24,6 +24,7 @@ from app.models import Principal, Project, ProjectConfig
 from app.services.checks import check_channel, check_environment, check_name, check_resources
 from app.services.outbound import OutboundPolicy
 from app.services.overrides import check_template_overrides
+from app.services.project_paths import ProjectPaths
 from app.store import Store
 
 UNSET = msgspec.UNSET
@@ -65,11 +66,13 @@ class ProjectService:
         executor: Executor,
         outbound: OutboundPolicy,
         clock: Callable[[], datetime] = utcnow,
+        paths: ProjectPaths | None = None,
     ) -> None:
         self._store = store
         self._executor = executor
         self._outbound = outbound
         self._clock = clock
+        self._paths = paths
 
     def get(self, principal: Principal, project_id: str) -> Project:
         project = self._store.projects.get(principal.org_id, project_id)
@@ -95,6 +98,7 @@ class ProjectService:
             updated_at=now,
         )
         self._check(project)
+        self._check_path(project)
         self._store.projects.save(project)
         return project
 
@@ -114,6 +118,8 @@ class ProjectService:
         updated = msgspec.structs.replace(current, **changes, updated_at=self._clock())
         updated.slack_webhook_url_set = bool(updated.slack_webhook_url)
         self._check(updated)
+        if "path" in changes:
+            self._check_path(updated)
         self._store.projects.save(updated)
         if updated.deployed:
             # Image, environment, resources and overrides flow into every CronJob. The change
@@ -121,6 +127,13 @@ class ProjectService:
             # of sync and reconcile applies it.
             self._sync_jobs(updated)
         return updated
+
+    def _check_path(self, project: Project) -> None:
+        """A given path must be an existing directory in the org's folder under the
+        projects root, whatever the executor: only the local executor runs in it, but a
+        path pointing elsewhere is never worth storing (and launch checks it again)."""
+        if project.path is not None and self._paths is not None:
+            self._paths.resolve(project.org_slug, project.path)
 
     def _sync_jobs(self, project: Project) -> SyncReport:
         jobs = self._store.jobs.for_project(project.id)

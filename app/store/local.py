@@ -79,6 +79,12 @@ class LocalRepo:
     def forget_process(self, run_id: str) -> None:
         self._db.execute("DELETE FROM local_processes WHERE run_id = ?", (run_id,))
 
+    def first_project_org(self) -> str | None:
+        """The org that created the first project still stored: the one org the local
+        executor serves when Landlock is missing and the sandbox is not turned off."""
+        value = self._db.scalar("SELECT org_id FROM projects ORDER BY created_at, id LIMIT 1")
+        return None if value is None else str(value)
+
     # --- scheduler ----------------------------------------------------------------------
 
     def slots(self) -> dict[str, datetime]:

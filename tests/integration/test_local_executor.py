@@ -8,6 +8,7 @@ cancels and restarts act on a real dbt process without burning CPU.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from app.executors.local import LocalExecutor, build_local_executor
 from app.executors.local_process import identity
 from app.main import create_app
 from app.settings import Settings
+from tests.conftest import org_folder
 from tests.conftest_examples import copy_example
 from tests.integration.api_helpers import assert_problem
 
@@ -42,9 +44,8 @@ def slow_model(project: Path, seconds: float) -> None:
 
 
 @pytest.fixture
-def dbt_project(settings_factory: Callable[..., Settings]) -> Path:
-    workdir = Path(settings_factory().workdir)
-    project = copy_example("dbt_demo", workdir / "dbt_demo")
+def dbt_project(tmp_path: Path) -> Path:
+    project = copy_example("dbt_demo", org_folder(tmp_path) / "dbt_demo")
     slow_model(project, 120)
     return project
 
@@ -309,10 +310,8 @@ def test_a_restart_marks_a_vanished_run_lost(
 
 
 @pytest.mark.slow
-def test_sqlmesh_plan_then_run(
-    client: Client, admin_headers: Headers, settings_factory: Callable[..., Settings]
-) -> None:
-    copy_example("sqlmesh_demo", Path(settings_factory().workdir) / "sqlmesh_demo")
+def test_sqlmesh_plan_then_run(client: Client, admin_headers: Headers, tmp_path: Path) -> None:
+    copy_example("sqlmesh_demo", org_folder(tmp_path) / "sqlmesh_demo")
     project_id = create_project(
         client, admin_headers, name="metrics", kind="sqlmesh", path="sqlmesh_demo"
     )
@@ -333,9 +332,9 @@ def test_sqlmesh_plan_then_run(
 
 @pytest.mark.slow
 def test_sqlmesh_failure_names_the_failing_model(
-    client: Client, admin_headers: Headers, settings_factory: Callable[..., Settings]
+    client: Client, admin_headers: Headers, tmp_path: Path
 ) -> None:
-    project = copy_example("sqlmesh_demo", Path(settings_factory().workdir) / "sqlmesh_demo")
+    project = copy_example("sqlmesh_demo", org_folder(tmp_path) / "sqlmesh_demo")
     model = project / "models" / "daily_orders.sql"
     model.write_text(model.read_text().replace("@demo_failure('model')", "CAST('abc' AS INT)"))
     project_id = create_project(
@@ -359,20 +358,36 @@ def test_sqlmesh_failure_names_the_failing_model(
 # --- configuration errors and schedules ---------------------------------------------------
 
 
-def test_a_missing_project_directory_is_a_422_naming_the_path(
-    client: Client, admin_headers: Headers
+def test_a_missing_project_directory_is_a_422_at_save_naming_the_path(
+    client: Client, admin_headers: Headers, tmp_path: Path
 ) -> None:
-    project_id = create_project(client, admin_headers, path="nowhere/analytics")
+    response = client.post(
+        "/api/v1/projects",
+        json={"name": "analytics", "kind": "dbt", "path": "nowhere/analytics"},
+        headers=admin_headers,
+    )
+    problem = assert_problem(response, 422)
+    folder = tmp_path / "projects" / "acme"
+    assert "'nowhere/analytics'" in problem["detail"] and "does not exist" in problem["detail"]
+    assert str(folder) in problem["detail"]
+    assert problem["errors"][0]["field"] == "path"
+    assert client.get("/api/v1/projects", headers=admin_headers).json()["projects"] == []
+
+
+def test_a_project_folder_removed_after_save_fails_the_launch_with_a_422(
+    client: Client, admin_headers: Headers, dbt_project: Path
+) -> None:
+    project_id = create_project(client, admin_headers)
     job_id = create_job(client, admin_headers, project_id)
+    shutil.rmtree(dbt_project)
     response = client.post(
         f"/api/v1/projects/{project_id}/jobs/{job_id}/trigger", json={}, headers=admin_headers
     )
     problem = assert_problem(response, 422)
-    assert "'nowhere/analytics'" in problem["detail"]
-    assert f"PUT /api/v1/projects/{project_id}" in problem["detail"]
+    assert "'dbt_demo'" in problem["detail"] and "does not exist" in problem["detail"]
     runs = client.get(f"/api/v1/projects/{project_id}/jobs/{job_id}/runs", headers=admin_headers)
     [failed] = runs.json()["runs"]
-    assert failed["status"] == "failed" and "nowhere/analytics" in failed["error"]
+    assert failed["status"] == "failed" and "dbt_demo" in failed["error"]
 
 
 @pytest.mark.slow

@@ -32,8 +32,9 @@ Factory = Callable[[], Container]
 
 @pytest.fixture
 def project_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "proj"
-    path.mkdir()
+    """Org acme's project "proj", under the default projects root (beside the database)."""
+    path = tmp_path / "projects" / "acme" / "proj"
+    path.mkdir(parents=True)
     return path
 
 
@@ -42,9 +43,7 @@ def make_container(tmp_path: Path, project_dir: Path) -> Iterator[Factory]:
     made: list[Container] = []
 
     def make() -> Container:
-        settings = Settings(
-            database=str(tmp_path / "runyard.db"), executor="local", workdir=str(tmp_path)
-        )
+        settings = Settings(database=str(tmp_path / "runyard.db"), executor="local")
         container = Container(
             settings,
             executor_factory=lambda c: build_local_executor(
@@ -185,12 +184,14 @@ def test_logs_are_stored_while_the_run_goes_on(container: Container) -> None:
     container.runs.cancel(admin(container), run.id)
 
 
-def test_a_missing_project_directory_is_a_clear_error(container: Container) -> None:
+def test_a_missing_project_directory_is_a_clear_error(
+    container: Container, tmp_path: Path
+) -> None:
     record = make_run(container, python("pass"), path="not-there")
     with pytest.raises(Invalid) as missing:
         container.executor.launch(record)
-    assert "'not-there'" in missing.value.detail and "RUNYARD_WORKDIR" in missing.value.detail
-    assert f"PUT /api/v1/projects/{record.project_id}" in missing.value.detail
+    assert "'not-there'" in missing.value.detail and "does not exist" in missing.value.detail
+    assert str(tmp_path / "projects" / "acme") in missing.value.detail
     record = make_run(container, python("pass"), path=None)
     with pytest.raises(Invalid) as unset:
         container.executor.launch(record)
