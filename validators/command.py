@@ -14,8 +14,9 @@ from types import MappingProxyType
 from validators.policy import CommandPolicy, KindPolicy
 from validators.result import CommandError, ParsedCommand, ValidationResult
 from validators.rules import Arity, FlagSpec, RuleSet, SubcommandSpec, ValueKind, rules_for
+from validators.rules.model import OFF_BY_DEFAULT_EFFECTS, Effect, OptionAudit
 from validators.shell_words import split_words
-from validators.values import value_problem
+from validators.values import output_problem, value_problem
 
 DEFAULT_POLICY = CommandPolicy()
 
@@ -25,6 +26,17 @@ _VALUE_HINTS = {
     ValueKind.PATH: "a relative path inside the project, using / and no '..', e.g. target/state",
     ValueKind.INTEGER: "a whole number such as 4",
     ValueKind.MACRO: "a macro name such as grant_select or my_package.vacuum",
+    ValueKind.VARS: (
+        'YAML or JSON values without {{ }}, {% %} or {# #}, e.g. \'{"day": "2024-01-01"}\'; '
+        "put templated logic in the project's models or macros"
+    ),
+}
+
+# Why options with an effect that is off by default are refused, when their table gives none.
+_OFF_REASONS = {
+    Effect.SQL: "carries SQL that runs with the project's credentials",
+    Effect.JINJA: "carries Jinja that dbt renders into SQL and runs with the project's credentials",
+    Effect.NETWORK: "reaches the internet from the run",
 }
 
 
@@ -180,27 +192,55 @@ class _CommandParser:
             while sub and self.i < len(self.words) and not self.words[self.i].startswith("-"):
                 self.i += 1
             return
-        self._check_flag_allowed(spec, name, position)
-        values = self._read_values(spec, name, inline, position)
+        audit = self.rules.audit_of(sub.name if sub else None, spec.name)
+        self._check_flag_allowed(spec, name, position, audit)
+        values = self._read_values(spec, name, inline, position, audit)
         if spec.name in self.flags and not spec.repeatable:
             self._error(name, "is given more than once", f"give {spec.name} once", position)
         self.flags.setdefault(spec.name, []).extend(values)
 
-    def _check_flag_allowed(self, spec: FlagSpec, name: str, position: int) -> None:
+    def _check_flag_allowed(
+        self, spec: FlagSpec, name: str, position: int, audit: OptionAudit | None
+    ) -> None:
         if spec.name in self.kind_policy.deny_flags:
             self._error(
                 name, "is turned off by this runyard's command policy", "leave it out", position
             )
-        elif spec.denied is not None and spec.name not in self.kind_policy.allow_flags:
+            return
+        if audit is None:
+            # The tests keep the audit complete; should an entry be missing, fail closed.
             self._error(
                 name,
-                spec.denied,
+                "has not been audited for what it reads, writes or executes, so runyard refuses it",
+                "leave it out",
+                position,
+            )
+            return
+        reason = self._off_reason(spec, audit)
+        if reason is not None and spec.name not in self.kind_policy.allow_flags:
+            self._error(
+                name,
+                reason,
                 "leave it out (an operator can allow it with allow_flags in the command policy)",
                 position,
             )
 
+    @staticmethod
+    def _off_reason(spec: FlagSpec, audit: OptionAudit | None) -> str | None:
+        """Why the flag is off by default: its table's reason, or its effect's."""
+        if spec.denied is not None:
+            return spec.denied
+        if audit is not None and audit.effect in OFF_BY_DEFAULT_EFFECTS:
+            return _OFF_REASONS[audit.effect]
+        return None
+
     def _read_values(
-        self, spec: FlagSpec, name: str, inline: str | None, position: int
+        self,
+        spec: FlagSpec,
+        name: str,
+        inline: str | None,
+        position: int,
+        audit: OptionAudit | None,
     ) -> list[str]:
         if spec.arity is Arity.NONE:
             if inline is not None:
@@ -231,10 +271,12 @@ class _CommandParser:
                 value_positions.append(self.i)
                 self.i += 1
         for value, at in zip(values, value_positions, strict=True):
-            self._check_value(spec, name, value, at)
+            self._check_value(spec, name, value, at, audit)
         return values
 
-    def _check_value(self, spec: FlagSpec, name: str, value: str, position: int) -> None:
+    def _check_value(
+        self, spec: FlagSpec, name: str, value: str, position: int, audit: OptionAudit | None
+    ) -> None:
         if value.startswith("-"):
             self._error(
                 value,
@@ -246,6 +288,12 @@ class _CommandParser:
         if value == "":
             return  # reported once for the whole command
         problem = value_problem(spec.value, value, spec.choices)
+        if problem is None and audit is not None and audit.effect is Effect.WRITES_PATH:
+            problem = self._output_problem(value)
+            if problem is not None:
+                reason = f"{problem} ({name} {audit.touches})"
+                self._error(value, reason, self._output_hint(value), position)
+                return
         if problem is not None:
             reason = f"{problem} (the value of {name})"
             self._error(value, reason, self._value_hint(spec), position)
@@ -254,6 +302,16 @@ class _CommandParser:
         if spec.value is ValueKind.CHOICE:
             return "one of " + ", ".join(spec.choices)
         return _VALUE_HINTS[spec.value]
+
+    def _output_problem(self, value: str) -> str | None:
+        return output_problem(value, self.rules.output_dirs, self.rules.protected_outputs)
+
+    def _output_hint(self, value: str) -> str:
+        folders = " or ".join(f"{d}/" for d in self.rules.output_dirs)
+        name = value.rstrip("/").rsplit("/", 1)[-1]
+        if f"{self.rules.output_dirs[0]}/{name}" in self.rules.protected_outputs:
+            name = "other-" + name
+        return f"a relative path inside {folders}, e.g. {self.rules.output_dirs[0]}/{name}"
 
     def _unknown_flag(self, name: str, position: int, sub: SubcommandSpec | None) -> None:
         program = self.rules.program
@@ -282,16 +340,19 @@ class _CommandParser:
         self._error(name, reason, self._options_summary(sub), position)
 
     def _allowed_spellings(self, sub: SubcommandSpec) -> list[str]:
-        return [s for f in sub.flags if self._flag_allowed(f) for s in f.spellings]
+        return [s for f in sub.flags if self._flag_allowed(f, sub) for s in f.spellings]
 
-    def _flag_allowed(self, spec: FlagSpec) -> bool:
+    def _flag_allowed(self, spec: FlagSpec, sub: SubcommandSpec | None = None) -> bool:
         if spec.name in self.kind_policy.deny_flags:
             return False
-        return spec.denied is None or spec.name in self.kind_policy.allow_flags
+        audit = self.rules.audit_of(sub.name if sub else None, spec.name)
+        if audit is None:
+            return False
+        return self._off_reason(spec, audit) is None or spec.name in self.kind_policy.allow_flags
 
     def _options_summary(self, sub: SubcommandSpec) -> str:
         general = set(self.rules.global_flags)
-        own = [f.name for f in sub.flags if f not in general and self._flag_allowed(f)]
+        own = [f.name for f in sub.flags if f not in general and self._flag_allowed(f, sub)]
         has_general = any(f in general for f in sub.flags)
         parts = []
         if own:
@@ -320,10 +381,21 @@ class _CommandParser:
                 slot += 1
             if word == "":
                 continue
+            audit = self.rules.audit_of(sub.name, spec.name.upper())
+            if audit is None:
+                reason = f"(the {spec.name} argument) has not been audited, so runyard refuses it"
+                self._error(word, reason, f"leave out the {spec.name} argument", position)
+                continue
             if spec.value is ValueKind.MACRO:
                 self._check_macro(word, position)
                 continue
             problem = value_problem(spec.value, word)
+            if problem is None and audit.effect is Effect.WRITES_PATH:
+                problem = self._output_problem(word)
+                if problem is not None:
+                    reason = f"{problem} (the {spec.name} argument {audit.touches})"
+                    self._error(word, reason, self._output_hint(word), position)
+                    continue
             if problem is not None:
                 reason = f"{problem} (the {spec.name} argument)"
                 self._error(word, reason, _VALUE_HINTS[spec.value], position)

@@ -27,6 +27,8 @@ def value_problem(kind: ValueKind, value: str, choices: tuple[str, ...] = ()) ->
         return "is not a macro name (use name or package.name)"
     if kind is ValueKind.PATH:
         return path_problem(value)
+    if kind is ValueKind.VARS:
+        return jinja_problem(value)
     return None
 
 
@@ -45,4 +47,52 @@ def path_problem(value: str) -> str | None:
             return "contains a backslash"
         if ".." in form.split("/"):
             return "leaves the project directory with '..'"
+    return None
+
+
+JINJA_DELIMITERS = ("{{", "{%", "{#")
+# YAML double-quoted strings and JSON spell characters as \xHH, \uHHHH or \UHHHHHHHH, so
+# "\u007b\u007b" becomes "{{" once parsed. Such escapes are decoded before looking, wherever they
+# appear (in a single-quoted YAML string they would stay literal: refusing those too is the
+# price of not parsing YAML here).
+_ESCAPE = re.compile(r"\\(?:x([0-9A-Fa-f]{2})|u([0-9A-Fa-f]{4})|U([0-9A-Fa-f]{8}))")
+
+
+def _unescaped(value: str) -> str:
+    def decode(match: re.Match[str]) -> str:
+        code = int(next(group for group in match.groups() if group is not None), 16)
+        return chr(code) if code <= 0x10FFFF else ""
+
+    return _ESCAPE.sub(decode, value)
+
+
+def jinja_problem(value: str) -> str | None:
+    """dbt renders Jinja inside ``--vars`` values, so a Jinja delimiter there runs code (a
+    ``run_query`` call, say) with the power of the refused ``--inline``."""
+    for form in (value, _unescaped(value)):
+        found = next((d for d in JINJA_DELIMITERS if d in form), None)
+        if found is not None:
+            spelled = "" if found in value else " once its escapes are decoded"
+            return (
+                f"contains the Jinja delimiter {found!r}{spelled}, and dbt renders Jinja inside "
+                "these values, which would run any SQL or macro like the refused --inline"
+            )
+    return None
+
+
+def output_problem(
+    value: str, output_dirs: tuple[str, ...], protected: tuple[str, ...]
+) -> str | None:
+    """Why a path an option writes to is refused (``path_problem`` has already passed).
+
+    Written paths stay in the folders dbt and SQLMesh write anyway (``target/``, ``logs/``), so
+    no option can overwrite the project's own files (``profiles.yml``, ``dbt_project.yml``,
+    models) or anything else the project folder holds.
+    """
+    parts = [part for part in value.split("/") if part not in ("", ".")]
+    if not parts or parts[0] not in output_dirs:
+        folders = " and ".join(f"{d}/" for d in output_dirs)
+        return f"is outside {folders}, the only folders an option may write into"
+    if "/".join(parts) in protected:
+        return "is a file runyard reads back after the run, so nothing else may write it"
     return None

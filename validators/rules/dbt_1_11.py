@@ -4,11 +4,13 @@ In dbt 1.11 every global option is accepted both before the subcommand (``dbt --
 after it (``dbt run --debug``), so ``GENERAL`` appears in the global flags and in every
 subcommand. Options that exist in the CLI but are not listed here are refused as unknown; the
 deprecated hidden ones (``--deprecated-*``), ``--version`` and ``--sqlparse`` are left out on
-purpose.
+purpose (``LEFT_OUT``). What each accepted option reads, writes or executes is audited in
+``dbt_1_11_audit``.
 """
 
 from __future__ import annotations
 
+from validators.rules.dbt_1_11_audit import AUDIT, LEFT_OUT
 from validators.rules.model import (
     FlagSpec,
     PositionalSpec,
@@ -117,7 +119,7 @@ PROFILES_DIR = option("--profiles-dir", value=PATH, denied=NO_PROFILES_DIR)
 PROJECT_DIR = option("--project-dir", value=PATH, denied=NO_PROJECT_DIR)
 TARGET_PATH = option("--target-path", value=PATH, denied=NO_TARGET_PATH)
 THREADS = option("--threads", value=INTEGER)
-VARS = option("--vars")
+VARS = option("--vars", value=ValueKind.VARS)
 PROJECT: tuple[FlagSpec, ...] = (PROFILES_DIR, PROJECT_DIR, TARGET_PATH, THREADS, VARS)
 
 SELECT = multi("--select", "-s", "-m", "--models", "--model")
@@ -245,7 +247,7 @@ SUBCOMMANDS: tuple[SubcommandSpec, ...] = (
     ),
     SubcommandSpec(
         "run-operation",
-        _flags(PROJECT, option("--args")),
+        _flags(PROJECT, option("--args", value=ValueKind.VARS)),
         positionals=(PositionalSpec("macro", required=True, value=ValueKind.MACRO),),
         summary="runs one macro; only macros the operator lists in the policy",
     ),
@@ -322,4 +324,8 @@ DBT_1_11 = RuleSet(
     unsupported=UNSUPPORTED,
     examples=EXAMPLES,
     general_hint="dbt's general options such as --target, --debug, --fail-fast, --log-format",
+    audit=AUDIT,
+    # runyard reads run_results.json to report failed models; nothing but dbt may write it.
+    protected_outputs=("target/run_results.json",),
+    left_out=LEFT_OUT,
 )

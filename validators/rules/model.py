@@ -39,6 +39,54 @@ class ValueKind(enum.Enum):
     """One of the flag's ``choices``."""
     MACRO = "macro"
     """A dbt macro name (``macro`` or ``package.macro``) that the policy allows to run."""
+    VARS = "vars"
+    """YAML or JSON values for the project's code, without Jinja delimiters: dbt renders Jinja
+    inside ``--vars``, which would give a job the power of the refused ``--inline``."""
+
+
+class Effect(enum.Enum):
+    """What an option (or positional argument) makes the CLI read, write or execute.
+
+    The audit of every accepted option is recorded with one of these, next to the rule tables;
+    the validator enforces the rules that follow from it, and the contract tests check that the
+    CLI agrees (whatever the CLI types as a path is audited as one).
+    """
+
+    NONE = "none"
+    """Changes how the command behaves or what it prints; touches nothing the job names."""
+    SELECTS = "selects"
+    """Chooses which of the project's own resources the command acts on."""
+    CONFIG = "config"
+    """Chooses among connections, profiles or environments the project itself defines."""
+    VALUES = "values"
+    """Passes values to the project's code; Jinja in them is refused (``ValueKind.VARS``)."""
+    READS_PATH = "reads-path"
+    """Reads files at a path the job names: a relative path inside the project."""
+    WRITES_PATH = "writes-path"
+    """Writes files at a path the job names: only under the rule set's output folders."""
+    SQL = "sql"
+    """Carries SQL that runs with the project's credentials. Off unless a policy allows it."""
+    JINJA = "jinja"
+    """Carries Jinja that dbt renders into SQL and runs. Off unless a policy allows it."""
+    EXECUTES = "executes"
+    """Runs code the job chooses (a macro); only what the operator's policy lists."""
+    NETWORK = "network"
+    """Sends data to, or fetches code from, the internet. Off unless a policy allows it."""
+
+
+PATH_EFFECTS = frozenset({Effect.READS_PATH, Effect.WRITES_PATH})
+OFF_BY_DEFAULT_EFFECTS = frozenset({Effect.SQL, Effect.JINJA, Effect.NETWORK})
+"""Options with these effects are refused unless the operator's policy lists them in
+``allow_flags``: they carry code or reach outside, which no command rule can make safe."""
+
+
+@dataclass(frozen=True, slots=True)
+class OptionAudit:
+    """One line of the audit: what an option or positional argument touches."""
+
+    effect: Effect
+    touches: str
+    """What it reads, writes or executes, in a few words, for the docs and error messages."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +160,17 @@ class RuleSet:
     """Commands the default rules accept; the tests parse each one with the real CLI."""
     general_hint: str = ""
     """Names a few of the global options, for error messages that list a subcommand's options."""
+    audit: Mapping[str, OptionAudit] = field(default_factory=dict)
+    """What every accepted option and positional argument touches. Keys are a canonical flag
+    (``--state``) or a positional's name in capitals (``FILE``), for every subcommand, or the
+    same preceded by a subcommand (``source freshness --output``) where one subcommand differs."""
+    output_dirs: tuple[str, ...] = ("target", "logs")
+    """The only folders (relative to the project) that options writing files may name."""
+    protected_outputs: tuple[str, ...] = ()
+    """Files inside the output folders that runyard reads back, so no option may write them."""
+    left_out: Mapping[str, str] = field(default_factory=dict)
+    """Options of the CLI's subcommands that the tables leave out on purpose (refused as
+    unknown), with the reason; the contract tests require every path-like one to be here."""
 
     def subcommand(self, name: str) -> SubcommandSpec | None:
         for spec in self.subcommands:
@@ -133,6 +192,14 @@ class RuleSet:
         """The canonical names a spelling stands for; short forms may differ by subcommand
         (SQLMesh's ``-s`` is ``--start`` for plan but ``--skip-columns`` for table_diff)."""
         return frozenset(spec.name for spec in self.all_flags() if spelling in spec.spellings)
+
+    def audit_of(self, subcommand: str | None, name: str) -> OptionAudit | None:
+        """The audit line for a flag or positional (``FILE``) as used in ``subcommand``."""
+        if subcommand is not None:
+            specific = self.audit.get(f"{subcommand} {name}")
+            if specific is not None:
+                return specific
+        return self.audit.get(name)
 
     def all_flags(self) -> tuple[FlagSpec, ...]:
         flags = list(self.global_flags)

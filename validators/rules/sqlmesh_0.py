@@ -3,6 +3,7 @@
 SQLMesh's global options (``--gateway``, ``--paths`` ...) belong to the ``sqlmesh`` group only:
 they must come before the subcommand (``sqlmesh --gateway prod plan``). SQLMesh's multiple-value
 options take one value each time they are given (``--select-model a --select-model b``).
+What each accepted option reads, writes or executes is audited in ``sqlmesh_0_audit``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from validators.rules.model import (
     switch,
     toggle,
 )
+from validators.rules.sqlmesh_0_audit import AUDIT, LEFT_OUT
 
 PATH = ValueKind.PATH
 NAME = ValueKind.NAME
@@ -153,7 +155,13 @@ SUBCOMMANDS: tuple[SubcommandSpec, ...] = (
         (
             option("--on", "-o", repeatable=True),
             option("--skip-columns", "-s", repeatable=True),
-            option("--where"),
+            option(
+                "--where",
+                denied=(
+                    "carries SQL that the engine runs with the project's credentials (and DuckDB "
+                    "can read any file with it); put the filter in a model or an audit"
+                ),
+            ),
             option("--limit", value=INTEGER),
             switch("--show-sample"),
             option("--decimals", "-d", value=INTEGER),
@@ -281,4 +289,6 @@ SQLMESH_0 = RuleSet(
     subcommands=SUBCOMMANDS,
     unsupported=UNSUPPORTED,
     examples=EXAMPLES,
+    audit=AUDIT,
+    left_out=LEFT_OUT,
 )

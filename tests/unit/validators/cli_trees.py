@@ -9,6 +9,7 @@ click's own argument parsing on an argument list, without invoking any command, 
 from __future__ import annotations
 
 import functools
+import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,7 +20,8 @@ import click
 from click.core import ParameterSource
 
 from validators import ParsedCommand
-from validators.rules import Arity, FlagSpec, RuleSet, ValueKind
+from validators.rules import Arity, FlagSpec, PositionalSpec, RuleSet, ValueKind
+from validators.rules.model import PATH_EFFECTS, Effect
 
 DISTRIBUTIONS = {"dbt": "dbt-core", "sqlmesh": "sqlmesh"}
 NOT_EXPOSED = object()
@@ -270,3 +272,96 @@ def _value_difference(
     if isinstance(option.type, (click.types.StringParamType, click.Choice, click.Path)):
         return [] if str(value) == single else [f"{flag}: ours {single!r} != click {value!r}"]
     return []  # converted types (YAML, dates): click accepted the text, which is the point
+
+
+# -- the option audit against the CLI --------------------------------------------------------------
+
+PATH_WORDS = frozenset(
+    {"path", "paths", "dir", "file", "folder", "output", "state", "dotenv", "tests"}
+)
+"""Words that, as part of a parameter's name (``--log-file-dir``), suggest it takes a path."""
+NOT_PATHS = {"output_keys": "names of JSON keys that dbt ls prints"}
+"""Parameters whose name suggests a path but which take none (with the reason)."""
+
+
+def looks_like_path(param: click.Parameter) -> bool:
+    """Whether the CLI types the parameter as a path, or its name suggests one."""
+    if isinstance(param, click.Option) and not takes_value(param):
+        return False
+    if isinstance(param.type, (click.Path, click.File)):
+        return True
+    if isinstance(param.type, (click.types.IntParamType, click.Choice)):
+        return False
+    names = [param.name or "", *getattr(param, "opts", ())]
+    words = {word for name in names for word in re.split(r"[-_]+", name.lower())}
+    return param.name not in NOT_PATHS and bool(words & PATH_WORDS)
+
+
+def _spec_for(
+    param: click.Parameter, flags: tuple[FlagSpec, ...], positionals: tuple[PositionalSpec, ...]
+) -> FlagSpec | PositionalSpec | None:
+    if isinstance(param, click.Argument):
+        return next((p for p in positionals if p.name == param.name), None)
+    spellings = {*param.opts, *param.secondary_opts}
+    return next((f for f in flags if f.name in spellings), None)
+
+
+def audit_problems(rules: RuleSet, cli: click.Group) -> list[str]:
+    """Every accepted option and argument is audited, the audit names nothing else, and whatever
+    the CLI reads as a path is audited as a read or written path and checked as a path."""
+    problems: list[str] = []
+    places: list[tuple[str | None, tuple[FlagSpec, ...], tuple[PositionalSpec, ...]]] = [
+        (None, rules.global_flags, ())
+    ]
+    places += [(sub.name, sub.flags, sub.positionals) for sub in rules.subcommands]
+    known: set[str] = set()
+    for sub_name, flags, positionals in places:
+        where = f"{rules.program} {sub_name or '(global)'}"
+        names = [f.name for f in flags] + [p.name.upper() for p in positionals]
+        for name in names:
+            known.update({name, f"{sub_name} {name}"})
+            if rules.audit_of(sub_name, name) is None:
+                problems.append(f"{where}: {name} has no audit line")
+        for flag in flags:
+            problems.extend(_effect_problems(rules, sub_name, flag.name, flag.value, where))
+        for positional in positionals:
+            name = positional.name.upper()
+            problems.extend(_effect_problems(rules, sub_name, name, positional.value, where))
+        command = cli if sub_name is None else find_command(cli, sub_name.split(" "))
+        if command is None:
+            continue  # rule_problems reports it
+        for param in command.params:
+            if not looks_like_path(param):
+                continue
+            spec = _spec_for(param, flags, positionals)
+            label = param.opts[0] if isinstance(param, click.Option) else str(param.name).upper()
+            if spec is None:
+                if label not in rules.left_out and param.name != "help":
+                    problems.append(f"{where}: {label} takes a path but is not audited")
+                continue
+            name = spec.name if isinstance(spec, FlagSpec) else spec.name.upper()
+            audit = rules.audit_of(sub_name, name)
+            if audit is not None and audit.effect not in PATH_EFFECTS:
+                problems.append(
+                    f"{where}: {label} takes a path but is audited {audit.effect.value}"
+                )
+    stale = [key for key in rules.audit if key not in known]
+    return problems + [f"{rules.program}: audit line {key!r} names nothing" for key in stale]
+
+
+def _effect_problems(
+    rules: RuleSet, sub: str | None, name: str, value: ValueKind, where: str
+) -> list[str]:
+    audit = rules.audit_of(sub, name)
+    if audit is None:
+        return []
+    problems = []
+    if (audit.effect in PATH_EFFECTS) != (value is ValueKind.PATH):
+        problems.append(
+            f"{where}: {name} is audited {audit.effect.value}, checked as {value.value}"
+        )
+    if (audit.effect is Effect.VALUES) != (value is ValueKind.VARS):
+        problems.append(f"{where}: {name} passes values but is not checked for Jinja")
+    if (audit.effect is Effect.EXECUTES) != (value is ValueKind.MACRO):
+        problems.append(f"{where}: {name} executes code the policy does not list")
+    return problems

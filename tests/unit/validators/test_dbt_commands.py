@@ -163,9 +163,9 @@ def test_run_operation_runs_only_macros_the_policy_lists() -> None:
     [
         ("dbt run --profiles-dir profiles", "--profiles-dir", "changes where dbt reads"),
         ("dbt run --project-dir other", "--project-dir", "runs a different project"),
-        ("dbt run --target-path elsewhere", "--target-path", "moves target/"),
-        ("dbt run --log-path logs2", "--log-path", "moves dbt's log files"),
-        ("dbt --log-path logs2 run", "--log-path", "moves dbt's log files"),
+        ("dbt run --target-path target/elsewhere", "--target-path", "moves target/"),
+        ("dbt run --log-path logs/2", "--log-path", "moves dbt's log files"),
+        ("dbt --log-path logs/2 run", "--log-path", "moves dbt's log files"),
         ("dbt run --partial-parse-file-path x.msgpack", "--partial-parse-file-path", "reads"),
         ("dbt run --send-anonymous-usage-stats", "--send-anonymous-usage-stats", "sends"),
         ("dbt run --upload-to-artifacts-ingest-api", "--upload-to-artifacts-ingest-api", "up"),

@@ -27,6 +27,7 @@ from tests.unit.validators import posix_reference
 from tests.unit.validators.cli_trees import dry_parse, reading_differences
 from validators import CommandPolicy, KindPolicy, validate_command
 from validators.rules import RULES, Arity, FlagSpec, PositionalSpec, ValueKind
+from validators.rules.model import OFF_BY_DEFAULT_EFFECTS, Effect
 from validators.shell_words import split_words
 
 PROPERTY_SETTINGS = settings(
@@ -221,6 +222,8 @@ VALUES_BY_KIND = {
     ValueKind.INTEGER: ["0", "4", "16"],
     ValueKind.MACRO: sorted(MACROS),
 }
+# Paths that options write to must lie in the output folders (target/, logs/).
+WRITTEN_PATHS = ["target/state", "logs/a b.txt", "target/d.html", "./target/x.json"]
 SAFE = set(string.ascii_letters + string.digits + "-_.,:/=+@%")
 
 
@@ -237,7 +240,9 @@ def quote(rng: random.Random, value: str) -> str:
     return "'" + value.replace("'", "'\"'\"'") + "'"
 
 
-def random_value(rng: random.Random, spec: FlagSpec | PositionalSpec) -> str:
+def random_value(rng: random.Random, spec: FlagSpec | PositionalSpec, writes: bool = False) -> str:
+    if writes:
+        return rng.choice(WRITTEN_PATHS)
     if isinstance(spec, FlagSpec) and spec.name in VALUES_BY_FLAG:
         return rng.choice(VALUES_BY_FLAG[spec.name])
     if spec.value is ValueKind.CHOICE:
@@ -246,21 +251,28 @@ def random_value(rng: random.Random, spec: FlagSpec | PositionalSpec) -> str:
     return rng.choice(VALUES_BY_KIND[spec.value])
 
 
-def random_flag(rng: random.Random, spec: FlagSpec) -> list[str]:
+def writes(kind: str, sub: str | None, name: str) -> bool:
+    audit = RULES[kind].audit_of(sub, name)
+    return audit is not None and audit.effect is Effect.WRITES_PATH
+
+
+def random_flag(rng: random.Random, spec: FlagSpec, written: bool = False) -> list[str]:
     spelling = rng.choice(spec.spellings)
     if spec.arity is Arity.NONE:
         return [spelling]
-    values = [random_value(rng, spec)]
+    values = [random_value(rng, spec, written)]
     if spec.arity is Arity.MANY:
-        values += [random_value(rng, spec) for _ in range(rng.randint(0, 2))]
+        values += [random_value(rng, spec, written) for _ in range(rng.randint(0, 2))]
     quoted = [quote(rng, v) for v in values]
     if spelling.startswith("--") and rng.random() < 0.5:
         return [f"{spelling}={quoted[0]}", *quoted[1:]]
     return [spelling, *quoted]
 
 
-def allowed(spec: FlagSpec) -> bool:
-    return spec.denied is None
+def allowed(kind: str, sub: str | None, spec: FlagSpec) -> bool:
+    audit = RULES[kind].audit_of(sub, spec.name)
+    assert audit is not None, spec.name
+    return spec.denied is None and audit.effect not in OFF_BY_DEFAULT_EFFECTS
 
 
 def random_command(seed: int) -> tuple[str, str]:
@@ -275,20 +287,24 @@ def random_command(seed: int) -> tuple[str, str]:
     subs = [s for s in rules.subcommands if POLICY.subcommand_enabled(kind, s.name)]
     sub = rng.choice(subs)
     words = [rules.program]
-    chosen_global = rng.sample([f for f in rules.global_flags if allowed(f)], rng.randint(0, 2))
+    global_flags = [f for f in rules.global_flags if allowed(kind, None, f)]
+    chosen_global = rng.sample(global_flags, rng.randint(0, 2))
     for spec in chosen_global:
-        words += random_flag(rng, spec)
+        words += random_flag(rng, spec, writes(kind, None, spec.name))
     words.append(rng.choice(sub.names))
     given = {spec.name for spec in chosen_global}
-    candidates = [f for f in sub.flags if allowed(f) and f.name not in given]
+    candidates = [f for f in sub.flags if allowed(kind, sub.name, f) and f.name not in given]
     chosen = rng.sample(candidates, min(len(candidates), rng.randint(0, 5)))
     chosen += [f for f in sub.flags if f.name in sub.required_flags and f not in chosen]
-    parts: list[list[str]] = [random_flag(rng, spec) for spec in chosen]
+    parts: list[list[str]] = [
+        random_flag(rng, spec, writes(kind, sub.name, spec.name)) for spec in chosen
+    ]
     for positional in sub.positionals:
         count = rng.randint(0, 2) if positional.many else 1
         if not positional.required and not positional.many and rng.random() < 0.5:
             break  # an optional argument can only be left out if all after it are too
-        parts += [[quote(rng, random_value(rng, positional))] for _ in range(count)]
+        written = writes(kind, sub.name, positional.name.upper())
+        parts += [[quote(rng, random_value(rng, positional, written))] for _ in range(count)]
     # Arguments and options may come in any order after the subcommand, but the arguments keep
     # their order among themselves: shuffle the options in around them.
     order = rng.sample(range(len(parts)), len(parts))

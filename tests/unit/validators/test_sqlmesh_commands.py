@@ -44,7 +44,7 @@ def test_the_contract_example_is_accepted() -> None:
         ("sqlmesh info", "info"),
         ("sqlmesh format --check", "format"),
         ("sqlmesh lint", "lint"),
-        ("sqlmesh dag dag.html", "dag"),
+        ("sqlmesh dag target/dag.html", "dag"),
         ("sqlmesh check_intervals", "check_intervals"),
     ],
 )
@@ -94,7 +94,7 @@ def test_global_options_go_before_the_subcommand() -> None:
         ("sqlmesh --paths other run", "--paths", "loads a different project"),
         ("sqlmesh -p other run", "-p", "loads a different project"),
         ("sqlmesh --dotenv .env.prod run", "--dotenv", "loads environment variables"),
-        ("sqlmesh --log-file-dir logs2 run", "--log-file-dir", "moves SQLMesh's log files"),
+        ("sqlmesh --log-file-dir logs/2 run", "--log-file-dir", "moves SQLMesh's log files"),
     ],
 )
 def test_denied_global_flags(text: str, token: str, reason_start: str) -> None:
