@@ -1,6 +1,8 @@
-"""Prometheus metrics (prometheus_client). Labels stay bounded: project and job names and
-statuses, never run ids. HTTP request metrics come from Litestar's Prometheus middleware
-(route templates, not raw paths)."""
+"""Prometheus metrics (prometheus_client). Labels stay bounded: the org's slug, project and
+job names and statuses, never run or job ids, never secrets. Run metrics carry the org, so
+two orgs' projects of the same name stay apart and a scrape can be split by tenant. HTTP
+request metrics come from Litestar's Prometheus middleware (route templates, not raw paths).
+"""
 
 from __future__ import annotations
 
@@ -15,17 +17,19 @@ from prometheus_client.registry import Collector
 from app.models import RunRecord
 
 RUNS_STARTED = Counter(
-    "runyard_runs_started_total", "Runs that started running", ["project", "job", "triggered_by"]
+    "runyard_runs_started_total",
+    "Runs that started running",
+    ["org", "project", "job", "triggered_by"],
 )
 RUNS_FINISHED = Counter(
     "runyard_runs_finished_total",
     "Runs that reached a terminal status",
-    ["project", "job", "status"],
+    ["org", "project", "job", "status"],
 )
 RUN_DURATION = Histogram(
     "runyard_run_duration_seconds",
     "Duration of finished runs",
-    ["project", "status"],
+    ["org", "project", "status"],
     buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400),
 )
 
@@ -65,14 +69,55 @@ GAUGES = _BoundGauges()
 REGISTRY.register(GAUGES)
 
 
+class _OrgNames:
+    """Org id -> slug for labels. Slugs never change, so each is looked up once; until a
+    lookup is bound (or when it finds nothing) the label is the org id, still one value
+    per org."""
+
+    def __init__(self) -> None:
+        self._lookup: Callable[[str], str | None] | None = None
+        self._known: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def bind(self, lookup: Callable[[str], str | None]) -> None:
+        with self._lock:
+            self._lookup = lookup
+            self._known.clear()
+
+    def __call__(self, org_id: str) -> str:
+        known = self._known.get(org_id)
+        if known is not None:
+            return known
+        lookup = self._lookup
+        try:
+            slug = lookup(org_id) if lookup else None
+        except Exception:  # a metric must never break the run it counts
+            log.warning("could not look up an org's slug for metrics", exc_info=True)
+            slug = None
+        if slug is None:
+            return org_id
+        with self._lock:
+            if len(self._known) > 10_000:  # orgs are few; bound memory anyway
+                self._known.clear()
+            self._known[org_id] = slug
+        return slug
+
+
+ORG_NAMES = _OrgNames()
+
+
 def run_started(record: RunRecord) -> None:
     RUNS_STARTED.labels(
-        record.snapshot.project_name, record.snapshot.job.name, record.triggered_by
+        ORG_NAMES(record.org_id),
+        record.snapshot.project_name,
+        record.snapshot.job.name,
+        record.triggered_by,
     ).inc()
 
 
 def run_finished(record: RunRecord) -> None:
+    org = ORG_NAMES(record.org_id)
     project, job = record.snapshot.project_name, record.snapshot.job.name
-    RUNS_FINISHED.labels(project, job, record.status).inc()
+    RUNS_FINISHED.labels(org, project, job, record.status).inc()
     if record.duration_seconds is not None:
-        RUN_DURATION.labels(project, record.status).observe(record.duration_seconds)
+        RUN_DURATION.labels(org, project, record.status).observe(record.duration_seconds)

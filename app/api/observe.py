@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import re
 import time
 import uuid
+from typing import Any
 
-from litestar import Response, get
+from litestar import Request, Response, get
 from litestar.enums import ScopeType
 from litestar.middleware import AbstractMiddleware
 from litestar.types import Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from app import logs
+from app.container import Container
+from app.errors import Unauthorized
 
 access = logging.getLogger("runyard.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._-]{1,100}$")
@@ -71,6 +75,18 @@ class RequestContextMiddleware(AbstractMiddleware):
     summary="Prometheus metrics",
     media_type=CONTENT_TYPE_LATEST,
 )
-def metrics() -> Response[bytes]:
+def metrics(request: Request[Any, Any, Any], container: Container) -> Response[bytes]:
     # Collectors read the database, so this runs in a worker thread.
+    expected = container.settings.metrics_token
+    if expected:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # Constant time: the comparison must not tell a prober how much of a guess was right.
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogateescape"), expected.encode()
+        ):
+            raise Unauthorized(
+                "/metrics needs 'Authorization: Bearer <token>' with the token set in "
+                "RUNYARD_METRICS_TOKEN on this server.",
+                headers={"WWW-Authenticate": 'Bearer realm="runyard metrics"'},
+            )
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

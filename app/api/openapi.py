@@ -102,6 +102,10 @@ def document_problems(app: Litestar) -> None:
                 operation.security = []  # health, readiness, metrics and the document: no token
                 responses.pop("400", None)
                 responses["500"] = _problem_response(_API_ERRORS["500"])
+                if path == "/metrics":
+                    responses["401"] = _problem_response(
+                        "RUNYARD_METRICS_TOKEN is set and the request did not carry it"
+                    )
                 if path == "/ready":
                     responses["503"] = OpenAPIResponse(
                         description="The database does not answer",

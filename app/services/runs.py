@@ -11,11 +11,13 @@ import hashlib
 import logging
 import math
 import secrets
+import shlex
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import msgspec
 
+from app import metrics
 from app.cron import next_fire
 from app.errors import (
     ClusterError,
@@ -41,12 +43,31 @@ from app.models import (
 )
 from app.naming import cronjob_name, run_job_name
 from app.services.commands import CommandChecker
+from app.services.cursors import CursorCodec
 from app.services.projects import require_writer
 from app.store import RunPage, Store
 from app.store.jobs import config_of
 from app.tracker import RunTracker
 
 log = logging.getLogger("runyard.runs")
+
+
+class LaunchFailed(RunyardError):
+    """The executor could not start a recorded run for a reason of its own (not a runyard
+    error): the run is recorded as failed, and the caller hears why."""
+
+    status = 422
+    title = "Run could not start"
+    slug = "launch-failed"
+
+
+def _launch_reason(exc: Exception) -> str:
+    if isinstance(exc, ValueError) and "null" in str(exc).lower():
+        return (
+            "the project's path, the environment or the command contains a NUL byte, "
+            "which no process can be given"
+        )
+    return f"{exc} ({type(exc).__name__})"[:1000]
 
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
@@ -101,8 +122,13 @@ class RunService:
         commands: CommandChecker,
         namespace_for: Callable[[str], str],
         clock: Callable[[], datetime] = utcnow,
+        *,
+        cursor_key: bytes | None = None,
     ) -> None:
         self._store = store
+        self._cursors = CursorCodec(cursor_key)
+        # Run metrics label runs with their org's slug, which only the store knows.
+        metrics.ORG_NAMES.bind(store.orgs.slug_of)
         self._executor = executor
         self._tracker = tracker
         self._commands = commands
@@ -159,6 +185,7 @@ class RunService:
             snapshot=old.snapshot,
             job_id=old.job_id,
             command_override=command_override,
+            replay_command=None if command_override is not None else self._ran(project, old),
             rerun_of=old.id,
         )
         assert run is not None
@@ -172,6 +199,7 @@ class RunService:
         triggered_by: TriggeredBy,
         command_override: str | None = None,
         snapshot: RunSnapshot | None = None,
+        replay_command: str | None = None,
         job_id: str | None = None,
         rerun_of: str | None = None,
         upstream_run_id: str | None = None,
@@ -180,19 +208,34 @@ class RunService:
         idempotency_key: str | None = None,
     ) -> RunRecord | None:
         """Record and launch a run. Returns None when a scheduled or dependency run is
-        skipped (Forbid with a run active, or the slot already has a run)."""
+        skipped (Forbid with a run active, or the slot already has a run).
+
+        What runs is checked against today's command policy whatever its origin (the job's
+        command, an override, or a rerun's ``replay_command``), and the record's ``command``
+        is that text, so the run shows what it ran."""
         now = self._clock()
         if snapshot is None:
             assert job is not None
             snapshot = self._snapshot(project, job)
         config = snapshot.job
-        command = config.command
-        argv = snapshot.argv
         if command_override is not None:
+            command = command_override
             parsed = self._commands.parse(project.kind, command_override, "command_override")
-            command, argv = command_override, list(parsed.argv)
-            snapshot = msgspec.structs.replace(snapshot, argv=argv)
-        parsed_type = self._commands.parse(project.kind, command).subcommand
+        elif replay_command is not None:
+            command = replay_command
+            try:
+                parsed = self._commands.parse(project.kind, replay_command)
+            except Invalid as refused:
+                raise Invalid(
+                    f"The run's command ({replay_command}) is not allowed by the current "
+                    f"command policy, so it was not run again. {refused.detail}",
+                    refused.errors,
+                ) from None
+        else:
+            command = config.command
+            parsed = self._commands.parse(project.kind, command)
+        snapshot = msgspec.structs.replace(snapshot, argv=list(parsed.argv))
+        parsed_type = parsed.subcommand
         namespace = (
             self._namespace_for(project.org_slug) if self._executor.name == ("kubernetes") else None
         )
@@ -260,26 +303,58 @@ class RunService:
             record.job_name = run_job_name(project.name, config.name, now, secrets.token_hex(2))
             if not self._store.runs.insert_exclusive(record, forbid=False).inserted:
                 raise Conflict("Too many runs of this job started at once; try again.")
-        if policy == "Replace":
-            for other in active:
-                self._cancel_record(other.id, "replaced by run " + record.id)
-        if job_name is None:
-            self._launch(record)
+        if job_name is not None:  # the cluster started it: only replace the older runs
+            if policy == "Replace":
+                for other in active:
+                    self._cancel_record(other.id, "replaced by run " + record.id)
+            return record
+        try:
+            if policy == "Replace":
+                for other in active:
+                    self._cancel_record(other.id, "replaced by run " + record.id)
+            self._executor.launch(record)
+        except Exception as exc:
+            # Whatever went wrong, the run must not stay pending: under Forbid a pending run
+            # would refuse every later trigger of the job until a restart.
+            raise self._not_started(record, exc) from None
         return record
 
-    def _launch(self, record: RunRecord) -> None:
+    def _not_started(self, record: RunRecord, exc: Exception) -> RunyardError:
+        """End a run that could not start as failed; the error to answer with."""
+        if isinstance(exc, RunyardError):
+            reason, answer = exc.detail, exc
+        else:
+            log.error("a run could not start", extra={"run_id": record.id}, exc_info=exc)
+            reason = _launch_reason(exc)
+            answer = LaunchFailed(
+                f"Run {record.id} could not start: {reason}. It is recorded as failed. Fix "
+                "the project or job configuration and trigger it again."
+            )
         try:
-            self._executor.launch(record)
-        except RunyardError as exc:
             self._tracker.finished(
                 record.id,
                 Outcome(
                     status="failed",
                     end_time=self._clock(),
-                    error=f"runyard could not start the run: {exc.detail}",
+                    error=f"runyard could not start the run: {reason}",
                 ),
             )
-            raise
+        except Exception:
+            log.exception(
+                "could not record a run that failed to start", extra={"run_id": record.id}
+            )
+        return answer
+
+    def _ran(self, project: Project, old: RunRecord) -> str:
+        """The command text of what an earlier run ran: its recorded command when that
+        still means the same argument list, else the argument list quoted for a shell
+        (runs recorded before overrides were kept in ``command``)."""
+        try:
+            if list(self._commands.parse(project.kind, old.command).argv) == old.snapshot.argv:
+                return old.command
+        except Invalid:
+            pass
+        return shlex.join(old.snapshot.argv)
 
     def _snapshot(self, project: Project, job: Job) -> RunSnapshot:
         parsed = self._commands.parse(project.kind, job.command)
@@ -358,11 +433,8 @@ class RunService:
             raise NotFound(f"No job with id {job_id!r} in project {project_id!r}.")
         if status is not None and status not in RUN_STATUSES:
             raise invalid("status", "use one of " + ", ".join(RUN_STATUSES))
-        try:
-            position = int(cursor) if cursor else None
-        except ValueError:
-            raise Invalid("cursor: use the next_cursor value of the previous page") from None
-        return self._store.runs.page(
+        position = self._cursors.decode(principal.org_id, cursor) if cursor else None
+        page = self._store.runs.page(
             principal.org_id,
             project_id=project_id,
             job_id=job_id,
@@ -371,6 +443,13 @@ class RunService:
             cursor=position,
             limit=max(1, min(limit, 200)),
         )
+        # The store's cursor is a position in a sequence all orgs share: never hand it out.
+        opaque = (
+            self._cursors.encode(principal.org_id, int(page.next_cursor))
+            if page.next_cursor
+            else None
+        )
+        return msgspec.structs.replace(page, next_cursor=opaque)
 
     def logs(
         self,

@@ -6,7 +6,9 @@ from typing import Any
 
 from litestar.testing import TestClient
 
-from tests.integration.api_helpers import make_job, make_project
+from app.container import Container
+from tests.factories import saved_project
+from tests.integration.api_helpers import assert_problem, make_job, make_project
 
 H = dict[str, str]
 
@@ -51,3 +53,56 @@ def test_request_id_is_returned_and_generated(client: TestClient[Any]) -> None:
     generated = client.get("/health", headers={"X-Request-ID": "bad id with spaces"})
     assert generated.headers["x-request-id"] != "bad id with spaces"
     assert len(generated.headers["x-request-id"]) == 32
+
+
+def test_metrics_token_is_required_when_set(container_factory: Any) -> None:
+    from app.main import create_app
+
+    guarded = container_factory(metrics_token="scrape-secret-123")
+    with TestClient(create_app(container=guarded)) as test_client:
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "Bearer scrape-secret-1234"},
+            {"Authorization": "Basic scrape-secret-123"},
+            {"Authorization": "Bearer"},
+        ):
+            refused = test_client.get("/metrics", headers=headers)
+            body = assert_problem(refused, 401)
+            assert "RUNYARD_METRICS_TOKEN" in body["detail"]
+            assert "scrape-secret" not in refused.text
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+        allowed = test_client.get("/metrics", headers={"Authorization": "Bearer scrape-secret-123"})
+        assert allowed.status_code == 200 and "runyard_http_requests_total" in allowed.text
+        # Liveness stays open: probes carry no token.
+        assert test_client.get("/health").status_code == 200
+
+
+def test_metrics_are_open_without_a_token(client: TestClient[Any]) -> None:
+    assert client.get("/metrics").status_code == 200
+
+
+def test_run_metrics_carry_the_org(container: Container, client: TestClient[Any]) -> None:
+    """Two orgs with a project and a job of the same name: their runs count apart, labelled
+    with each org's slug (never an id of a run or a job)."""
+    from tests.integration.test_notify_support import finish, make_run
+    from tests.integration.test_notify_support import make_job as store_job
+
+    runs = []
+    for slug in ("acme", "globex"):
+        org = container.store.orgs.get_or_create(slug)
+        project = saved_project(container.store, org_id=org.id, org_slug=slug, name="shared")
+        job = store_job(container, project, name="nightly")
+        run = make_run(container, project, job)
+        finish(container, run, "failed", exit_code=1)
+        runs.append((run, job))
+    text = client.get("/metrics").text
+    for slug in ("acme", "globex"):
+        assert (
+            f'runyard_runs_finished_total{{job="nightly",org="{slug}",project="shared",'
+            'status="failed"}' in text
+        ), text
+        assert f'runyard_runs_started_total{{job="nightly",org="{slug}",project="shared",' in text
+        assert f'runyard_run_duration_seconds_count{{org="{slug}",project="shared",' in text
+    for run, job in runs:
+        assert run.id not in text and job.id not in text

@@ -225,3 +225,50 @@ def test_dependency_chain(api: Api, dbt_project_dir: Path) -> None:
     assert run_c["triggered_by"] == "dependency" and run_c["upstream_run_id"] == run_b["id"]
     assert run_c["status"] == "success"
     assert runs_of(d) == []
+
+
+def test_override_and_its_rerun_record_the_command_that_ran(
+    api: Api, dbt_project_dir: Path
+) -> None:
+    project = api.project(dbt_project_dir)
+    job = api.job(project["id"], "build", "dbt run --select tag:broken")
+    response = api.trigger(project["id"], job["id"], json={"command_override": "dbt seed"})
+    assert response.status_code == 201, response.text
+    first = api.wait(response.json()["job_run_id"])
+    # The override ran (seed succeeds; the job's own command would have failed) and the
+    # record says so.
+    assert first["status"] == "success" and first["command"] == "dbt seed"
+    assert first["job_type"] == "seed"
+    rerun = api.http.post(f"/api/v1/runs/{first['id']}/rerun")
+    assert rerun.status_code == 201, rerun.text
+    again = api.wait(rerun.json()["id"])
+    assert again["command"] == "dbt seed" and again["status"] == "success"
+    assert again["rerun_of"] == first["id"]
+
+
+def test_rerun_is_checked_against_todays_command_policy(
+    api: Api, live_server: LiveServer, dbt_project_dir: Path
+) -> None:
+    """A run recorded under an older, looser policy (its stored argument list holds a token
+    today's rules refuse) is not replayed: 422 naming the token, and nothing starts."""
+    from tests.factories import run_record, snapshot
+
+    project = api.project(dbt_project_dir)
+    job = api.job(project["id"], "build", "dbt build")
+    store = live_server.container.store
+    org = store.orgs.by_slug("acme")
+    assert org is not None
+    argv = ["dbt", "build", "--select", "orders", "&&", "rm", "-rf", "/"]
+    old = run_record(
+        org_id=org.id,
+        project_id=project["id"],
+        job_id=job["id"],
+        status="success",
+        snapshot_=snapshot(path=str(dbt_project_dir), argv=argv),
+        command="dbt build",
+    )
+    assert store.runs.insert(old)
+    response = api.http.post(f"/api/v1/runs/{old.id}/rerun")
+    problem = assert_problem(response, 422, field="command")
+    assert "'&&'" in problem["detail"] and "current command policy" in problem["detail"]
+    assert api.http.get("/api/v1/runs").json()["total"] == 1  # only the old run
