@@ -3,16 +3,20 @@
 default:
     @just --list
 
-# create the virtualenv with every development dependency
+# create the virtualenv with every development dependency (from requirements/dev.lock)
 setup:
     ./dev test --co -q > /dev/null
+
+# recompile requirements/*.lock from pyproject.toml (--upgrade[-package NAME]: newer versions)
+lock *ARGS:
+    PATH="$PWD/.venv/bin:$PATH" python3 requirements/lock.py {{ARGS}}
 
 # ruff lint and format check
 lint:
     .venv/bin/ruff check .
     .venv/bin/ruff format --check .
 
-# mypy --strict over app, validators, tests and bench
+# mypy --strict over app, validators, tests, bench and requirements
 typecheck:
     .venv/bin/mypy
 
