@@ -12,13 +12,17 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+from litestar.testing import TestClient
 
 from app.container import Container
 from app.notify.webhook import WebhookSender
 from app.services.outbound import OutboundPolicy
 from tests.conftest import ContainerFactory
+from tests.integration.api_helpers import assert_problem
+from tests.integration.api_helpers import make_project as make_api_project
 from tests.integration.test_notify_support import (
     Receiver,
     always,
@@ -202,3 +206,55 @@ def test_secrets_never_reach_the_log(
     for value in (secret, header_token, slack_token):
         assert value not in logged
         assert all(value not in (n.last_error or "") for n in found)
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "::ffff:127.0.0.2",  # IPv4-mapped: a dual-stack socket connects to 127.0.0.2
+        "::ffff:0:127.0.0.2",  # SIIT
+        "::127.0.0.2",  # IPv4-compatible
+        "64:ff9b::7f00:2",  # NAT64: a translator on the network forwards to 127.0.0.2
+        "2002:7f00:2::1",  # 6to4
+    ],
+)
+def test_ipv6_forms_of_a_refused_ipv4_are_refused_at_send_time(
+    allowing_loopback_one: Container, other_loopback: Receiver, host: str
+) -> None:
+    """Saved before the check existed (through the store): refused when sent, and the
+    receiver on 127.0.0.2 never sees a connection. 127.0.0.1 is allowed, 127.0.0.2 is not:
+    the embedded address is what is judged."""
+    state, attempts, error = _send_one(
+        allowing_loopback_one, f"http://[{host}]:{other_loopback.port}/hook"
+    )
+    assert (state, attempts) == ("failed", 1)
+    assert error.startswith("refused:") and "embeds" in error
+    assert other_loopback.requests == []
+
+
+def test_ipv6_forms_of_private_addresses_are_refused_at_save(
+    client: TestClient[Any], admin_headers: dict[str, str]
+) -> None:
+    project = make_api_project(client, admin_headers)
+    for url in (
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data/",
+        "http://[::ffff:0:a00:1]/hook",
+        "http://[2002:c0a8:101::1]/hook",
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/hook",
+    ):
+        response = client.post(
+            f"/api/v1/projects/{project['id']}/jobs",
+            json={"name": "hook", "command": "dbt build", "webhook_url": url},
+            headers=admin_headers,
+        )
+        assert "embeds" in assert_problem(response, 422, field="webhook_url")["detail"]
+        response = client.put(
+            f"/api/v1/projects/{project['id']}",
+            json={"slack_webhook_url": url.replace("/hook", "/services/x")},
+            headers=admin_headers,
+        )
+        assert_problem(response, 422, field="slack_webhook_url")
+    assert (
+        client.get(f"/api/v1/projects/{project['id']}/jobs", headers=admin_headers).json()["total"]
+        == 0
+    )
