@@ -33,7 +33,9 @@ _NEVER = frozenset(
     }
 )
 _MASK = "********"
-_MIN_SECRET = 4  # as app/secrets.MIN_MASKED: shorter values would blank ordinary words
+# Shorter values are not remembered: a header such as "X-Team: data" is sealed like every
+# header value, but blanking "data" out of every log line would hide more than it protects.
+_MIN_SECRET = 8
 _MAX_REMEMBERED = 10_000
 
 
@@ -51,7 +53,7 @@ class _KnownSecrets:
         with self._lock:
             changed = False
             for value in values:
-                words = [value, *(w for w in value.split() if len(w) >= 8)]
+                words = [value, *(w for w in value.split() if len(w) >= _MIN_SECRET)]
                 for word in words:
                     if len(word) < _MIN_SECRET:
                         continue

@@ -198,7 +198,7 @@ class JobService:
             updated = msgspec.structs.replace(current, **changes)
         except TypeError as exc:  # pragma: no cover - msgspec already typed the body
             raise Invalid(str(exc)) from None
-        if updated == current:
+        if updated == current and not secret_errors:
             return current  # nothing changed: no new version, no cluster write
         updated.version = current.version + 1
         updated.updated_at = self._clock()

@@ -358,7 +358,13 @@ class RunRepo:
         if row is None:
             return []  # no such run (yet): nothing to cache
         sealed = self._db.box.open_json(row["secrets"])
-        values = [v for group in sealed.values() for v in group.values()]
+        # What the run's process was given. Webhook headers never reach it, and masking
+        # them would blank ordinary words ("X-Team: data") out of every line.
+        values = [
+            value
+            for group in ("secret_environment", "project_secret_environment")
+            for value in sealed.get(group, {}).values()
+        ]
         found = mask_values(values)
         with self._masks_lock:
             self._masks[run_id] = found
