@@ -56,14 +56,28 @@ def _response(
     return Response(problem, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+_MAX_DETAIL = 2000
+_MAX_MESSAGE = 500
+_MAX_ERRORS = 50
+
+
+def _clip(text: str, limit: int) -> str:
+    """Messages quote the values they refuse; a 600 KB value must not come back twice."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def runyard_error(request: Req, exc: RunyardError) -> Response[Problem]:
+    errors = [
+        {"field": _clip(e.field, 200), "message": _clip(e.message, _MAX_MESSAGE)}
+        for e in exc.errors[:_MAX_ERRORS]
+    ]
     return _response(
         request,
         exc.status,
         exc.slug,
         exc.title,
-        exc.detail,
-        [{"field": e.field, "message": e.message} for e in exc.errors],
+        _clip(exc.detail, _MAX_DETAIL),
+        errors,
         exc.headers or None,
     )
 
