@@ -1,9 +1,11 @@
 """``runyard demo``: the example dbt and SQLMesh projects, run end to end on this machine.
 
-It copies ``examples/dbt_demo`` and ``examples/sqlmesh_demo`` into ``./runyard-demo/``,
-starts runyard on its embedded defaults (local executor, SQLite database
-``./runyard-demo/runyard.db``, a free port on 127.0.0.1), creates an org and an admin
-token, creates the projects and their jobs through the HTTP API, and triggers four runs,
+It copies ``examples/dbt_demo`` and ``examples/sqlmesh_demo`` into the folder of its org
+under the projects root (``./runyard-demo/projects/demo/``, the projects root being
+``projects/`` beside the database), starts runyard on its embedded defaults (local
+executor, SQLite database ``./runyard-demo/runyard.db``, a free port on 127.0.0.1), creates
+an org and an admin token, creates the projects (paths relative to the org's folder) and
+their jobs through the HTTP API, and triggers four runs,
 one after the other: a dbt build that succeeds, a dbt run of a deliberately broken model
 (it must fail, naming the model), a SQLMesh plan and a SQLMesh run. It prints what each
 did and how to read the logs, leaves the database for inspection, and exits 0 when every
@@ -36,6 +38,7 @@ from app.models import TERMINAL_STATUSES
 from app.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ORG = "demo"
 MARKER = ".runyard-demo"
 # What the engines write into a project directory; never copied from the examples.
 GENERATED = ("target", "logs", "dbt_packages", ".sqlmesh", ".cache", "__pycache__", "*.duckdb*")
@@ -90,14 +93,15 @@ def run_demo(directory: Path, *, serve: bool = False, out: TextIO = sys.stdout) 
     _check_engines()
     base = _prepare(directory)
     database = base / "runyard.db"
-    settings = Settings(database=str(database), executor="local", workdir=str(base))
+    # The projects root is the default one, projects/ beside the database.
+    settings = Settings(database=str(database), executor="local")
     show = _Printer(out, base)
     show.line(f"runyard demo in {show.rel(base)} (database {show.rel(database)})")
 
     from app.container import Container  # the service itself: imported when needed
 
     container = Container(settings)
-    token, _ = container.tokens.create("demo", "admin")
+    token, _ = container.tokens.create(ORG, "admin")
     container.start()
     try:
         with (
@@ -153,11 +157,19 @@ def _prepare(directory: Path) -> Path:
         shutil.rmtree(base)
     base.mkdir(parents=True)
     (base / MARKER).write_text("Made by `runyard demo`; it replaces this directory.\n")
+    org_folder = _org_folder(base)
+    for folder in (org_folder.parent, org_folder):  # private, as runyard makes them
+        folder.mkdir(mode=0o700, exist_ok=True)
     for kind_dir in ("dbt_demo", "sqlmesh_demo"):
         shutil.copytree(
-            EXAMPLES / kind_dir, base / kind_dir, ignore=shutil.ignore_patterns(*GENERATED)
+            EXAMPLES / kind_dir, org_folder / kind_dir, ignore=shutil.ignore_patterns(*GENERATED)
         )
     return base
+
+
+def _org_folder(base: Path) -> Path:
+    """Where the demo org's projects live: ``<projects root>/<org>/``."""
+    return Settings(database=str(base / "runyard.db")).projects_root_path / ORG
 
 
 @contextmanager
@@ -204,12 +216,13 @@ def _create(api: httpx.Client, base: Path, show: _Printer) -> dict[str, tuple[st
         body = {
             "name": name,
             "kind": kind,
-            "path": str(base / folder),
+            "path": folder,  # relative to the org's folder under the projects root
             "description": f"the example {kind} project of runyard demo",
         }
         project = _ok(api.post("/api/v1/projects", json=body), 201)
         project_ids[name] = project["id"]
-        show.line(f"  project   {name} ({kind}, {show.rel(base / folder)}): {project['id']}")
+        where = show.rel(_org_folder(base) / folder)
+        show.line(f"  project   {name} ({kind}, {where}): {project['id']}")
     jobs = {}
     for step in STEPS:
         job_body: dict[str, Any] = {"name": step.job, "command": step.command, "schedule": None}

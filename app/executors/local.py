@@ -204,7 +204,11 @@ class LocalExecutor:
     # --- runs -----------------------------------------------------------------------------
 
     def admit(self, org_id: str) -> None:
-        """Refuse (429) a run of an org that has ``max_runs_per_org`` runs active."""
+        """Whether a run of ``org_id`` may start now: a 409 when Landlock is missing and the
+        org is not the one served, a 429 when it has ``max_runs_per_org`` runs active.
+        ``launch`` checks the same; callers ask first so a refused trigger records
+        nothing."""
+        self._check_isolation(org_id)
         with self._lock:
             self._admit(org_id)
 
@@ -226,13 +230,13 @@ class LocalExecutor:
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
 
-    def _check_isolation(self, run: RunRecord) -> None:
+    def _check_isolation(self, org_id: str) -> None:
         """Without Landlock, runs of one org only (the first to create a project): nothing
         would keep a second org's runs out of the first one's files."""
         if not self._sandbox or self.landlock_abi > 0:
             return
         served = self._store.local.first_project_org()
-        if served is not None and served != run.org_id:
+        if served is not None and served != org_id:
             raise Conflict(
                 "This runyard runs local projects of one organization only: the kernel has "
                 "no Landlock (Linux 5.13 or later, with landlock in the lsm= boot list), so "
@@ -244,7 +248,7 @@ class LocalExecutor:
     def launch(self, run: RunRecord) -> Launched:
         slug = self._store.orgs.slug_of(run.org_id) or ""
         cwd = project_dir(run, self._paths, slug)  # 422: no path, missing, or outside
-        self._check_isolation(run)
+        self._check_isolation(run.org_id)
         now = self._clock()
         active = _ActiveRun(
             run,

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -20,8 +22,9 @@ import pytest
 
 from app.container import Container
 from app.errors import Invalid
+from app.executors import local_sandbox
 from app.executors.local import LocalExecutor, build_local_executor
-from app.executors.local_process import identity
+from app.executors.local_process import WRAPPER, identity
 from app.models import JobConfig, Principal, RunRecord
 from app.settings import Settings
 from app.store import Store
@@ -184,9 +187,7 @@ def test_logs_are_stored_while_the_run_goes_on(container: Container) -> None:
     container.runs.cancel(admin(container), run.id)
 
 
-def test_a_missing_project_directory_is_a_clear_error(
-    container: Container, tmp_path: Path
-) -> None:
+def test_a_missing_project_directory_is_a_clear_error(container: Container, tmp_path: Path) -> None:
     record = make_run(container, python("pass"), path="not-there")
     with pytest.raises(Invalid) as missing:
         container.executor.launch(record)
@@ -357,3 +358,195 @@ def test_a_pending_run_without_a_process_is_lost_at_start(make_container: Factor
     done = second.store.runs.record(record.id)
     assert done is not None and done.status == "lost"
     assert done.error and "before its process was started" in done.error
+
+
+# --- the sandbox helper (local_sandbox) and the wrapper -----------------------------------
+
+needs_landlock = pytest.mark.skipif(
+    local_sandbox.abi_version() < 1, reason="the kernel has no Landlock"
+)
+
+
+def confined(plan: local_sandbox.Plan, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` in a child confined by ``plan``, as the wrapper does."""
+
+    def preexec() -> None:
+        try:
+            local_sandbox.apply(plan)
+        except Exception as exc:
+            os.write(2, f"sandbox failed: {exc}\n".encode())
+            os._exit(126)
+
+    return subprocess.run(
+        argv, preexec_fn=preexec, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+PROBE = """
+import os, sys
+allowed, forbidden, outside = sys.argv[1:4]
+print("read", open(os.path.join(allowed, "mine.txt")).read())
+open(os.path.join(allowed, "new.txt"), "w").write("written")
+for path, mode in ((forbidden, "r"), (outside, "w")):
+    try:
+        open(path, mode)
+        print("OPENED", path)
+    except PermissionError as exc:
+        print("denied", path, exc.errno)
+status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+print("caps", status["CapEff"].strip(), status["CapBnd"].strip(), status["NoNewPrivs"].strip())
+"""
+
+
+@needs_landlock
+def test_landlock_denies_what_the_plan_does_not_allow(tmp_path: Path) -> None:
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    (allowed / "mine.txt").write_text("hello")
+    forbidden = tmp_path / "runyard.db"
+    forbidden.write_text("another org's webhook secret")
+    outside = tmp_path / "outside.txt"
+    plan = local_sandbox.build_plan([str(allowed)])
+
+    done = confined(plan, [sys.executable, "-c", PROBE, str(allowed), str(forbidden), str(outside)])
+
+    assert done.returncode == 0, done.stderr
+    assert "read hello" in done.stdout
+    assert (allowed / "new.txt").read_text() == "written"
+    assert f"denied {forbidden} 13" in done.stdout and f"denied {outside} 13" in done.stdout
+    assert "OPENED" not in done.stdout and not outside.exists()
+    if os.geteuid() == 0:  # root gives up every capability, and cannot get them back
+        assert "caps 0000000000000000 0000000000000000 1" in done.stdout
+    # The same probe unconfined opens both: the denial is the sandbox's doing.
+    free = subprocess.run(
+        [sys.executable, "-c", PROBE, str(allowed), str(forbidden), str(outside)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert f"OPENED {forbidden}" in free.stdout
+
+
+@needs_landlock
+def test_landlock_keeps_the_run_from_signalling_runyard(tmp_path: Path) -> None:
+    plan = local_sandbox.build_plan([str(tmp_path)])
+    code = f"import os, signal\ntry:\n os.kill({os.getpid()}, 0); print('reached')\n"
+    code += "except PermissionError: print('refused')"
+    done = confined(plan, [sys.executable, "-c", code])
+    assert done.stdout.strip() == "refused", done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching uid needs root")
+def test_the_uid_switch_runs_the_command_as_the_plans_user(tmp_path: Path) -> None:
+    plan = local_sandbox.Plan(
+        read_write=("/dev/null",),
+        read_only=("/usr", "/lib", "/lib64", "/etc/ld.so.cache"),
+        uid=65534,
+        gid=65534,
+        landlock=local_sandbox.abi_version() > 0,
+    )
+    done = confined(plan, ["/usr/bin/id", "-u"])
+    assert done.stdout.strip() == "65534", done.stderr
+
+
+def test_the_uid_switch_is_only_chosen_when_the_interpreter_is_reachable(tmp_path: Path) -> None:
+    project = tmp_path / "proj"
+    project.mkdir()
+    user, why = local_sandbox.unprivileged_user(str(project), [])
+    assert user is None  # owned by root, or runyard is not root
+    if os.geteuid() == 0:
+        os.chown(project, 65534, 65534)
+        user, why = local_sandbox.unprivileged_user(str(project), [])
+        interpreter = Path(sys.executable).resolve()
+        reachable = local_sandbox.reachable_by(str(interpreter), 65534, 65534)
+        assert (user is not None) == reachable
+        if not reachable:  # this machine: the interpreter is in root's home (0700)
+            assert "cannot reach" in why
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    (private / "f").write_text("x")
+    assert not local_sandbox.reachable_by(str(private / "f"), 65534, 65534)
+    assert local_sandbox.reachable_by("/usr/bin/env", 65534, 65534)
+
+
+def test_a_plan_that_cannot_be_applied_never_runs_the_command(tmp_path: Path) -> None:
+    marker = tmp_path / "ran"
+    plan = local_sandbox.Plan(read_write=(str(tmp_path),), uid=1 << 40, gid=1 << 40)
+    exit_file = tmp_path / "exit"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            str(WRAPPER),
+            str(exit_file),
+            "--sandbox",
+            plan.to_json(),
+            "--",
+            sys.executable,
+            "-c",
+            f"open({str(marker)!r}, 'w')",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 126 and exit_file.read_text() == "126\n"
+    assert "sandbox could not be applied" in done.stderr
+    assert not marker.exists()
+
+
+@needs_landlock
+def test_the_wrapper_confines_the_command_and_still_records_its_exit_code(
+    tmp_path: Path,
+) -> None:
+    project, spool = tmp_path / "project", tmp_path / "spool"
+    project.mkdir()
+    spool.mkdir()
+    secret = tmp_path / "runyard.db"
+    secret.write_text("secret")
+    plan = local_sandbox.build_plan([str(project)])
+    code = f"open({str(secret)!r}).read()"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            str(WRAPPER),
+            str(spool / "r.exit"),
+            "--sandbox",
+            plan.to_json(),
+            "--",
+            sys.executable,
+            "-c",
+            code,
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 1 and "PermissionError" in done.stderr
+    assert "[runyard] sandbox: no_new_privs" in done.stderr and "landlock ABI" in done.stderr
+    assert (spool / "r.exit").read_text() == "1\n"
+    assert stat.S_IMODE((spool / "r.exit").stat().st_mode) == 0o600
+
+
+def test_spool_folder_and_files_are_private_whatever_the_umask(
+    make_container: Factory, tmp_path: Path
+) -> None:
+    old = os.umask(0)
+    try:
+        container = make_container()
+        run = launch(container, python("import time; time.sleep(1.5)"))
+        spool = Path(tmp_path / "runyard.db-local")
+        wait_for(lambda: (spool / f"{run.id}.log").exists())
+        files = {p.name: stat.S_IMODE(p.stat().st_mode) for p in spool.iterdir()}
+        wait_terminal(container.store, run.id)
+        exits = container.store.runs.record(run.id)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(spool.stat().st_mode) == 0o700
+    assert files[f"{run.id}.log"] == 0o600
+    assert files[f"{run.id}.tmp"] == 0o700 and files[f"{run.id}.dbt"] == 0o700
+    assert exits is not None and exits.status == "success"
