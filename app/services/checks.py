@@ -9,41 +9,27 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from croniter import croniter
-
+from app.cron import schedule_problem
 from app.errors import FieldError
+from validators.environment import check_environment as environment_problems
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 QUANTITY_RE = re.compile(r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$")
 CHANNEL_RE = re.compile(r"^(#?[a-z0-9][a-z0-9._-]{0,79}|[CGD][A-Z0-9]{8,})$")
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
-CRON_MACROS = frozenset(
-    {"@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly"}
-)
 RESOURCE_NAMES = frozenset({"cpu", "memory", "ephemeral-storage"})
+# A Kubernetes ServiceAccount name is a DNS-1123 subdomain.
+SUBDOMAIN_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# A container image reference, loosely: registry/path:tag or @sha256:digest, no spaces.
+IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/:@+]*$")
+MAX_IMAGE_LENGTH = 1024
+MAX_PATH_LENGTH = 1024
+MAX_DESCRIPTION_LENGTH = 2000
 
-# Variables that would change where code, profiles or credentials come from, or what the
-# interpreter loads: setting them would walk around the command validators.
-RESERVED_ENV = frozenset(
-    {
-        "DBT_PROFILES_DIR",
-        "DBT_PROJECT_DIR",
-        "DBT_TARGET_PATH",
-        "DBT_LOG_PATH",
-        "DBT_PACKAGES_INSTALL_PATH",
-        "DBT_STATE",
-        "DBT_DEFER_STATE",
-        "DBT_FAVOR_STATE",
-        "PATH",
-        "HOME",
-        "SHELL",
-        "BASH_ENV",
-        "ENV",
-        "IFS",
-    }
-)
-RESERVED_ENV_PREFIXES = ("RUNYARD_", "LD_", "PYTHON", "KUBERNETES_", "SQLMESH_HOME")
+
+def shown(value: str, limit: int = 60) -> str:
+    """A value quoted for a message, cut short: a 500 KB input is not echoed back whole."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} chars)"
 
 
 def check_name(field: str, value: str, what: str) -> list[FieldError]:
@@ -53,48 +39,78 @@ def check_name(field: str, value: str, what: str) -> list[FieldError]:
                 field,
                 f"{what} names use lowercase letters, digits and hyphens, "
                 "start and end with a letter or digit, and have at most 63 "
-                f"characters (they become Kubernetes names); got {value!r}",
+                f"characters (they become Kubernetes names); got {shown(value)}",
             )
         ]
     return []
 
 
 def check_environment(field: str, env: Mapping[str, str]) -> list[FieldError]:
-    errors: list[FieldError] = []
-    if len(env) > 200:
-        errors.append(FieldError(field, "at most 200 environment variables"))
-    for name, value in env.items():
-        if not ENV_NAME_RE.match(name) or len(name) > 256:
-            errors.append(
-                FieldError(
-                    f"{field}.{name[:64]}",
-                    "variable names use letters, digits "
-                    "and underscores and do not start with a digit",
-                )
+    """Names by allowlist (validators.environment says which and why), values bounded."""
+    return [
+        FieldError(f"{field}.{problem.name[:64]}" if problem.name else field, problem.reason)
+        for problem in environment_problems(env)
+    ]
+
+
+def check_service_account(field: str, value: str | None) -> list[FieldError]:
+    if value is None:
+        return []
+    if not 1 <= len(value) <= 253 or not SUBDOMAIN_RE.match(value):
+        return [
+            FieldError(
+                field,
+                "a Kubernetes service account name: lowercase letters, digits, '-' and '.', "
+                f"starting and ending with a letter or digit, at most 253 characters; got "
+                f"{shown(value)}",
             )
-        elif name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES):
-            errors.append(
-                FieldError(
-                    f"{field}.{name}",
-                    "this variable is reserved: runyard sets "
-                    "it or it would change where code and credentials come "
-                    "from; remove it",
-                )
+        ]
+    return []
+
+
+def check_image(field: str, value: str | None) -> list[FieldError]:
+    if value is None:
+        return []
+    if not 1 <= len(value) <= MAX_IMAGE_LENGTH or not IMAGE_RE.match(value):
+        return [
+            FieldError(
+                field,
+                f"a container image reference of at most {MAX_IMAGE_LENGTH:,} characters "
+                "without spaces, such as ghcr.io/acme/analytics:1.4 or "
+                f"ghcr.io/acme/analytics@sha256:<digest>; got {shown(value)}",
             )
-        if len(value) > 32_768 or "\x00" in value:
-            errors.append(
-                FieldError(
-                    f"{field}.{name[:64]}", "values have at most 32,768 characters and no NUL byte"
-                )
-            )
-    return errors
+        ]
+    return []
+
+
+def check_text(field: str, value: str | None, limit: int, what: str) -> list[FieldError]:
+    """Free text kept within ``limit`` characters and without NUL or other control characters
+    (tabs and line breaks are fine in descriptions)."""
+    if value is None:
+        return []
+    if len(value) > limit:
+        return [FieldError(field, f"{what} has at most {limit:,} characters; got {len(value):,}")]
+    if any((ord(c) < 32 and c not in "\t\n\r") or ord(c) == 127 for c in value):
+        return [FieldError(field, f"{what} may not contain NUL or other control characters")]
+    return []
+
+
+def check_path(field: str, value: str | None) -> list[FieldError]:
+    """The shape of a project path; where it may point is decided when projects are saved."""
+    if value is None:
+        return []
+    if not value or len(value) > MAX_PATH_LENGTH:
+        return [FieldError(field, f"a path of 1 to {MAX_PATH_LENGTH:,} characters")]
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        return [FieldError(field, "a path may not contain NUL or other control characters")]
+    return []
 
 
 def check_resources(field: str, resources: Mapping[str, Any]) -> list[FieldError]:
     errors: list[FieldError] = []
     for section, amounts in resources.items():
         if section not in ("requests", "limits"):
-            errors.append(FieldError(f"{field}.{section}", "use 'requests' and 'limits'"))
+            errors.append(FieldError(f"{field}.{section[:64]}", "use 'requests' and 'limits'"))
             continue
         if not isinstance(amounts, dict):
             errors.append(
@@ -108,11 +124,16 @@ def check_resources(field: str, resources: Mapping[str, Any]) -> list[FieldError
             if name not in RESOURCE_NAMES:
                 errors.append(
                     FieldError(
-                        f"{field}.{section}.{name}",
+                        f"{field}.{section}.{name[:64]}",
                         "allowed resources: cpu, memory, ephemeral-storage",
                     )
                 )
-            elif not isinstance(amount, str | int) or not QUANTITY_RE.match(str(amount)):
+            elif (
+                isinstance(amount, bool)
+                or not isinstance(amount, str | int)
+                or len(str(amount)) > 64
+                or not QUANTITY_RE.match(str(amount))
+            ):
                 errors.append(
                     FieldError(
                         f"{field}.{section}.{name}",
@@ -132,7 +153,7 @@ def check_timezone(field: str, value: str) -> list[FieldError]:
         return [
             FieldError(
                 field,
-                f"{value!r} is not an IANA time zone name "
+                f"{shown(value)} is not an IANA time zone name "
                 "(examples: UTC, Europe/Berlin, America/New_York)",
             )
         ]
@@ -140,24 +161,12 @@ def check_timezone(field: str, value: str) -> list[FieldError]:
 
 
 def check_schedule(field: str, value: str | None) -> list[FieldError]:
+    """A schedule both the local scheduler and Kubernetes read alike, and that fires."""
     if value is None:
         return []
-    text = value.strip()
-    if text in CRON_MACROS:
-        return []
-    fields = text.split()
-    problem = None
-    if "TZ=" in text:
-        problem = "put the time zone in the 'timezone' field, not in the schedule"
-    elif len(fields) != 5:
-        problem = (
-            "a schedule has five fields (minute hour day-of-month month day-of-week) "
-            "or is one of " + ", ".join(sorted(CRON_MACROS))
-        )
-    elif not croniter.is_valid(text):
-        problem = "not a valid cron expression"
+    problem = schedule_problem(value)
     if problem:
-        return [FieldError(field, f"{problem}; got {value!r} (example: '0 2 * * *')")]
+        return [FieldError(field, f"{problem}; got {shown(value)} (example: '0 2 * * *')")]
     return []
 
 

@@ -32,13 +32,16 @@ from app.models import (
 )
 from app.services.checks import (
     HEADER_NAME_RE,
+    MAX_DESCRIPTION_LENGTH,
     check_channel,
     check_environment,
     check_name,
     check_range,
     check_resources,
     check_schedule,
+    check_text,
     check_timezone,
+    shown,
 )
 from app.services.commands import CommandChecker
 from app.services.outbound import OutboundPolicy
@@ -308,8 +311,9 @@ class JobService:
         )
         if job.concurrency_policy not in ("Forbid", "Allow", "Replace"):
             errors.append(FieldError("concurrency_policy", "use Forbid, Allow or Replace"))
-        if len(job.description) > 2000:
-            errors.append(FieldError("description", "at most 2,000 characters"))
+        errors += check_text(
+            "description", job.description, MAX_DESCRIPTION_LENGTH, "a description"
+        )
         errors += self._check_webhook(job)
         errors += self._check_dependencies(job)
         if errors:
@@ -329,9 +333,18 @@ class JobService:
             if event not in EVENTS:
                 errors.append(
                     FieldError(
-                        "webhook_events", f"{event!r} is not an event; use " + ", ".join(EVENTS)
+                        "webhook_events",
+                        f"{shown(event)} is not an event; use " + ", ".join(EVENTS),
                     )
                 )
+        repeated = sorted({e for e in job.webhook_events if job.webhook_events.count(e) > 1})
+        if repeated:
+            errors.append(
+                FieldError(
+                    "webhook_events",
+                    f"{', '.join(repeated)} listed more than once; list each event once",
+                )
+            )
         if len(job.webhook_headers) > 30:
             errors.append(FieldError("webhook_headers", "at most 30 headers"))
         for name, value in job.webhook_headers.items():
@@ -344,11 +357,14 @@ class JobService:
                         "runyard sets this header itself; it cannot be overridden",
                     )
                 )
-            if any(c in value for c in "\r\n\x00") or len(value) > 4096:
+            # HTTP clients encode header values as ASCII (or Latin-1, read differently by
+            # receivers): refuse anything else now rather than fail at every delivery.
+            if len(value) > 4096 or any(not (" " <= c <= "~" or c == "\t") for c in value):
                 errors.append(
                     FieldError(
                         f"webhook_headers.{name[:40]}",
-                        "values have no CR, LF or NUL and at most 4,096 characters",
+                        "values are printable ASCII (no line breaks, control or non-ASCII "
+                        "characters) of at most 4,096 characters",
                     )
                 )
         if job.webhook_secret is not None and not 16 <= len(job.webhook_secret) <= 256:
@@ -358,6 +374,8 @@ class JobService:
     def _check_dependencies(self, job: Job) -> list[FieldError]:
         if not job.depends_on:
             return []
+        if len(job.depends_on) > 50:  # a bound on the cycle search, far above real use
+            return [FieldError("depends_on", "at most 50 upstream jobs")]
         org_jobs = {j.id: j for j in self._store.jobs.for_org(job.org_id)}
         org_jobs[job.id] = job
         errors: list[FieldError] = []
@@ -367,7 +385,7 @@ class JobService:
                 errors.append(
                     FieldError(
                         f"depends_on[{i}].job_id",
-                        f"no other job {dep.job_id!r} in your organization",
+                        f"no other job {shown(dep.job_id)} in your organization",
                     )
                 )
             if dep.job_id in seen:

@@ -21,7 +21,17 @@ from app.errors import (
 from app.executors.base import Executor, SyncReport
 from app.ids import new_id, utcnow
 from app.models import Principal, Project, ProjectConfig
-from app.services.checks import check_channel, check_environment, check_name, check_resources
+from app.services.checks import (
+    MAX_DESCRIPTION_LENGTH,
+    check_channel,
+    check_environment,
+    check_image,
+    check_name,
+    check_path,
+    check_resources,
+    check_service_account,
+    check_text,
+)
 from app.services.outbound import OutboundPolicy
 from app.services.overrides import check_template_overrides
 from app.services.project_paths import ProjectPaths
@@ -194,11 +204,17 @@ class ProjectService:
         if project.kind not in ("dbt", "sqlmesh"):
             errors.append(FieldError("kind", "use 'dbt' or 'sqlmesh'"))
         errors += check_environment("environment", project.environment)
+        # Secret variables reach the run's environment too: the same names are refused.
+        errors += check_environment("secret_environment", project.secret_environment)
         errors += check_resources("resources", project.resources)
         errors += check_channel("slack_channel", project.slack_channel)
         errors += check_template_overrides("template_overrides", project.template_overrides)
-        if project.description and len(project.description) > 2000:
-            errors.append(FieldError("description", "at most 2,000 characters"))
+        errors += check_text(
+            "description", project.description, MAX_DESCRIPTION_LENGTH, "a description"
+        )
+        errors += check_image("image", project.image)
+        errors += check_path("path", project.path)
+        errors += check_service_account("service_account", project.service_account)
         if project.slack_webhook_url:
             errors += self._outbound.check_url("slack_webhook_url", project.slack_webhook_url)
         if errors:
