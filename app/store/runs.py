@@ -372,6 +372,12 @@ class RunRepo:
                 self._masks.popitem(last=False)
         return found
 
+    def mask_log(self, run_id: str, text: str) -> str:
+        """``text`` with the run's secret values masked, for log text that does not come
+        from the store (a Kubernetes pod's log read live)."""
+        secrets = self._masks_for(run_id)
+        return mask(text, secrets) if secrets else text
+
     @staticmethod
     def _mask_across(
         conn: sqlite3.Connection, run_id: str, seq: int, text: str, secrets: list[str]

@@ -381,6 +381,7 @@ def test_run_logs_mask_secrets_even_cut_between_chunks(tmp_path: Path) -> None:
     assert ENV not in text and "pw-4e8" not in text
     size = store.database.scalar("SELECT log_bytes FROM runs WHERE id = ?", (run.id,))
     assert size == len(text.encode())
+    assert store.runs.mask_log(run.id, "live: pw-4e8d2c6a0b1f") == f"live: {REDACTED}"
     store.close()
 
 
