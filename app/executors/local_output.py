@@ -13,6 +13,7 @@ whole (possibly huge) output in memory:
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections import deque
 from collections.abc import Iterator
@@ -87,11 +88,21 @@ class OutputCollector:
         log_file = self._dbt_log_dir / "dbt.log"
         invocation = dbt_invocation_id(_lines(log_file)) if log_file.is_file() else None
         if invocation is not None:
-            found = read_dbt_run_results(self._cwd, invocation)
+            found = read_dbt_run_results(self._cwd, invocation) if self._own_run_results() else None
             if found is not None:
                 return _with_messages(found, parse_dbt_log(_lines(log_file)))
             return parse_dbt_log(_lines(log_file))
         return parse_dbt_output(self.tail())  # no JSON log (e.g. --log-path): stdout
+
+    def _own_run_results(self) -> bool:
+        """Whether ``target/run_results.json`` is a file of the project itself: the run
+        writes that folder, and runyard, which is not confined, must not follow a symlink
+        it planted to another project's results."""
+        path = self._cwd / "target" / "run_results.json"
+        try:
+            return not path.is_symlink() and path.resolve().is_relative_to(self._cwd.resolve())
+        except (OSError, RuntimeError):
+            return False
 
     def summary(
         self, status: RunStatus, exit_code: int | None
@@ -112,7 +123,13 @@ class OutputCollector:
 
 
 def _lines(path: Path) -> Iterator[str]:
-    with path.open(encoding="utf-8", errors="replace") as handle:
+    """The lines of a file the run wrote; a symlink the run put in its place is not
+    followed (runyard reads it unconfined)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return
+    with open(fd, encoding="utf-8", errors="replace") as handle:  # noqa: PTH123 - an fd
         yield from handle
 
 

@@ -24,6 +24,7 @@ from app.container import Container
 from app.errors import Invalid
 from app.executors import local_sandbox
 from app.executors.local import LocalExecutor, build_local_executor
+from app.executors.local_output import OutputCollector
 from app.executors.local_process import WRAPPER, identity
 from app.models import JobConfig, Principal, RunRecord
 from app.settings import Settings
@@ -550,3 +551,49 @@ def test_spool_folder_and_files_are_private_whatever_the_umask(
     assert files[f"{run.id}.log"] == 0o600
     assert files[f"{run.id}.tmp"] == 0o700 and files[f"{run.id}.dbt"] == 0o700
     assert exits is not None and exits.status == "success"
+
+
+def test_runyard_does_not_follow_symlinks_the_run_planted_in_its_output(tmp_path: Path) -> None:
+    """runyard reads dbt's log and run_results.json unconfined: a run must not make it
+    read another project's files through a symlink."""
+    other = tmp_path / "globex" / "target"
+    other.mkdir(parents=True)
+    results = {
+        "metadata": {"invocation_id": "inv-1"},
+        "results": [
+            {
+                "unique_id": "model.globex.secret_model",
+                "status": "error",
+                "message": "globex secret",
+            }
+        ],
+    }
+    (other / "run_results.json").write_text(json.dumps(results))
+    event = json.dumps(
+        {"info": {"invocation_id": "inv-1", "name": "MainReportVersion"}, "data": {}}
+    )
+    project, logs_dir = tmp_path / "acme", tmp_path / "run.dbt"
+    (project / "target").mkdir(parents=True)
+    logs_dir.mkdir()
+    (logs_dir / "dbt.log").write_text(event + "\n")
+    collector = OutputCollector("dbt", project, logs_dir)
+
+    (project / "target" / "run_results.json").write_text(json.dumps(results))
+    assert [r.unique_id for r in collector.results()] == ["model.globex.secret_model"]
+
+    (project / "target" / "run_results.json").unlink()
+    (project / "target" / "run_results.json").symlink_to(other / "run_results.json")
+    assert "globex secret" not in repr(collector.results())
+    (project / "target" / "run_results.json").unlink()
+    (project / "target").rmdir()
+    (project / "target").symlink_to(other)
+    assert "globex secret" not in repr(collector.results())
+
+    secret_log = tmp_path / "secret.log"
+    secret_log.write_text(event + "\n")
+    (logs_dir / "dbt.log").unlink()
+    (logs_dir / "dbt.log").symlink_to(secret_log)
+    (project / "target").unlink()
+    (project / "target").mkdir()
+    (project / "target" / "run_results.json").write_text(json.dumps(results))
+    assert collector.results() == []  # the log is not read through the link
