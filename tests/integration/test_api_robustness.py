@@ -328,3 +328,34 @@ def test_bad_webhook_urls_are_422_and_change_nothing(
     assert len(response.content) < 20_000  # the 500 KB URL is not echoed back
     listed = client.get(f"/api/v1/projects/{project['id']}/jobs", headers=admin_headers).json()
     assert listed["total"] == 0
+
+
+def test_cursors_page_through_and_belong_to_one_org(
+    client: TestClient[Any], container: Any, admin_headers: H, other_org_headers: H
+) -> None:
+    from tests.factories import run_record
+
+    project_id, job_id = _job(client, admin_headers)
+    acme = container.store.orgs.by_slug("acme")
+    globex = container.store.orgs.by_slug("globex")
+    made = []
+    for _ in range(5):
+        # Runs of another org between ours: the sequence is shared, the cursors must not say so.
+        assert container.store.runs.insert(run_record(org_id=globex.id, job_id="job_other"))
+        mine = run_record(org_id=acme.id, project_id=project_id, job_id=job_id, status="success")
+        assert container.store.runs.insert(mine)
+        made.append(mine.id)
+    seen, cursors, cursor = [], [], None
+    while True:
+        params = {"limit": "2"} | ({"cursor": cursor} if cursor else {})
+        page = client.get("/api/v1/runs", params=params, headers=admin_headers).json()
+        seen += [run["id"] for run in page["runs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        cursors.append(cursor)
+    assert seen == list(reversed(made))
+    for opaque in cursors:
+        assert not opaque.isdigit() and len(opaque) == 44
+        refused = client.get("/api/v1/runs", params={"cursor": opaque}, headers=other_org_headers)
+        assert_problem(refused, 400, field="cursor")
