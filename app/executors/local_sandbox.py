@@ -347,6 +347,8 @@ SYSTEM_READ_ONLY = (
     "/etc/mime.types",
     "/etc/protocols",
     "/etc/services",
+    "/etc/gitconfig",  # git (dbt deps) stops at a config file it may not read
+    "/etc/ssh/ssh_config",  # not /etc/ssh: the host's private keys are there
     "/dev/urandom",
     "/dev/random",
     "/dev/zero",
