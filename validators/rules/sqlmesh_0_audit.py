@@ -18,6 +18,8 @@ _MODEL_SELECTION = (
     "which models; a git:BRANCH selector runs git diff in the project to find changed models"
 )
 
+_FORMATTING = OptionAudit(NONE, "a formatting preference")
+
 _GLOBAL: dict[str, OptionAudit] = {
     "--paths": OptionAudit(READS, "loads the project (config, models, .env) from this folder"),
     "--config": OptionAudit(CONFIG, "chooses a configuration object the project defines"),
@@ -83,9 +85,8 @@ _SUBCOMMANDS: dict[str, OptionAudit] = {
     "--skip-connection": OptionAudit(NONE, "does not test the connection"),
     "--transpile": OptionAudit(NONE, "the SQL dialect to check against"),
     "--check": OptionAudit(NONE, "only checks, writes nothing"),
-    **{
-        flag: OptionAudit(NONE, "a formatting preference")
-        for flag in (
+    **dict.fromkeys(
+        (
             "--rewrite-casts",
             "--no-rewrite-casts",
             "--append-newline",
@@ -95,8 +96,9 @@ _SUBCOMMANDS: dict[str, OptionAudit] = {
             "--indent",
             "--pad",
             "--normalize",
-        )
-    },
+        ),
+        _FORMATTING,
+    ),
     "--models": OptionAudit(SELECTS, "models to lint"),
     "--use-project-index": OptionAudit(NONE, "lints with the project's index of models"),
     "--strict": OptionAudit(NONE, "fails when a model's schema cannot be found"),
