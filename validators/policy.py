@@ -42,8 +42,10 @@ class KindPolicy:
     disable_subcommands: frozenset[str] = frozenset()
     """Subcommands to turn off."""
     allow_flags: frozenset[str] = frozenset()
-    """Flags refused by default (dbt --inline, --profiles-dir ...) to accept. Path values must
-    still be relative paths inside the project."""
+    """Flags refused by default (dbt --inline, --profiles-dir, sqlmesh --where ...) to accept,
+    including those the audit marks as carrying SQL, Jinja or network access. Path values must
+    still be relative paths inside the project, and written paths still lie under target/ or
+    logs/."""
     deny_flags: frozenset[str] = frozenset()
     """Extra flags to refuse, wherever they appear (before or after the subcommand)."""
     run_operation_macros: frozenset[str] = frozenset()
