@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.cron import schedule_problem
 from tests.conftest import LiveServer
 from tests.integration.api_helpers import assert_problem
 
@@ -305,3 +306,23 @@ def test_job_fields_out_of_bounds(
     assert len(created.content) < 20_000
     good = job(admin, proj["id"])
     assert_problem(admin.put(f"{base}/{good['id']}", json=fields), 422, field=field)
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    [
+        "0 2 * * *",
+        "*/5 * * * *",
+        "30 4 * * 1-5",
+        "0 9-17/2 * * MON-FRI",
+        "0 0 1 jan,jul *",
+        "0 0 29 2 *",
+        "* * 31 2 1",  # day of month OR day of week, in both schedulers: Mondays of February
+        "5/15 * * * *",
+        "0 0 * * 0",
+        "@daily",
+        " 0 2 * * * ",
+    ],
+)
+def test_schedules_both_schedulers_read_alike_are_accepted(schedule: str) -> None:
+    assert schedule_problem(schedule) is None
