@@ -43,7 +43,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"runyard: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     configure_logging(settings)
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except SettingsError as exc:  # a secret key that cannot read the database, say
+        print(f"runyard: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     app.state.server_lock = lock  # held (open) for the life of the process
     uvicorn.run(
         app, host=host, port=port, log_config=None, access_log=False, timeout_graceful_shutdown=30
@@ -55,7 +59,8 @@ def _token_store() -> tuple[object, object]:
     from app.services.tokens import TokenService
     from app.store import Store
 
-    store = Store(_settings().database)
+    settings = _settings()
+    store = Store(settings.database, settings.secret_key)
     store.migrate()
     return store, TokenService(store)
 

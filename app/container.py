@@ -60,7 +60,7 @@ class Container:
     ) -> None:
         self.settings = settings
         self.clock = clock
-        self.store = Store(settings.database)
+        self.store = Store(settings.database, settings.secret_key)
         self.store.migrate()
         self.commands = CommandChecker.from_settings(settings.command_policy)
         self.outbound = OutboundPolicy(settings.webhook_allowed_hosts)
@@ -102,7 +102,14 @@ class Container:
         )
         self.jobs = JobService(self.store, self.executor, self.commands, self.outbound, clock)
         self.runs = RunService(
-            self.store, self.executor, self.tracker, self.commands, settings.namespace_for, clock
+            self.store,
+            self.executor,
+            self.tracker,
+            self.commands,
+            settings.namespace_for,
+            clock,
+            # Cursors stay valid across restarts for as long as the secret key does.
+            cursor_key=self.store.database.box.derive(b"pagination cursors"),
         )
 
     def start(self) -> None:

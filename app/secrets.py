@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 import logging
 import os
 import time
@@ -62,14 +63,21 @@ def _fernet(text: str, origin: str) -> Fernet:
 class SecretBox:
     """Seals and opens values with the configured key(s)."""
 
-    def __init__(self, keys: list[Fernet], origin: str) -> None:
+    def __init__(self, keys: list[Fernet], origin: str, primary: bytes) -> None:
         self._fernet = MultiFernet(keys)
         self.origin = origin  # where the key came from, for error messages
+        self._primary = primary  # the first key's text: the root of derived keys
 
     @classmethod
     def generate(cls) -> SecretBox:
         """A throw-away key (an in-memory database)."""
-        return cls([Fernet(Fernet.generate_key())], "an in-memory key")
+        key = Fernet.generate_key()
+        return cls([Fernet(key)], "an in-memory key", key)
+
+    def derive(self, purpose: bytes) -> bytes:
+        """A 32-byte key for one purpose (say, pagination cursors), stable for as long as the
+        secret key is, and useless for opening sealed secrets."""
+        return hmac.new(self._primary, b"runyard derived key: " + purpose, "sha256").digest()
 
     def seal(self, value: str | None) -> str | None:
         if value is None:
@@ -148,13 +156,13 @@ def box_for(database: str, secret_key: str | None) -> SecretBox:
         keys = [_fernet(p, f"RUNYARD_SECRET_KEY (key {i + 1})") for i, p in enumerate(parts)]
         if not keys:
             raise SecretKeyError("RUNYARD_SECRET_KEY is empty; " + _GENERATE)
-        return SecretBox(keys, "RUNYARD_SECRET_KEY")
+        return SecretBox(keys, "RUNYARD_SECRET_KEY", parts[0].encode("ascii"))
     if database == ":memory:":
         return SecretBox.generate()
     path = key_file_for(database)
     text = _read_or_create_key(path)
     origin = f"the key file {path} (RUNYARD_SECRET_KEY is unset)"
-    return SecretBox([_fernet(text, origin)], origin)
+    return SecretBox([_fernet(text, origin)], origin, text.encode("ascii"))
 
 
 def _read_or_create_key(path: Path) -> str:

@@ -61,7 +61,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     reconcile_interval_seconds: float = 60.0
     # Directory of the CronJob and Job skeletons; None: the repository's k8s_templates/.
     k8s_templates: str | None = None
-    workdir: str = "."
     # Local projects live under <projects_root>/<org-slug>/; None: a projects/ folder beside the
     # database (see projects_root_path).
     projects_root: str | None = None
@@ -154,7 +153,6 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             log_cap_bytes=integer("LOG_CAP_BYTES", 10 * 1024 * 1024),
             reconcile_interval_seconds=float(integer("RECONCILE_INTERVAL", 60)),
             k8s_templates=get("K8S_TEMPLATES"),
-            workdir=get("WORKDIR") or ".",
             projects_root=get("PROJECTS_ROOT"),
             local_sandbox=sandbox == "on",
             secret_key=get("SECRET_KEY"),

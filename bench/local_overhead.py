@@ -137,7 +137,6 @@ def start_server(database: Path, port: int, workdir: Path) -> subprocess.Popen[b
         "RUNYARD_DATABASE": str(database),
         "RUNYARD_PORT": str(port),
         "RUNYARD_EXECUTOR": "local",
-        "RUNYARD_WORKDIR": str(workdir),
         "RUNYARD_LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(REPO),
     }
@@ -169,7 +168,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="runyard-bench-") as tmp:
         work = Path(tmp)
-        project = work / "dbt_demo"
+        # Local projects live under the projects root, one folder per org (org "bench").
+        project = work / "projects" / "bench" / "dbt_demo"
         shutil.copytree(
             REPO / "examples" / "dbt_demo",
             project,
@@ -191,7 +191,7 @@ def main() -> int:
             ) as api:
                 created = api.post(
                     "/api/v1/projects",
-                    json={"name": "bench", "kind": "dbt", "path": str(project)},
+                    json={"name": "bench", "kind": "dbt", "path": "dbt_demo"},
                 )
                 created.raise_for_status()
                 project_id = created.json()["id"]

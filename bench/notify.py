@@ -195,7 +195,6 @@ def bench(runs: int, hanging_share: float) -> dict[str, Any]:
             settings = Settings(
                 database=str(Path(tmp) / "bench.db"),
                 executor="local",
-                workdir=tmp,
                 slack_token="xoxb-bench",
                 slack_base_url=f"http://127.0.0.1:{ports[0]}/api/",
                 webhook_allowed_hosts=("127.0.0.1",),

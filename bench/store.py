@@ -269,7 +269,7 @@ def main() -> int:
         started = time.perf_counter()
         seeded = build(path, args.runs, args.jobs)
         built = time.perf_counter() - started
-        container = Container(Settings(database=str(path), executor="local", workdir=tmp))
+        container = Container(Settings(database=str(path), executor="local"))
         try:
             reads = measure_reads(container, seeded)
             writes = measure_writes(container, seeded, INSERTS)

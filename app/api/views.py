@@ -6,7 +6,6 @@ each value REDACTED; ``webhook_secret`` and ``slack_webhook_url`` only as ``*_se
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -122,19 +121,3 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     detail: str
     instance: str | None = None
     errors: list[dict[str, str]] = msgspec.field(default_factory=list)
-
-
-def parse_time(field: str, value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    from app.errors import invalid
-
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise invalid(
-            field, f"{value!r} is not an RFC 3339 time such as 2026-04-28T02:00:00Z"
-        ) from None
-    if moment.tzinfo is None:
-        raise invalid(field, "give a time zone, e.g. a trailing Z for UTC")
-    return moment

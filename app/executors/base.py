@@ -55,6 +55,11 @@ class RunEvents(Protocol):
 class Executor(Protocol):
     name: str
 
+    def admit(self, org_id: str) -> None:
+        """Raise a RunyardError (409, 429) when a run of ``org_id`` may not start now, so a
+        refused trigger records nothing; ``launch`` checks again."""
+        ...
+
     def launch(self, run: RunRecord) -> Launched:
         """Start the run; raises ClusterUnavailable/ClusterError when it cannot."""
         ...

@@ -57,6 +57,9 @@ class KubernetesExecutor:
 
     # -- runs --------------------------------------------------------------------------------
 
+    def admit(self, org_id: str) -> None:
+        """Every run is admitted: the cluster's quotas, not runyard, bound an org's pods."""
+
     def launch(self, run: RunRecord) -> Launched:
         org_slug = self._store.orgs.slug_of(run.org_id) or ""
         body = self.manifests.job(run, org_slug)

@@ -25,7 +25,7 @@ from app.notify import result
 from app.notify.messages import signature
 from app.notify.plan import host_key
 from app.notify.result import SendResult
-from app.services.outbound import OutboundPolicy, UnsafeTarget
+from app.services.outbound import OutboundPolicy, Unresolvable, UnsafeTarget
 
 USER_AGENT = f"runyard/{__version__}"
 # runyard's own headers: a job's webhook_headers never replace these (nor hop-by-hop ones).
@@ -79,9 +79,8 @@ def request_headers(
 def unresolved(exc: UnsafeTarget) -> bool:
     """The target was refused only because its name did not resolve now. That is a DNS
     outage or a record not created yet, like a refused connection: worth trying again,
-    and the check runs again (on the new answer) before the next attempt. The policy
-    raises UnsafeTarget while handling the resolver's OSError, which stays its context."""
-    return isinstance(exc.__cause__ or exc.__context__, OSError)
+    and the check runs again (on the new answer) before the next attempt."""
+    return isinstance(exc, Unresolvable)
 
 
 def _snippet(response: httpx.Response) -> str:

@@ -20,7 +20,7 @@ from app.errors import (
 )
 from app.executors.base import Executor, SyncReport
 from app.ids import new_id, utcnow
-from app.models import Principal, Project, ProjectConfig
+from app.models import Principal, Project, ProjectConfig, check_no_redacted, merge_secrets
 from app.services.checks import (
     MAX_DESCRIPTION_LENGTH,
     check_channel,
@@ -50,6 +50,8 @@ class ProjectPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     image: str | msgspec.UnsetType | None = UNSET
     path: str | msgspec.UnsetType | None = UNSET
     environment: dict[str, str] | msgspec.UnsetType = UNSET
+    # Write-only: a value sets an entry, null removes it, "********" keeps it, omitted stay.
+    secret_environment: dict[str, str | None] | msgspec.UnsetType = UNSET
     resources: dict[str, Any] | msgspec.UnsetType = UNSET
     service_account: str | msgspec.UnsetType | None = UNSET
     template_overrides: dict[str, Any] | msgspec.UnsetType = UNSET
@@ -107,7 +109,7 @@ class ProjectService:
             created_at=now,
             updated_at=now,
         )
-        self._check(project)
+        self._check(project, check_no_redacted("secret_environment", project.secret_environment))
         self._check_path(project)
         self._store.projects.save(project)
         return project
@@ -125,9 +127,14 @@ class ProjectService:
                 "The project's kind cannot change while it has jobs: their commands "
                 "were validated for the current kind. Delete the jobs first."
             )
+        secret_errors: list[FieldError] = []
+        if "secret_environment" in changes:
+            changes["secret_environment"], secret_errors = merge_secrets(
+                "secret_environment", current.secret_environment, changes["secret_environment"]
+            )
         updated = msgspec.structs.replace(current, **changes, updated_at=self._clock())
         updated.slack_webhook_url_set = bool(updated.slack_webhook_url)
-        self._check(updated)
+        self._check(updated, secret_errors)
         if "path" in changes:
             self._check_path(updated)
         self._store.projects.save(updated)
@@ -199,8 +206,17 @@ class ProjectService:
         self._store.projects.set_deployed(project_id, False)
         return msgspec.structs.replace(project, deployed=False), report
 
-    def _check(self, project: Project) -> None:
+    def _check(self, project: Project, secret_errors: list[FieldError] | None = None) -> None:
         errors = check_name("name", project.name, "Project")
+        errors += secret_errors or []
+        errors += check_environment("secret_environment", project.secret_environment)
+        for name in sorted(set(project.secret_environment) & set(project.environment)):
+            errors.append(
+                FieldError(
+                    f"secret_environment.{name[:40]}",
+                    "also set in environment: keep a variable in one of the two",
+                )
+            )
         if project.kind not in ("dbt", "sqlmesh"):
             errors.append(FieldError("kind", "use 'dbt' or 'sqlmesh'"))
         errors += check_environment("environment", project.environment)

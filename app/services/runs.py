@@ -269,6 +269,17 @@ class RunService:
         # A Job the cluster created (job_name) runs whatever runyard records: Forbid cannot
         # stop it (a CronJob does not see manual runs), so it still gets its run.
         forbid = policy == "Forbid" and job_name is None
+        if job_name is None:  # a Job the cluster already created is recorded, never refused
+            try:
+                self._executor.admit(project.org_id)
+            except RunyardError:
+                if triggered_by in ("manual", "rerun"):
+                    raise  # the caller hears why; nothing is recorded
+                log.info(
+                    "run skipped: the organization cannot start another run now",
+                    extra={"job_id": record.job_id, "triggered_by": triggered_by},
+                )
+                return None
         admission = self._store.runs.insert_exclusive(
             record,
             forbid=forbid,
@@ -366,6 +377,7 @@ class RunService:
             service_account=project.service_account,
             template_overrides=project.template_overrides,
             project_environment=project.environment,
+            project_secret_environment=project.secret_environment,
             project_resources=project.resources,
             job=config_of(job),
             job_version=job.version,

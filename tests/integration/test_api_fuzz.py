@@ -29,9 +29,7 @@ EXAMPLES = int(os.environ.get("RUNYARD_FUZZ_EXAMPLES", "8"))
 # schemathesis reads the document when the module is collected, so the app is built here,
 # on its own temporary database; the local executor is never started.
 _WORKDIR = Path(tempfile.mkdtemp(prefix="runyard-fuzz-"))
-CONTAINER = Container(
-    Settings(database=str(_WORKDIR / "fuzz.db"), executor="local", workdir=str(_WORKDIR))
-)
+CONTAINER = Container(Settings(database=str(_WORKDIR / "fuzz.db"), executor="local"))
 TOKEN, _ = CONTAINER.tokens.create("fuzz", "admin")
 APP = create_app(container=CONTAINER)
 document_problems(APP)

@@ -38,7 +38,7 @@ from tests.integration.test_notify_support import finish, make_job, make_project
 
 database, slack_url, hook_url, mode = sys.argv[1:5]
 settings = Settings(
-    database=database, executor="local", workdir=os.path.dirname(database),
+    database=database, executor="local",
     slack_token="xoxb-restart", slack_base_url=slack_url,
     webhook_allowed_hosts=("127.0.0.1",), notify_timeout_seconds=30.0,
 )

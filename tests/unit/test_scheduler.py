@@ -40,6 +40,9 @@ class RecordingExecutor:
         self.cancelled: list[str] = []
         self.scheduler: Scheduler | None = None
 
+    def admit(self, org_id: str) -> None:
+        pass
+
     def launch(self, run: RunRecord) -> Launched:
         self.launched.append(run.id)
         return Launched(job_name=run.id)
