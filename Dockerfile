@@ -9,11 +9,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 # Install from a copy of the source, then keep only what runs: the installed package and
 # the Kubernetes templates (they are not Python package data).
+# Dependencies come from the runtime lock, so the image has exactly the tested versions.
 COPY pyproject.toml README.md /src/
+COPY requirements/runtime.lock /src/requirements/runtime.lock
 COPY app /src/app
 COPY validators /src/validators
 COPY k8s_templates /opt/runyard/k8s_templates
-RUN pip install /src \
+RUN pip install -r /src/requirements/runtime.lock \
+    && pip install --no-deps /src \
     && rm -rf /src \
     && useradd --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin runyard \
     && mkdir -p /data \

@@ -50,7 +50,7 @@ def seed(path: str) -> tuple[str, list[tuple[str, list[str]]]]:
             org_slug=org.slug,
             name=f"project-{p:03d}",
             kind="dbt",
-            environment={"DBT_TARGET": "prod"},
+            environment={"WAREHOUSE": "prod"},
         )
         job_ids = []
         for j in range(JOBS_PER_PROJECT):

@@ -44,7 +44,7 @@ def seed(container: Container, jobs: int) -> tuple[Any, str]:
         name="warehouse",
         kind="dbt",
         image="ghcr.io/acme/warehouse:2026.4",
-        environment={"DBT_TARGET": "prod"},
+        environment={"WAREHOUSE": "prod"},
         resources={"requests": {"cpu": "500m", "memory": "1Gi"}},
     )
     for i in range(jobs):

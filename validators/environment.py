@@ -228,3 +228,14 @@ def check_environment(env: Mapping[str, str]) -> list[EnvProblem]:
         if problem is not None:
             problems.append(EnvProblem(name, problem))
     return problems
+
+
+def permitted(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables of ``env`` today's rules accept. Records saved before a rule existed
+    (a job's environment, a run's snapshot) may still carry a refused name; a run never
+    receives it, whatever the record says."""
+    return {
+        name: value
+        for name, value in env.items()
+        if name_problem(name) is None and value_problem(name, value) is None
+    }

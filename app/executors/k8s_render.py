@@ -28,6 +28,7 @@ from app.executors.local_process import ENGINE_ENV
 from app.models import REDACTED, Job, JobConfig, Project, ProjectKind, RunRecord
 from app.naming import cronjob_name
 from app.services.commands import CommandChecker
+from validators.environment import permitted
 
 Obj = dict[str, Any]
 T = TypeVar("T")
@@ -329,11 +330,12 @@ def _env(work: Workload) -> list[Obj]:
     Secret variables are rendered as values too (runyard reads no Kubernetes Secret):
     whoever may read the org's CronJobs and Jobs in the cluster reads them; runyard's own
     API shows them redacted (see redact_env)."""
+    # permitted(): a record saved before an environment rule existed keeps no refused name.
     values: dict[str, str] = {
-        **work.project_environment,
-        **work.project_secret_environment,
-        **work.config.environment,
-        **work.config.secret_environment,
+        **permitted(work.project_environment),
+        **permitted(work.project_secret_environment),
+        **permitted(work.config.environment),
+        **permitted(work.config.secret_environment),
     }
     values.update(POD_ENV)
     if work.kind == "dbt":

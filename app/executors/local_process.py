@@ -17,6 +17,7 @@ from pathlib import Path
 from app.errors import FieldError, Invalid
 from app.models import RunRecord
 from app.services.project_paths import ProjectPaths
+from validators.environment import permitted
 
 WRAPPER = Path(__file__).with_name("local_wrapper.py")
 
@@ -78,10 +79,14 @@ def build_env(
     env["PATH"] = os.pathsep.join(dict.fromkeys(p for p in path if p))
     env.setdefault("HOME", str(Path.home()))
     env.update({"LANG": "C.UTF-8", "TZ": "UTC"})
-    env.update(run.snapshot.project_environment)
-    env.update(run.snapshot.project_secret_environment)
-    env.update(run.snapshot.job.environment)
-    env.update(run.snapshot.job.secret_environment)
+    snapshot = run.snapshot
+    for variables in (
+        snapshot.project_environment,
+        snapshot.project_secret_environment,
+        snapshot.job.environment,
+        snapshot.job.secret_environment,
+    ):
+        env.update(permitted(variables))  # a record older than a rule keeps no refused name
     env.update(ENGINE_ENV)
     env["DBT_PROFILES_DIR"] = str(cwd)
     env.update(extra or {})

@@ -15,7 +15,7 @@ def test_create_read_list(client: TestClient[Any], admin_headers: H) -> None:
     created = make_project(
         client,
         admin_headers,
-        environment={"DBT_TARGET": "prod"},
+        environment={"WAREHOUSE": "prod"},
         resources={"requests": {"cpu": "500m", "memory": "1Gi"}},
         service_account="dbt-runner",
         image="ghcr.io/acme/dbt:1",

@@ -139,7 +139,7 @@ def test_removing_the_schedule_removes_the_cronjob(app: App, kube: Kube) -> None
 
 
 def test_deploy_twice_writes_nothing_the_second_time(app: App, kube: Kube) -> None:
-    project = app.project(environment={"DBT_TARGET": "prod"}, resources={"limits": {"cpu": "1"}})
+    project = app.project(environment={"WAREHOUSE": "prod"}, resources={"limits": {"cpu": "1"}})
     for name in ("a", "b", "c"):
         app.job(project["id"], name=name, resources={"requests": {"memory": "512Mi"}})
     app.job(project["id"], name="on-demand", schedule=None)

@@ -18,12 +18,16 @@ from pathlib import Path
 import click
 import pytest
 
+from app.executors.local_process import build_env
+from app.models import JobConfig
+from tests.factories import run_record, snapshot
 from validators.environment import (
     CONSULTED_AND_ALLOWED,
     EnvProblem,
     check_environment,
     is_decided,
     name_problem,
+    permitted,
 )
 
 ENGINE_PACKAGES = ("dbt", "dbt_common", "sqlmesh", "sqlmesh_dbt")
@@ -234,3 +238,21 @@ def test_the_allowed_list_only_names_variables_the_engines_read() -> None:
     """A stale allowance would hide a decision nobody took; every entry is read somewhere."""
     read = set(names_in_source()) | names_of_cli_options()
     assert sorted(set(CONSULTED_AND_ALLOWED) - read) == []
+
+
+def test_permitted_keeps_only_what_todays_rules_accept() -> None:
+    env = {"WAREHOUSE": "prod", "DBT_ENGINE_PROFILES_DIR": "/", "TZ": ":/etc/x"}
+    assert permitted(env) == {"WAREHOUSE": "prod"}
+
+
+def test_a_run_recorded_before_the_rules_gets_no_refused_variable(tmp_path: Path) -> None:
+    """A snapshot saved by an older runyard may carry DBT_ENGINE_PROFILES_DIR; neither the
+    local process nor the rendered pod receives it."""
+    old = {"DBT_ENGINE_PROFILES_DIR": "/", "SQLMESH_DOTENV_PATH": "/x", "WAREHOUSE": "prod"}
+    job = JobConfig(name="nightly", command="dbt build", environment={"HTTPS_PROXY": "x"})
+    record = run_record(
+        org_id="org_1", snapshot_=snapshot(project_environment=old, path=".", job=job)
+    )
+    env = build_env(record, tmp_path, parent={"PATH": "/usr/bin"})
+    assert env["WAREHOUSE"] == "prod"
+    assert not {"DBT_ENGINE_PROFILES_DIR", "SQLMESH_DOTENV_PATH", "HTTPS_PROXY"} & set(env)
