@@ -16,9 +16,9 @@ from datetime import datetime
 from pathlib import Path
 
 from app import metrics
-from app.executors.base import Executor
 from app.ids import utcnow
 from app.notify.outbox import NotificationOutbox
+from app.ports import Executor
 from app.services.commands import CommandChecker
 from app.services.jobs import JobService
 from app.services.outbound import OutboundPolicy
@@ -171,11 +171,11 @@ def hold_server_lock(database: str) -> int | None:
 
 def default_executor_factory(name: ExecutorName) -> ExecutorFactory:
     if name == "kubernetes":
-        from app.executors.kubernetes import build_kubernetes_executor
+        from app.executors.k8s.gateway import build_kubernetes_executor
 
         kubernetes_factory: ExecutorFactory = build_kubernetes_executor
         return kubernetes_factory
-    from app.executors.local import build_local_executor
+    from app.executors.local.executor import build_local_executor
 
     local_factory: ExecutorFactory = build_local_executor
     return local_factory

@@ -32,8 +32,8 @@ from typing import Any, TextIO
 
 import httpx
 
-from app.executors.local_process import interpreter_bin_dirs
-from app.executors.results import first_error_line
+from app.engines.results import first_error_line
+from app.executors.local.process import interpreter_bin_dirs
 from app.models import TERMINAL_STATUSES
 from app.settings import Settings
 

@@ -33,9 +33,9 @@ import msgspec
 
 from app.cron import fires_between
 from app.errors import RunyardError
-from app.executors.base import SyncReport
 from app.ids import utcnow
 from app.models import Job, Project
+from app.ports import SyncReport
 from app.settings import MissedFirePolicy
 from app.store import Store
 

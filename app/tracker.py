@@ -12,9 +12,9 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
-from app.executors.base import Outcome
 from app.ids import utcnow
 from app.models import RunRecord
+from app.ports import Outcome
 from app.store import Store
 
 log = logging.getLogger("runyard.tracker")

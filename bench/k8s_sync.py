@@ -23,9 +23,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.container import Container
-from app.executors.base import SyncReport
 from app.ids import new_id, utcnow
 from app.models import Job
+from app.ports import SyncReport
 from app.settings import Settings
 from tests.factories import saved_project
 from tests.harness.k8s import FakeCluster

@@ -38,9 +38,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from app.container import Container  # noqa: E402
-from app.executors.base import Outcome  # noqa: E402
 from app.ids import new_id, utcnow  # noqa: E402
 from app.models import Job, JobConfig, NodeSummary, RunRecord, RunSnapshot  # noqa: E402
+from app.ports import Outcome  # noqa: E402
 from app.settings import Settings  # noqa: E402
 from app.store.jobs import config_of  # noqa: E402
 from tests.factories import saved_project  # noqa: E402

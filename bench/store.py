@@ -30,9 +30,9 @@ import msgspec
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.container import Container
-from app.executors.base import Outcome
 from app.ids import new_id, to_text
 from app.models import Job, JobConfig, Principal, Project, RunSnapshot
+from app.ports import Outcome
 from app.settings import Settings
 from app.store import Store
 from app.tracker import RunTracker

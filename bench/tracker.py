@@ -36,7 +36,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app.container import Container
-from app.executors.kubernetes import KubernetesExecutor
+from app.executors.k8s.gateway import KubernetesExecutor
 from app.ids import new_id, utcnow
 from app.models import Job, Principal, Project
 from app.settings import Settings

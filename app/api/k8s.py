@@ -16,8 +16,8 @@ from litestar.params import Parameter
 
 from app.container import Container
 from app.errors import Conflict, RunyardError, invalid
-from app.executors.k8s_live import LIVE_STATUSES, LiveJobDetail, LiveJobList, LiveJobs
-from app.executors.k8s_render import Manifests, Templates, redact_env
+from app.executors.k8s.live import LIVE_STATUSES, LiveJobDetail, LiveJobList, LiveJobs
+from app.executors.k8s.render import Manifests, Templates, redact_env
 from app.models import Principal
 
 
@@ -44,7 +44,7 @@ def _manifests(container: Container) -> Manifests:
         return existing
     # The local executor: render the same way, with the client's models (imported here so the
     # kubernetes client loads only when a manifest is asked for).
-    from app.executors.kubernetes import shape_overrides
+    from app.executors.k8s.gateway import shape_overrides
 
     settings = container.settings
     templates = Templates.load(settings.k8s_templates)

@@ -10,7 +10,6 @@ from typing import Any
 
 import msgspec
 
-from app.executors.base import SyncReport
 from app.models import (
     Job,
     JobConfig,
@@ -23,6 +22,7 @@ from app.models import (
     redact_job_config,
     redacted,
 )
+from app.ports import SyncReport
 from app.store import RunPage
 
 

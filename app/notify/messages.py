@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from app.executors.results import FAILED_STATUSES, dbt_log_text, first_error_line
+from app.engines.results import FAILED_STATUSES, dbt_log_text, first_error_line
 from app.models import NodeSummary, ProjectKind, Run, RunOut, RunRecord, WebhookEvent
 
 # Block Kit limits (docs.slack.dev, "Blocks" and "chat.postMessage"). The whole-message

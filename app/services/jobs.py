@@ -18,7 +18,6 @@ from app.errors import (
     NotFound,
     invalid,
 )
-from app.executors.base import Executor
 from app.ids import new_id, utcnow
 from app.models import (
     Dependency,
@@ -30,6 +29,7 @@ from app.models import (
     check_no_redacted,
     merge_secrets,
 )
+from app.ports import Executor
 from app.services.checks import (
     HEADER_NAME_RE,
     MAX_DESCRIPTION_LENGTH,

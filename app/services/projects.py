@@ -18,9 +18,9 @@ from app.errors import (
     Invalid,
     NotFound,
 )
-from app.executors.base import Executor, SyncReport
 from app.ids import new_id, utcnow
 from app.models import Principal, Project, ProjectConfig, check_no_redacted, merge_secrets
+from app.ports import Executor, SyncReport
 from app.services.checks import (
     MAX_DESCRIPTION_LENGTH,
     check_channel,

@@ -28,7 +28,6 @@ from app.errors import (
     RunyardError,
     invalid,
 )
-from app.executors.base import Executor, Outcome
 from app.ids import new_id, utcnow
 from app.models import (
     RUN_STATUSES,
@@ -42,6 +41,7 @@ from app.models import (
     TriggeredBy,
 )
 from app.naming import cronjob_name, run_job_name
+from app.ports import Executor, Outcome
 from app.services.commands import CommandChecker
 from app.services.cursors import CursorCodec
 from app.services.projects import require_writer

@@ -1,5 +1,5 @@
 """The example projects with the real dbt and SQLMesh (offline, as subprocesses), and the
-result parsers of app.executors.results on what the tools really print and write.
+result parsers of app.engines.results on what the tools really print and write.
 
 Each test works on its own copy of a project; the expensive first step (dbt build, SQLMesh
 plan) runs once per module and later tests copy its result. SQLMesh's clock is pinned with
@@ -21,7 +21,7 @@ import msgspec
 import pytest
 import time_machine
 
-from app.executors.results import (
+from app.engines.results import (
     NodeResult,
     dbt_invocation_id,
     failed_nodes,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from app.container import Container
-from app.executors.k8s_sync import up_to_date
+from app.executors.k8s.sync import up_to_date
 from tests.integration.test_k8s_env import (  # noqa: F401 - fixtures
     IMAGE,
     App,

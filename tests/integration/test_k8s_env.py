@@ -23,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from litestar.testing import TestClient
 
 from app.container import Container
-from app.executors.kubernetes import KubernetesExecutor, load_configuration
+from app.executors.k8s.gateway import KubernetesExecutor, load_configuration
 from app.main import create_app
 from app.settings import SettingsError
 from tests.harness.k8s import FakeCluster

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from app.executors.k8s_render import labels as runyard_labels
+from app.executors.k8s.render import labels as runyard_labels
 from tests.harness.k8s import FakeCluster
 from tests.integration.test_k8s_env import (  # noqa: F401 - fixtures
     App,

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.container import Container
-from app.executors.k8s_dispatch import Seen
+from app.executors.k8s.tracking.dispatch import Seen
 from tests.integration.test_k8s_env import Kube, emulator, make_emulator  # noqa: F401
 from tests.integration.test_k8s_tracker_support import (  # noqa: F401 - fixtures
     Obj,

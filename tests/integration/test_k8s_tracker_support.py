@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from app.container import Container
-from app.executors.k8s_tracker import KubernetesTracker
+from app.executors.k8s.tracking.watch import KubernetesTracker
 from tests.harness.k8s import FakeCluster
 from tests.integration.test_k8s_env import (  # noqa: F401 - fixtures
     App,

@@ -19,8 +19,8 @@ import pytest
 from litestar.testing import TestClient
 
 from app.container import Container
-from app.executors.local import LocalExecutor, build_local_executor
-from app.executors.local_process import identity
+from app.executors.local.executor import LocalExecutor, build_local_executor
+from app.executors.local.process import identity
 from app.main import create_app
 from app.settings import Settings
 from tests.conftest import org_folder

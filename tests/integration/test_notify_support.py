@@ -22,10 +22,10 @@ import httpx
 import msgspec
 
 from app.container import Container
-from app.executors.base import Outcome
 from app.ids import new_id, utcnow
 from app.models import Job, JobConfig, NodeSummary, Project, RunRecord, RunSnapshot, RunStatus
 from app.notify.deliver import RetryPolicy
+from app.ports import Outcome
 from app.store.jobs import config_of
 from app.store.outbox import Notification
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import click
 import pytest
 
-from app.executors.local_process import build_env
+from app.executors.local.process import build_env
 from app.models import JobConfig
 from tests.factories import run_record, snapshot
 from validators.environment import (

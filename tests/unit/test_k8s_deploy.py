@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 Obj = dict[str, Any]
 
-# What runyard asks the API server for, by resource: the gateway in app/executors/kubernetes.py.
+# What runyard asks the API server for, by resource: the gateway in app/executors/k8s/gateway.py.
 NEEDED = {
     ("batch", "cronjobs"): {"get", "list", "create", "update", "delete"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},

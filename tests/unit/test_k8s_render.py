@@ -18,8 +18,8 @@ import pytest
 import yaml
 
 from app.errors import Invalid
-from app.executors.k8s_render import Manifests, Templates, Workload, labels, render_job
-from app.executors.kubernetes import round_trip, shape_overrides
+from app.executors.k8s.gateway import round_trip, shape_overrides
+from app.executors.k8s.render import Manifests, Templates, Workload, labels, render_job
 from app.models import Job, JobConfig, Project, RunRecord, RunSnapshot
 from app.services.commands import CommandChecker
 

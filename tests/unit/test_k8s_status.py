@@ -1,5 +1,5 @@
-"""What a Job's state means for its run (app/executors/k8s_status.py), and how the stored log
-is put together and capped (app/executors/k8s_finish.py): pure functions, no cluster."""
+"""What a Job's state means for its run (app/executors/k8s/status.py), and how the stored log
+is put together and capped (app/executors/k8s/tracking/finish.py): pure functions, no cluster."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.executors.k8s_finish import HeadTail, LogStream, assemble_log
-from app.executors.k8s_status import (
+from app.executors.k8s.status import (
     attempts_of,
     lost_outcome,
     outcome_of,
     parse_time,
     view_of,
 )
-from app.executors.k8s_tracker import json_lines
+from app.executors.k8s.tracking.finish import HeadTail, LogStream, assemble_log
+from app.executors.k8s.tracking.watch import json_lines
 
 Obj = dict[str, Any]
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from app.executors.k8s_live import job_status
-from app.executors.k8s_sync import parse_quantity, replacement, same, up_to_date
+from app.executors.k8s.live import job_status
+from app.executors.k8s.sync import parse_quantity, replacement, same, up_to_date
 
 Obj = dict[str, Any]
 

@@ -22,10 +22,10 @@ import pytest
 
 from app.container import Container
 from app.errors import Invalid
-from app.executors import local_sandbox
-from app.executors.local import LocalExecutor, build_local_executor
-from app.executors.local_output import OutputCollector
-from app.executors.local_process import WRAPPER, identity
+from app.executors.local import sandbox as local_sandbox
+from app.executors.local.executor import LocalExecutor, build_local_executor
+from app.executors.local.output import OutputCollector
+from app.executors.local.process import WRAPPER, identity
 from app.models import JobConfig, Principal, RunRecord
 from app.settings import Settings
 from app.store import Store

@@ -1,4 +1,4 @@
-"""app.executors.results on outputs captured from the example projects with dbt-core 1.11
+"""app.engines.results on outputs captured from the example projects with dbt-core 1.11
 and SQLMesh 0.236 (tests/unit/fixtures; capture.sh there regenerates them)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.executors.results import (
+from app.engines.results import (
     MESSAGE_LIMIT,
     NodeResult,
     dbt_invocation_id,

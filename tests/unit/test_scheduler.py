@@ -16,8 +16,8 @@ import pytest
 
 from app.container import Container
 from app.cron import fires_between
-from app.executors.base import Launched, SyncReport
 from app.models import Job, Principal, Project, RunRecord
+from app.ports import Launched, SyncReport
 from app.scheduler import Fire, Scheduler
 from app.services.jobs import JobCreate, JobPatch
 from app.services.projects import ProjectCreate

@@ -27,10 +27,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 from app.errors import ClusterError, ClusterUnavailable, RunyardError
-from app.executors.base import SyncReport
-from app.executors.k8s_render import JOB_LABEL, MANAGED_BY, PROJECT_LABEL, SELECTOR
+from app.executors.k8s.render import JOB_LABEL, MANAGED_BY, PROJECT_LABEL, SELECTOR
 from app.models import Job, Project, SyncState
 from app.naming import cronjob_name
+from app.ports import SyncReport
 from app.store import Store
 
 log = logging.getLogger("runyard.kubernetes")

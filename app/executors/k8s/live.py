@@ -16,7 +16,7 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from app.errors import NotFound
-from app.executors.k8s_render import (
+from app.executors.k8s.render import (
     JOB_LABEL,
     MANAGED_BY,
     PROJECT_ANNOTATION,

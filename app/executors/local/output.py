@@ -1,6 +1,6 @@
 """What the local executor keeps from a run's output to report its results.
 
-Parsing is ``app.executors.results``; this module decides what to feed it without holding a
+Parsing is ``app.engines.results``; this module decides what to feed it without holding a
 whole (possibly huge) output in memory:
 
 * dbt: stdout stays text for people to read; dbt also writes its JSON event log
@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
-from app.executors.results import (
+from app.engines.results import (
     NodeResult,
     dbt_invocation_id,
     parse_dbt_log,

@@ -46,7 +46,7 @@ def _confine(plan_json: str) -> Callable[[], None]:
     """The child's preexec function: apply the plan or end the child (never run the
     command unconfined). Imported by path: ``-I`` keeps this folder off sys.path."""
     spec = importlib.util.spec_from_file_location(
-        "local_sandbox", Path(__file__).resolve().with_name("local_sandbox.py")
+        "local_sandbox", Path(__file__).resolve().with_name("sandbox.py")
     )
     assert spec is not None and spec.loader is not None
     local_sandbox = importlib.util.module_from_spec(spec)

@@ -1,6 +1,6 @@
 """The Kubernetes executor: runs as Jobs, schedules as CronJobs, drift repair, run tracking.
 
-It speaks to the cluster only through the gateway (``app.executors.kubernetes``, the one
+It speaks to the cluster only through the gateway (``app.executors.k8s.gateway``, the one
 module that imports the ``kubernetes`` client), so everything here is plain logic.
 """
 
@@ -14,17 +14,17 @@ from typing import TYPE_CHECKING
 
 from app import metrics
 from app.errors import ClusterError, ClusterUnavailable
-from app.executors.base import Launched, SyncReport
-from app.executors.k8s_live import LiveJobs, read_logs
-from app.executors.k8s_render import RUN_LABEL, Manifests
-from app.executors.k8s_sync import ClusterConflict, CronJobSync
-from app.executors.k8s_tracker import KubernetesTracker
+from app.executors.k8s.live import LiveJobs, read_logs
+from app.executors.k8s.render import RUN_LABEL, Manifests
+from app.executors.k8s.sync import ClusterConflict, CronJobSync
+from app.executors.k8s.tracking.watch import KubernetesTracker
 from app.models import Job, Project, RunRecord
+from app.ports import Launched, SyncReport
 from app.settings import Settings
 from app.store import Store
 
 if TYPE_CHECKING:
-    from app.executors.kubernetes import KubeGateway
+    from app.executors.k8s.gateway import KubeGateway
 
 log = logging.getLogger("runyard.kubernetes")
 # A reconcile pass in flight may be inside one API request: connect and read timeouts.

@@ -27,11 +27,11 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from app.errors import ClusterError, ClusterUnavailable
-from app.executors.k8s_executor import KubernetesExecutor, bind_lag_metrics
-from app.executors.k8s_render import Manifests, Templates, clone
-from app.executors.k8s_status import WatchExpired
-from app.executors.k8s_sync import ClusterConflict
-from app.executors.k8s_tracker import KubernetesTracker
+from app.executors.k8s.executor import KubernetesExecutor, bind_lag_metrics
+from app.executors.k8s.render import Manifests, Templates, clone
+from app.executors.k8s.status import WatchExpired
+from app.executors.k8s.sync import ClusterConflict
+from app.executors.k8s.tracking.watch import KubernetesTracker
 from app.settings import SettingsError
 
 if TYPE_CHECKING:

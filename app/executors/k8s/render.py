@@ -24,7 +24,7 @@ import msgspec
 import yaml
 
 from app.errors import FieldError, Invalid
-from app.executors.local_process import ENGINE_ENV
+from app.executors.local.process import ENGINE_ENV
 from app.models import REDACTED, Job, JobConfig, Project, ProjectKind, RunRecord
 from app.naming import cronjob_name
 from app.services.commands import CommandChecker

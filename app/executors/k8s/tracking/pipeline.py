@@ -17,7 +17,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 import msgspec
 
-from app.executors.k8s_finish import Ending, Finish, Finisher
+from app.executors.k8s.tracking.finish import Ending, Finish, Finisher
 
 log = logging.getLogger("runyard.k8s_tracker")
 

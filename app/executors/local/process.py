@@ -19,7 +19,7 @@ from app.models import RunRecord
 from app.services.project_paths import ProjectPaths
 from validators.environment import permitted
 
-WRAPPER = Path(__file__).with_name("local_wrapper.py")
+WRAPPER = Path(__file__).with_name("wrapper.py")
 
 # Variables copied from runyard's own environment. Nothing else is: runyard's settings and
 # secrets (RUNYARD_SLACK_TOKEN, cloud credentials in the shell that started it...) must not

@@ -29,12 +29,12 @@ from typing import Any, Protocol
 import msgspec
 
 from app.errors import ClusterError, ClusterUnavailable
-from app.executors.base import RunEvents
-from app.executors.k8s_dispatch import Dispatcher, Listed, RunStarter, Seen
-from app.executors.k8s_finish import Finisher, PodSource, RawStream
-from app.executors.k8s_render import SELECTOR
-from app.executors.k8s_status import WatchExpired
+from app.executors.k8s.render import SELECTOR
+from app.executors.k8s.status import WatchExpired
+from app.executors.k8s.tracking.dispatch import Dispatcher, Listed, RunStarter, Seen
+from app.executors.k8s.tracking.finish import Finisher, PodSource, RawStream
 from app.ids import utcnow
+from app.ports import RunEvents
 from app.store import Store
 
 log = logging.getLogger("runyard.k8s_tracker")

@@ -41,10 +41,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from app.errors import Conflict, RateLimited, RunyardError
-from app.executors import local_sandbox
-from app.executors.base import Launched, Outcome, RunEvents, SyncReport
-from app.executors.local_output import TAIL_BYTES, OutputCollector, engine_env
-from app.executors.local_process import (
+from app.executors.local import sandbox as local_sandbox
+from app.executors.local.output import TAIL_BYTES, OutputCollector, engine_env
+from app.executors.local.process import (
     build_env,
     identity,
     is_same_process,
@@ -56,6 +55,7 @@ from app.executors.local_process import (
 )
 from app.ids import utcnow
 from app.models import Job, Project, RunRecord, RunStatus
+from app.ports import Launched, Outcome, RunEvents, SyncReport
 from app.scheduler import Scheduler
 from app.services.project_paths import ProjectPaths
 from app.store import Store

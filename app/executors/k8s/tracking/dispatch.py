@@ -27,11 +27,11 @@ from typing import Any, Literal, Protocol
 import msgspec
 
 from app.errors import RunyardError
-from app.executors.base import RunEvents
-from app.executors.k8s_finish import Finish, Finisher
-from app.executors.k8s_pipeline import Completed, Pipeline
-from app.executors.k8s_status import JobView, resource_version, view_of
+from app.executors.k8s.status import JobView, resource_version, view_of
+from app.executors.k8s.tracking.finish import Finish, Finisher
+from app.executors.k8s.tracking.pipeline import Completed, Pipeline
 from app.models import Job, Project, RunRecord, TriggeredBy
+from app.ports import RunEvents
 from app.store import Store
 
 log = logging.getLogger("runyard.k8s_tracker")

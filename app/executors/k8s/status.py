@@ -20,16 +20,16 @@ from typing import Any, Literal
 
 import msgspec
 
-from app.executors.base import Outcome
-from app.executors.k8s_render import JOB_LABEL, MAIN_CONTAINER, MANAGED_BY, ORG_LABEL, RUN_LABEL
-from app.executors.results import (
+from app.engines.results import (
     NodeResult,
     failed_nodes,
     parse_dbt_output,
     parse_sqlmesh_output,
     summarise_failure,
 )
+from app.executors.k8s.render import JOB_LABEL, MAIN_CONTAINER, MANAGED_BY, ORG_LABEL, RUN_LABEL
 from app.models import NodeSummary, ProjectKind
+from app.ports import Outcome
 
 Obj = dict[str, Any]
 Phase = Literal["waiting", "running", "succeeded", "failed"]

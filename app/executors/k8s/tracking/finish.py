@@ -20,9 +20,8 @@ from typing import Any, Protocol
 import msgspec
 
 from app.errors import ClusterError, ClusterUnavailable
-from app.executors.base import Outcome, RunEvents
-from app.executors.k8s_render import MAIN_CONTAINER
-from app.executors.k8s_status import (
+from app.executors.k8s.render import MAIN_CONTAINER
+from app.executors.k8s.status import (
     CONTROLLER_UID_LABEL,
     Attempt,
     JobView,
@@ -30,6 +29,7 @@ from app.executors.k8s_status import (
     lost_outcome,
     outcome_of,
 )
+from app.ports import Outcome, RunEvents
 from app.store import Store
 
 log = logging.getLogger("runyard.k8s_tracker")
