@@ -1,12 +1,20 @@
-"""One frozen settings object, read from ``RUNYARD_*`` environment variables."""
+"""One frozen settings object, read from ``RUNYARD_*`` environment variables.
+
+Each field is one variable, ``RUNYARD_`` plus the field's name in capitals (two keep a
+shorter historical name, see ``_VARIABLE``), and its default is written once, on the field.
+``from_env`` collects the variables that are set, turns the few that are not plain values
+(``_PARSERS``: a rate, a comma list, on/off, URLs) into the field's type, and lets msgspec
+convert and check the rest; every error names the variable.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+import types
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import msgspec
 
@@ -76,6 +84,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
 
+    def __post_init__(self) -> None:
+        # Checks that hold however the settings are built (from the environment or in tests).
+        if "{org}" not in self.namespace_template:
+            raise SettingsError(f"{variable('namespace_template')} must contain '{{org}}'")
+        if self.local_max_runs_per_org < 1:
+            raise SettingsError(f"{variable('local_max_runs_per_org')} must be at least 1")
+
     @property
     def database_path(self) -> Path:
         return Path(self.database)
@@ -91,73 +106,94 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """The settings the ``RUNYARD_*`` variables give; an empty variable counts as unset."""
         env = os.environ if env is None else env
+        raw: dict[str, Any] = {}
+        for field in _FIELDS:
+            value = env.get(variable(field))
+            if value:
+                parse = _PARSERS.get(field)
+                raw[field] = _parsed(field, value, parse) if parse else value
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise _named(exc, raw) from None
 
-        def get(name: str) -> str | None:
-            value = env.get(f"RUNYARD_{name}")
-            return value if value not in (None, "") else None
 
-        def integer(name: str, default: int) -> int:
-            raw = get(name)
-            if raw is None:
-                return default
-            try:
-                return int(raw)
-            except ValueError:
-                raise SettingsError(f"RUNYARD_{name}={raw!r} must be a whole number") from None
+# Variables not named after their field (kept from before the field gained its unit).
+_VARIABLE = {
+    "notify_timeout_seconds": "RUNYARD_NOTIFY_TIMEOUT",
+    "reconcile_interval_seconds": "RUNYARD_RECONCILE_INTERVAL",
+}
+_FIELDS = {f.name: f.type for f in msgspec.structs.fields(Settings)}
 
-        executor = get("EXECUTOR")
-        if executor not in (None, "local", "kubernetes"):
-            raise SettingsError(f"RUNYARD_EXECUTOR={executor!r}: use 'local' or 'kubernetes'")
-        missed = get("MISSED_FIRE_POLICY") or "skip"
-        if missed not in ("skip", "run_once"):
-            raise SettingsError(f"RUNYARD_MISSED_FIRE_POLICY={missed!r}: use 'skip' or 'run_once'")
-        template = get("NAMESPACE_TEMPLATE") or "org-{org}"
-        if "{org}" not in template:
-            raise SettingsError("RUNYARD_NAMESPACE_TEMPLATE must contain '{org}'")
-        log_format = get("LOG_FORMAT") or "auto"
-        if log_format not in ("auto", "json", "text"):
-            raise SettingsError(f"RUNYARD_LOG_FORMAT={log_format!r}: use auto, json or text")
-        slack_base = get("SLACK_BASE_URL")
-        if slack_base and not slack_base.endswith("/"):
-            slack_base += "/"  # slack_sdk joins method names onto the base and needs the slash
-        hosts = tuple(
-            h.strip() for h in (get("WEBHOOK_ALLOWED_HOSTS") or "").split(",") if h.strip()
-        )
-        rate = get("RATE_LIMIT")
-        sandbox = (get("LOCAL_SANDBOX") or "on").lower()
-        if sandbox not in ("on", "off"):
-            raise SettingsError(f"RUNYARD_LOCAL_SANDBOX={sandbox!r}: use 'on' or 'off'")
-        max_local = integer("LOCAL_MAX_RUNS_PER_ORG", 8)
-        if max_local < 1:
-            raise SettingsError("RUNYARD_LOCAL_MAX_RUNS_PER_ORG must be at least 1")
-        return cls(
-            database=get("DATABASE") or "./runyard.db",
-            host=get("HOST") or "127.0.0.1",
-            port=integer("PORT", 8080),
-            executor=executor,  # type: ignore[arg-type]
-            namespace_template=template,
-            slack_token=get("SLACK_TOKEN"),
-            slack_base_url=slack_base,
-            slack_default_channel=get("SLACK_DEFAULT_CHANNEL"),
-            public_url=(get("PUBLIC_URL") or "").rstrip("/") or None,
-            rate_limit=RateLimit.parse(rate) if rate else RateLimit(20_000, 60),
-            max_body_bytes=integer("MAX_BODY_BYTES", 1_048_576),
-            webhook_allowed_hosts=hosts,
-            notify_timeout_seconds=float(integer("NOTIFY_TIMEOUT", 10)),
-            notify_workers=integer("NOTIFY_WORKERS", 16),
-            notify_per_host=integer("NOTIFY_PER_HOST", 4),
-            command_policy=get("COMMAND_POLICY"),
-            missed_fire_policy=missed,  # type: ignore[arg-type]
-            run_retention_days=integer("RUN_RETENTION_DAYS", 90),
-            log_cap_bytes=integer("LOG_CAP_BYTES", 10 * 1024 * 1024),
-            reconcile_interval_seconds=float(integer("RECONCILE_INTERVAL", 60)),
-            k8s_templates=get("K8S_TEMPLATES"),
-            projects_root=get("PROJECTS_ROOT"),
-            local_sandbox=sandbox == "on",
-            secret_key=get("SECRET_KEY"),
-            metrics_token=get("METRICS_TOKEN"),
-            local_max_runs_per_org=max_local,
-            log_format=log_format,  # type: ignore[arg-type]
-            log_level=(get("LOG_LEVEL") or "INFO").upper(),
-        )
+
+def variable(field: str) -> str:
+    """The environment variable of a settings field."""
+    return _VARIABLE.get(field, f"RUNYARD_{field.upper()}")
+
+
+def _on_off(text: str) -> bool:
+    value = text.lower()
+    if value not in ("on", "off"):
+        raise ValueError("use 'on' or 'off'")
+    return value == "on"
+
+
+def _with_slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"  # slack_sdk joins method names onto it
+
+
+def _comma_list(text: str) -> list[str]:
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
+# Variables whose text is not the field's value as it stands (the rest msgspec converts).
+_PARSERS: dict[str, Callable[[str], Any]] = {
+    "rate_limit": RateLimit.parse,
+    "webhook_allowed_hosts": _comma_list,
+    "local_sandbox": _on_off,
+    "slack_base_url": _with_slash,
+    "public_url": lambda url: url.rstrip("/") or None,
+    "log_level": str.upper,
+}
+
+
+def _parsed(field: str, text: str, parse: Callable[[str], Any]) -> Any:
+    try:
+        return parse(text)
+    except SettingsError:
+        raise
+    except ValueError as exc:
+        raise SettingsError(f"{variable(field)}={text!r}: {exc}") from None
+
+
+_AT_FIELD = re.compile(r" - at `\$\.(\w+)`$")
+
+
+def _named(exc: msgspec.ValidationError, raw: Mapping[str, Any]) -> SettingsError:
+    """msgspec's error as one naming the variable and saying what it takes."""
+    message = str(exc)
+    found = _AT_FIELD.search(message)
+    if found is None:  # raised by __post_init__: already names its variable
+        return SettingsError(message)
+    field = found.group(1)
+    given = f"{variable(field)}={raw.get(field)!r}"
+    options = _flat(_FIELDS[field])
+    choices = [
+        repr(v) for option in options if get_origin(option) is Literal for v in get_args(option)
+    ]
+    if choices:
+        return SettingsError(f"{given}: use {', '.join(choices[:-1])} or {choices[-1]}")
+    if int in options:
+        return SettingsError(f"{given} must be a whole number")
+    if float in options:
+        return SettingsError(f"{given} must be a number")
+    return SettingsError(f"{given}: {message[: found.start()]}")
+
+
+def _flat(kind: Any) -> list[Any]:
+    """The members of a union type (``X | None``), or the type itself."""
+    if get_origin(kind) in (Union, types.UnionType):
+        return [member for arg in get_args(kind) for member in _flat(arg)]
+    return [kind]
