@@ -22,7 +22,7 @@ from app.ports import Executor
 from app.services.commands import CommandChecker
 from app.services.jobs import JobService
 from app.services.outbound import OutboundPolicy
-from app.services.project_paths import ProjectPaths
+from app.executors.local.paths import ProjectPaths
 from app.services.projects import ProjectService
 from app.services.ratelimit import RateLimiter
 from app.services.retention import RetentionWorker

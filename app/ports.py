@@ -3,6 +3,10 @@
 An executor turns a run record into something running (a local process, a Kubernetes Job)
 and keeps schedules in place (the embedded scheduler, CronJobs). It reports progress to a
 ``RunEvents`` sink (the tracker), which owns the run's state in the database.
+
+What starts runs on its own (the embedded scheduler, the Kubernetes tracker recording the
+runs of CronJobs) does so through a ``RunStarter``: the run service, built after the executor,
+so none of them imports the services or the container.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from typing import Protocol
 
 import msgspec
 
-from app.models import Job, NodeSummary, Project, RunRecord, RunStatus
+from app.models import Job, NodeSummary, Project, RunRecord, RunStatus, TriggeredBy
+from validators.result import ParsedCommand
 
 
 class Launched(msgspec.Struct, frozen=True):
@@ -87,3 +92,40 @@ class Executor(Protocol):
         ...
 
     def stop(self) -> None: ...
+
+
+class RunStarter(Protocol):
+    """Records and launches a run (``RunService.start_run``); None when a scheduled run is
+    skipped (concurrency_policy Forbid with a run active, or the slot already has its run).
+    ``job_name``: a Job the cluster created itself (a CronJob's), recorded, not launched."""
+
+    def start_run(
+        self,
+        project: Project,
+        job: Job | None,
+        *,
+        triggered_by: TriggeredBy,
+        scheduled_for: datetime | None = None,
+        job_name: str | None = None,
+    ) -> RunRecord | None: ...
+
+
+class Schedules(Protocol):
+    """The embedded scheduler as the local executor sees it: told when schedules change."""
+
+    def refresh_job(self, job_id: str) -> None: ...
+
+    def refresh_project(self, project_id: str) -> None: ...
+
+    def forget_job(self, job_id: str) -> None: ...
+
+    def preview(self, jobs: Sequence[Job], *, deployed: bool) -> SyncReport:
+        """What (un)deploying these jobs changes among the active schedules."""
+        ...
+
+
+class CommandParser(Protocol):
+    """The command policy (``services.commands.CommandChecker``): a job's command text to
+    the argument list to run, or a 422."""
+
+    def parse(self, kind: str, text: str, field: str = "command") -> ParsedCommand: ...

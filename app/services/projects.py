@@ -34,7 +34,7 @@ from app.services.checks import (
 )
 from app.services.outbound import OutboundPolicy
 from app.services.overrides import check_template_overrides
-from app.services.project_paths import ProjectPaths
+from app.executors.local.paths import ProjectPaths
 from app.store import Store
 
 UNSET = msgspec.UNSET

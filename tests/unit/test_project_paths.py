@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from app.errors import Invalid
-from app.services.project_paths import ProjectPaths
+from app.executors.local.paths import ProjectPaths
 
 
 @pytest.fixture

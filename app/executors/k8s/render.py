@@ -27,7 +27,7 @@ from app.errors import FieldError, Invalid
 from app.executors.local.process import ENGINE_ENV
 from app.models import REDACTED, Job, JobConfig, Project, ProjectKind, RunRecord
 from app.naming import cronjob_name
-from app.services.commands import CommandChecker
+from app.ports import CommandParser
 from validators.environment import permitted
 
 Obj = dict[str, Any]
@@ -197,7 +197,7 @@ class Manifests:
     def __init__(
         self,
         templates: Templates,
-        commands: CommandChecker,
+        commands: CommandParser,
         namespace_for: Callable[[str], str],
         shape_overrides: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict,
     ) -> None:

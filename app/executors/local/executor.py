@@ -57,7 +57,7 @@ from app.ids import utcnow
 from app.models import Job, Project, RunRecord, RunStatus
 from app.ports import Launched, Outcome, RunEvents, SyncReport
 from app.scheduler import Scheduler
-from app.services.project_paths import ProjectPaths
+from app.executors.local.paths import ProjectPaths
 from app.store import Store
 from app.store.local import LocalProcess
 

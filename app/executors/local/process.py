@@ -16,7 +16,7 @@ from pathlib import Path
 
 from app.errors import FieldError, Invalid
 from app.models import RunRecord
-from app.services.project_paths import ProjectPaths
+from app.executors.local.paths import ProjectPaths
 from validators.environment import permitted
 
 WRAPPER = Path(__file__).with_name("wrapper.py")
