@@ -7,6 +7,9 @@ written twice:
 * ``JobOut``: what the API returns (config plus identity and bookkeeping, never secrets).
 * ``Job``: the stored record, with the owning org and the write-only webhook secret.
 
+A PUT body (``JobPatch``, ``ProjectPatch``) is derived from the create body by ``patch_of``:
+every field optional, so a field added to the configuration is updatable with no other edit.
+
 Secrets. ``webhook_headers`` and ``secret_environment`` hold real values in memory (the
 executors and the notifier need them) and are write-only everywhere else: the store keeps
 them sealed (app/secrets.py) and every document it writes in the clear (job configuration,
@@ -17,9 +20,9 @@ it read.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 
@@ -40,6 +43,9 @@ TERMINAL_STATUSES: frozenset[str] = frozenset(
 ACTIVE_STATUSES: frozenset[str] = frozenset({"pending", "running"})
 # How a stored secret value reads back: names stay visible, values never.
 REDACTED = "********"
+# The write-only maps of a job's and of a project's configuration (see "Secrets" above).
+JOB_SECRET_MAPS = ("webhook_headers", "secret_environment")
+PROJECT_SECRET_MAPS = ("secret_environment",)
 RUN_STATUSES: tuple[str, ...] = (
     "pending",
     "running",
@@ -259,6 +265,53 @@ class RunOut(Run, kw_only=True):
     is_failed: bool
 
 
+# --- PUT bodies -------------------------------------------------------------------------
+
+
+class Patch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Base of the PUT bodies made by ``patch_of``: only the supplied fields change."""
+
+    if TYPE_CHECKING:
+        # The fields are made at run time; statically a patch takes any of them by name.
+        def __init__(self, **changes: Any) -> None: ...
+
+    def changes(self) -> dict[str, Any]:
+        """The supplied fields, by name."""
+        return {
+            name: value
+            for name in self.__struct_fields__
+            if (value := getattr(self, name)) is not msgspec.UNSET
+        }
+
+
+def patch_of(
+    name: str, body: type[msgspec.Struct], write_only_maps: Collection[str] = ()
+) -> type[Patch]:
+    """The PUT body of a create body: each of its fields, of the same type, optional (UNSET
+    when not supplied). A write-only map takes ``null`` for an entry too (it removes it; see
+    ``merge_secrets``). Use it as ``X = patch_of(...)`` under ``if not TYPE_CHECKING``, with
+    ``X = Patch`` for the type checker."""
+    fields = [
+        (
+            field.name,
+            (dict[str, str | None] if field.name in write_only_maps else field.type)
+            | msgspec.UnsetType,
+            msgspec.UNSET,
+        )
+        for field in msgspec.structs.fields(body)
+    ]
+    made = msgspec.defstruct(
+        name,
+        fields,
+        bases=(Patch,),
+        module=body.__module__,
+        kw_only=True,
+        forbid_unknown_fields=True,
+    )
+    assert issubclass(made, Patch)
+    return made
+
+
 # --- secrets ----------------------------------------------------------------------------
 
 
@@ -269,8 +322,8 @@ def redacted(values: Mapping[str, str]) -> dict[str, str]:
 def redact_job_config(config: JobConfig) -> JobConfig:
     """The configuration as anyone may read it (type JobConfig, whatever was passed)."""
     fields = {name: getattr(config, name) for name in JobConfig.__struct_fields__}
-    fields["webhook_headers"] = redacted(config.webhook_headers)
-    fields["secret_environment"] = redacted(config.secret_environment)
+    for name in JOB_SECRET_MAPS:
+        fields[name] = redacted(fields[name])
     return JobConfig(**fields)
 
 
