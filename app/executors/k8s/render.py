@@ -33,7 +33,7 @@ from validators.environment import permitted
 Obj = dict[str, Any]
 T = TypeVar("T")
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "k8s_templates"
+TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "k8s_templates"
 MAIN_CONTAINER = "main"
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
