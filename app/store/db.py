@@ -15,7 +15,7 @@ import os
 import sqlite3
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,16 @@ from app.store.migrations import MIGRATIONS
 
 BUSY_TIMEOUT_MS = 10_000
 log = logging.getLogger("runyard.store")
+
+
+def insert_sql(table: str, columns: Iterable[str]) -> str:
+    """``INSERT INTO table (a, b) VALUES (:a, :b)``: the values come as a mapping by column
+    name, so a long row is never a list to keep in step with its columns."""
+    names = tuple(columns)
+    return (
+        f"INSERT INTO {table} ({', '.join(names)})"
+        f" VALUES ({', '.join(':' + name for name in names)})"
+    )
 
 
 def _private_file(path: Path) -> None:

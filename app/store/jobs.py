@@ -16,7 +16,7 @@ from app.errors import Conflict
 from app.ids import from_text, to_text
 from app.models import Job, JobConfig, JobVersion, SyncState, redact_job_config, secret_changes
 from app.secrets import SecretBox
-from app.store.db import Database
+from app.store.db import Database, insert_sql
 
 _encode = msgspec.json.Encoder().encode
 _config_decoder = msgspec.json.Decoder(JobConfig)
@@ -93,6 +93,25 @@ def _written(job: Job, box: SecretBox) -> _Written:
     )
 
 
+def _row(job: Job, written: _Written) -> dict[str, Any]:
+    """The job's columns by name: an insert's named parameters (an update sets all but
+    ``created_at``, which it leaves out of its statement)."""
+    return {
+        "id": job.id,
+        "org_id": job.org_id,
+        "project_id": job.project_id,
+        "name": job.name,
+        "config": written.config,
+        "secrets": written.secrets,
+        "webhook_secret": written.webhook_secret,
+        "version": job.version,
+        "sync_state": job.sync_state,
+        "sync_error": job.sync_error,
+        "created_at": to_text(job.created_at),
+        "updated_at": to_text(job.updated_at),
+    }
+
+
 def _name_taken(job: Job) -> Conflict:
     return Conflict(
         f"A job named {job.name!r} already exists in this project; choose another name "
@@ -161,24 +180,8 @@ class JobRepo:
         changed = _encode(secret_changes({}, _secret_state(job))).decode()
         try:
             with self._db.write() as db:
-                db.conn.execute(
-                    f"INSERT INTO jobs ({_COLUMNS}, name)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        job.id,
-                        job.org_id,
-                        job.project_id,
-                        written.config,
-                        written.webhook_secret,
-                        job.version,
-                        job.sync_state,
-                        job.sync_error,
-                        to_text(job.created_at),
-                        to_text(job.updated_at),
-                        written.secrets,
-                        job.name,
-                    ),
-                )
+                row = _row(job, written)
+                db.conn.execute(insert_sql("jobs", row), row)
                 db.conn.execute(
                     "INSERT INTO job_versions (job_id, version, config, secrets_changed,"
                     " created_at) VALUES (?, ?, ?, ?, ?)",
@@ -197,21 +200,11 @@ class JobRepo:
                 before = _secret_state(_job(row, box)) if row else {}
                 changed = _encode(secret_changes(before, _secret_state(job))).decode()
                 cursor = db.conn.execute(
-                    "UPDATE jobs SET name = ?, config = ?, secrets = ?, webhook_secret = ?,"
-                    " version = ?, sync_state = ?, sync_error = ?, updated_at = ?"
-                    " WHERE id = ? AND version = ?",
-                    (
-                        job.name,
-                        written.config,
-                        written.secrets,
-                        written.webhook_secret,
-                        job.version,
-                        job.sync_state,
-                        job.sync_error,
-                        to_text(job.updated_at),
-                        job.id,
-                        expected_version,
-                    ),
+                    "UPDATE jobs SET name = :name, config = :config, secrets = :secrets,"
+                    " webhook_secret = :webhook_secret, version = :version,"
+                    " sync_state = :sync_state, sync_error = :sync_error,"
+                    " updated_at = :updated_at WHERE id = :id AND version = :expected_version",
+                    {**_row(job, written), "expected_version": expected_version},
                 )
                 if cursor.rowcount != 1:
                     return False

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 
 from app.ids import from_text, to_text
-from app.store.db import Database
+from app.store.db import Database, insert_sql
 
 
 class LocalProcess(msgspec.Struct, kw_only=True):
@@ -46,22 +46,16 @@ class LocalRepo:
 
     def save_process(self, process: LocalProcess, now: datetime) -> None:
         """Record (or replace, on a new attempt) the process of a run."""
+        row = {
+            **msgspec.structs.asdict(process),
+            "first_started_at": to_text(process.first_started_at),
+            "updated_at": to_text(now),
+        }
         self._db.execute(
-            "INSERT INTO local_processes (run_id, pid, identity, attempt, first_started_at,"
-            " spool, log_offset, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (run_id) DO UPDATE SET pid = excluded.pid,"
-            " identity = excluded.identity, attempt = excluded.attempt,"
+            insert_sql("local_processes", row) + " ON CONFLICT (run_id) DO UPDATE SET"
+            " pid = excluded.pid, identity = excluded.identity, attempt = excluded.attempt,"
             " log_offset = excluded.log_offset, updated_at = excluded.updated_at",
-            (
-                process.run_id,
-                process.pid,
-                process.identity,
-                process.attempt,
-                to_text(process.first_started_at),
-                process.spool,
-                process.log_offset,
-                to_text(now),
-            ),
+            row,
         )
 
     def process(self, run_id: str) -> LocalProcess | None:

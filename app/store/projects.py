@@ -11,7 +11,7 @@ from app.errors import Conflict
 from app.ids import from_text, to_text
 from app.models import Project, ProjectConfig, redacted
 from app.secrets import SecretBox
-from app.store.db import Database
+from app.store.db import Database, insert_sql
 
 _encode = msgspec.json.Encoder().encode
 _config_decoder = msgspec.json.Decoder(ProjectConfig)
@@ -72,29 +72,26 @@ class ProjectRepo:
         box = self._db.box
         sealed = box.seal_json({"secret_environment": config.secret_environment})
         config.secret_environment = redacted(config.secret_environment)
-        values = (
-            project.id,
-            project.org_id,
-            project.name,
-            project.kind,
-            _encode(config).decode(),
-            sealed,
-            box.seal(project.slack_webhook_url),
-            int(project.deployed),
-            to_text(project.created_at),
-            to_text(project.updated_at),
-        )
+        row = {
+            "id": project.id,
+            "org_id": project.org_id,
+            "name": project.name,
+            "kind": project.kind,
+            "config": _encode(config).decode(),
+            "secrets": sealed,
+            "slack_webhook_url": box.seal(project.slack_webhook_url),
+            "deployed": int(project.deployed),
+            "created_at": to_text(project.created_at),
+            "updated_at": to_text(project.updated_at),
+        }
         try:
             with self._db.write() as db:
                 db.conn.execute(
-                    "INSERT INTO projects (id, org_id, name, kind, config, secrets,"
-                    " slack_webhook_url, deployed, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (id) DO UPDATE SET name = excluded.name, kind = excluded.kind,"
-                    " config = excluded.config, secrets = excluded.secrets,"
-                    " slack_webhook_url = excluded.slack_webhook_url,"
+                    insert_sql("projects", row) + " ON CONFLICT (id) DO UPDATE SET"
+                    " name = excluded.name, kind = excluded.kind, config = excluded.config,"
+                    " secrets = excluded.secrets, slack_webhook_url = excluded.slack_webhook_url,"
                     " deployed = excluded.deployed, updated_at = excluded.updated_at",
-                    values,
+                    row,
                 )
         except sqlite3.IntegrityError:
             raise Conflict(

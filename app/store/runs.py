@@ -29,18 +29,24 @@ from app.models import (
     redacted,
 )
 from app.secrets import MASK, SecretBox, mask, mask_values, split_secret
-from app.store.db import Database
+from app.store.db import Database, insert_sql
 
 _encode = msgspec.json.Encoder().encode
 _snapshot_decoder = msgspec.json.Decoder(RunSnapshot)
 _results_decoder = msgspec.json.Decoder(list[NodeSummary])
 
-_RUN_COLUMNS = (
-    "id, project_id, job_id, job_name, cronjob_name, namespace, job_type, status, start_time,"
-    " end_time, duration_seconds, triggered_by, command, exit_code, error, job_version, rerun_of,"
-    " upstream_run_id, executor, scheduled_for, results, created_at, updated_at"
+# The runs table has a column of the same name for each field of RunRecord (and ``secrets``):
+# the field lists are the column lists, so a new field needs its column (a migration) and
+# nothing here. Reads select Run's columns (or the record's); an insert writes the record's.
+_RUN_FIELDS: tuple[str, ...] = Run.__struct_fields__
+_RECORD_FIELDS: tuple[str, ...] = RunRecord.__struct_fields__
+_RUN_COLUMNS = ", ".join(_RUN_FIELDS)
+_TIMES = frozenset(  # stored as text (app.ids.to_text)
+    f.name for f in msgspec.structs.fields(RunRecord) if f.type in (datetime, datetime | None)
 )
 _ACTIVE = tuple(sorted(ACTIVE_STATUSES))
+_ACTIVE_PARAMS = {f"active_{status}": status for status in _ACTIVE}
+_IN_ACTIVE = "(" + ", ".join(f":{name}" for name in _ACTIVE_PARAMS) + ")"
 
 
 def _time(value: str | None) -> datetime | None:
@@ -48,31 +54,22 @@ def _time(value: str | None) -> datetime | None:
 
 
 def _run_fields(row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": row["id"],
-        "project_id": row["project_id"],
-        "job_id": row["job_id"],
-        "job_name": row["job_name"],
-        "cronjob_name": row["cronjob_name"],
-        "namespace": row["namespace"],
-        "job_type": row["job_type"],
-        "status": row["status"],
-        "start_time": _time(row["start_time"]),
-        "end_time": _time(row["end_time"]),
-        "duration_seconds": row["duration_seconds"],
-        "triggered_by": row["triggered_by"],
-        "command": row["command"],
-        "exit_code": row["exit_code"],
-        "error": row["error"],
-        "job_version": row["job_version"],
-        "rerun_of": row["rerun_of"],
-        "upstream_run_id": row["upstream_run_id"],
-        "executor": row["executor"],
-        "scheduled_for": _time(row["scheduled_for"]),
-        "results": _results_decoder.decode(row["results"]) if row["results"] else [],
-        "created_at": from_text(row["created_at"]),
-        "updated_at": from_text(row["updated_at"]),
-    }
+    fields = {name: row[name] for name in _RUN_FIELDS}
+    for name in _TIMES:
+        fields[name] = _time(fields[name])
+    fields["results"] = _results_decoder.decode(row["results"]) if row["results"] else []
+    return fields
+
+
+def _columns(run: RunRecord, box: SecretBox) -> dict[str, Any]:
+    """The row of a run by column name (the insert's named parameters): a column per field
+    of the record, the snapshot with its secrets REDACTED and those sealed beside it."""
+    values = {name: getattr(run, name) for name in _RECORD_FIELDS}
+    for name in _TIMES:
+        values[name] = to_text(values[name]) if values[name] else None
+    values["results"] = _encode(run.results).decode() if run.results else None
+    values["snapshot"], values["secrets"] = _sealed_snapshot(run.snapshot, box)
+    return values
 
 
 def _run(row: dict[str, Any]) -> Run:
@@ -135,44 +132,10 @@ class RunRepo:
 
     def insert(self, run: RunRecord) -> bool:
         """Insert a new run; False if a run for the same slot or Kubernetes Job exists."""
-        snapshot, sealed = _sealed_snapshot(run.snapshot, self._db.box)
         try:
             with self._db.write() as db:
-                db.conn.execute(
-                    f"INSERT INTO runs ({_RUN_COLUMNS}, org_id, snapshot, secrets,"
-                    " idempotency_key, request_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,"
-                    " ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        run.id,
-                        run.project_id,
-                        run.job_id,
-                        run.job_name,
-                        run.cronjob_name,
-                        run.namespace,
-                        run.job_type,
-                        run.status,
-                        to_text(run.start_time) if run.start_time else None,
-                        to_text(run.end_time) if run.end_time else None,
-                        run.duration_seconds,
-                        run.triggered_by,
-                        run.command,
-                        run.exit_code,
-                        run.error,
-                        run.job_version,
-                        run.rerun_of,
-                        run.upstream_run_id,
-                        run.executor,
-                        to_text(run.scheduled_for) if run.scheduled_for else None,
-                        _encode(run.results).decode() if run.results else None,
-                        to_text(run.created_at),
-                        to_text(run.updated_at),
-                        run.org_id,
-                        snapshot,
-                        sealed,
-                        run.idempotency_key,
-                        run.request_hash,
-                    ),
-                )
+                row = _columns(run, self._db.box)
+                db.conn.execute(insert_sql("runs", row), row)
         except sqlite3.IntegrityError as exc:
             if "UNIQUE" in str(exc):
                 return False
@@ -227,23 +190,21 @@ class RunRepo:
         """Move an active run to a terminal status. True only for the call that did it, so
         whatever must happen once per finished run (notifications) hangs off this."""
         cursor = self._db.execute(
-            "UPDATE runs SET status = ?, end_time = ?, exit_code = ?, error = ?,"
-            " results = coalesce(?, results), start_time = coalesce(start_time, ?),"
-            " duration_seconds = max(0, (julianday(?) - julianday(coalesce(start_time, ?)))"
-            " * 86400.0), updated_at = ? WHERE id = ? AND status IN (?, ?)",
-            (
-                status,
-                to_text(end_time),
-                exit_code,
-                error,
-                _encode(list(results)).decode() if results else None,
-                to_text(end_time),
-                to_text(end_time),
-                to_text(end_time),
-                to_text(now),
-                run_id,
-                *_ACTIVE,
-            ),
+            "UPDATE runs SET status = :status, end_time = :end, exit_code = :exit_code,"
+            " error = :error, results = coalesce(:results, results),"
+            " start_time = coalesce(start_time, :end), duration_seconds = max(0,"
+            " (julianday(:end) - julianday(coalesce(start_time, :end))) * 86400.0),"
+            f" updated_at = :now WHERE id = :id AND status IN {_IN_ACTIVE}",
+            {
+                "status": status,
+                "end": to_text(end_time),
+                "exit_code": exit_code,
+                "error": error,
+                "results": _encode(list(results)).decode() if results else None,
+                "now": to_text(now),
+                "id": run_id,
+                **_ACTIVE_PARAMS,
+            },
         )
         return cursor.rowcount == 1
 
