@@ -129,8 +129,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     from app.errors import RunyardError
 
     container = Container(_settings())
-    reconcile = getattr(container.executor, "reconcile", None)
-    if reconcile is None:
+    if container.kubernetes is None:
         container.store.close()  # the local executor was never started: nothing to stop
         print(
             "runyard: reconcile applies to the Kubernetes executor; this runyard runs jobs "
@@ -140,7 +139,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         try:
-            report = reconcile()
+            report = container.kubernetes.reconcile()
         except RunyardError as exc:
             print(f"runyard: {exc.detail}", file=sys.stderr)
             return EXIT_REFUSED

@@ -1,7 +1,16 @@
 """Wiring: builds the store, the executor, the tracker and the services from settings.
 
 The web layer, the CLI and the tests all build runyard through here, so there is one
-place that decides which executor runs and how the pieces are connected.
+place that decides which executor runs and how the pieces are connected. Everything is
+built in dependency order from explicit arguments:
+
+1. the store, the command policy, the run tracker and the notification outbox;
+2. the executor, from those (``ExecutorDeps``); it knows nothing of the services;
+3. the services, over the store and the executor;
+4. what starts runs on its own, through the run service (``ports.RunStarter``): the
+   embedded scheduler with the local executor, the Job tracker on Kubernetes (it records
+   the runs of CronJobs). The run service needs the executor, so these come last and are
+   then connected to the executor, which tells them about schedules and namespaces.
 """
 
 from __future__ import annotations
@@ -12,17 +21,22 @@ import logging
 import os
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from app import metrics
+from app.executors.k8s.executor import KubernetesExecutor, KubernetesFeatures, track_runs
+from app.executors.k8s.render import Manifests
+from app.executors.local.executor import LocalExecutor, build_local_executor
+from app.executors.local.paths import ProjectPaths
 from app.ids import utcnow
+from app.notify.outbound import OutboundPolicy
 from app.notify.outbox import NotificationOutbox
-from app.ports import Executor
+from app.ports import Executor, RunEvents
+from app.scheduler import Scheduler, fire_through
 from app.services.commands import CommandChecker
 from app.services.jobs import JobService
-from app.services.outbound import OutboundPolicy
-from app.executors.local.paths import ProjectPaths
 from app.services.projects import ProjectService
 from app.services.ratelimit import RateLimiter
 from app.services.retention import RetentionWorker
@@ -34,7 +48,19 @@ from app.tracker import RunTracker
 
 log = logging.getLogger("runyard")
 
-ExecutorFactory = Callable[["Container"], Executor]
+
+@dataclass(frozen=True)
+class ExecutorDeps:
+    """What an executor may be built from: all of it exists before the executor."""
+
+    store: Store
+    settings: Settings
+    events: RunEvents  # the run tracker
+    commands: CommandChecker
+    clock: Callable[[], datetime]
+
+
+ExecutorFactory = Callable[[ExecutorDeps], Executor]
 
 
 def choose_executor(settings: Settings, env: dict[str, str] | None = None) -> ExecutorName:
@@ -50,6 +76,15 @@ def choose_executor(settings: Settings, env: dict[str, str] | None = None) -> Ex
     return "local"
 
 
+def build_executor(name: ExecutorName, deps: ExecutorDeps) -> Executor:
+    if name == "kubernetes":
+        # Imported here: the kubernetes client loads only when a cluster is used.
+        from app.executors.k8s.gateway import build_kubernetes_executor
+
+        return build_kubernetes_executor(deps.store, deps.settings, deps.commands)
+    return build_local_executor(deps.store, deps.events, deps.settings, clock=deps.clock)
+
+
 class Container:
     def __init__(
         self,
@@ -57,9 +92,14 @@ class Container:
         *,
         executor_factory: ExecutorFactory | None = None,
         clock: Callable[[], datetime] = utcnow,
+        scheduler_thread: bool = True,
     ) -> None:
+        """``executor_factory``: another executor (tests); ``scheduler_thread=False``: the
+        embedded scheduler does not tick by itself (tests call ``scheduler.tick(now)``)."""
         self.settings = settings
         self.clock = clock
+        self._scheduler_thread = scheduler_thread
+        # 1. The store and what records runs.
         self.store = Store(settings.database, settings.secret_key)
         self.store.migrate()
         self.commands = CommandChecker.from_settings(settings.command_policy)
@@ -67,27 +107,17 @@ class Container:
         self.tracker = RunTracker(self.store, settings.log_cap_bytes, clock)
         self.tracker.on_started.append(metrics.run_started)
         self.tracker.on_finished.append(metrics.run_finished)
-        metrics.GAUGES.bind(
-            "runyard_runs_active",
-            "Runs pending or running, by executor and status",
-            lambda: [
-                ({"executor": e, "status": s}, n) for e, s, n in self.store.runs.active_counts()
-            ],
-        )
-        metrics.GAUGES.bind(
-            "runyard_notifications",
-            "Notifications by channel and state; pending and delivering are the outbox "
-            "backlog, failed the deliveries that gave up",
-            lambda: [
-                ({"channel": kind, "state": state}, n)
-                for kind, state, n in self.store.outbox.counts_by_kind()
-            ],
-        )
+        self._bind_gauges()
         self.notifications = NotificationOutbox(self.store, settings, self.outbound, clock=clock)
         self.notifications.attach(self.tracker)
+        # 2. The executor.
         self.executor_name: ExecutorName = choose_executor(settings)
-        factory = executor_factory or default_executor_factory(self.executor_name)
-        self.executor = factory(self)
+        deps = ExecutorDeps(self.store, settings, self.tracker, self.commands, clock)
+        if executor_factory is not None:
+            self.executor = executor_factory(deps)
+        else:
+            self.executor = build_executor(self.executor_name, deps)
+        # 3. The services.
         self.retention = RetentionWorker(self.store, settings.run_retention_days, clock)
         self.tokens = TokenService(self.store)
         self.rate_limiter = RateLimiter(
@@ -111,15 +141,63 @@ class Container:
             # Cursors stay valid across restarts for as long as the secret key does.
             cursor_key=self.store.database.box.derive(b"pagination cursors"),
         )
+        # 4. What starts runs on its own, through the run service.
+        self.scheduler: Scheduler | None = None
+        self.kubernetes: KubernetesFeatures | None = None
+        if isinstance(self.executor, LocalExecutor):
+            self.scheduler = Scheduler(
+                self.store,
+                fire_through(self.runs, self.executor.at_capacity),
+                clock=clock,
+                missed_fire_policy=settings.missed_fire_policy,
+            )
+            self.executor.schedules = self.scheduler
+        elif isinstance(self.executor, KubernetesExecutor):
+            if self.executor.tracker is None:
+                track_runs(self.executor, self.store, self.tracker, self.runs, settings)
+            self.kubernetes = self.executor.features()
+
+    def _bind_gauges(self) -> None:
+        metrics.GAUGES.bind(
+            "runyard_runs_active",
+            "Runs pending or running, by executor and status",
+            lambda: [
+                ({"executor": e, "status": s}, n) for e, s, n in self.store.runs.active_counts()
+            ],
+        )
+        metrics.GAUGES.bind(
+            "runyard_notifications",
+            "Notifications by channel and state; pending and delivering are the outbox "
+            "backlog, failed the deliveries that gave up",
+            lambda: [
+                ({"channel": kind, "state": state}, n)
+                for kind, state, n in self.store.outbox.counts_by_kind()
+            ],
+        )
+
+    def manifests(self) -> Manifests:
+        """What the manifest endpoint renders with: the executor's on Kubernetes; with the
+        local executor the same rendering, built when asked (the kubernetes client, whose
+        models shape the overrides, loads only then)."""
+        if self.kubernetes is not None:
+            return self.kubernetes.manifests
+        from app.executors.k8s.gateway import build_manifests
+
+        return build_manifests(self.settings, self.commands)
 
     def start(self) -> None:
-        """Start background work: the executor's watchers and schedulers, retention."""
+        """Start background work: the executor (re-attaching to runs, watches, reconcile),
+        then the scheduler, retention and notification delivery."""
         self.executor.start()
+        if self.scheduler is not None and self._scheduler_thread:
+            self.scheduler.start()
         self.retention.start()
         self.notifications.start()
 
     def stop(self) -> None:
         self.retention.stop()
+        if self.scheduler is not None:
+            self.scheduler.stop()  # first: a fire in progress still launches normally
         self.executor.stop()
         self.notifications.stop()
         self.store.close()
@@ -167,15 +245,3 @@ def hold_server_lock(database: str) -> int | None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, note.encode(), 0)
     return fd
-
-
-def default_executor_factory(name: ExecutorName) -> ExecutorFactory:
-    if name == "kubernetes":
-        from app.executors.k8s.gateway import build_kubernetes_executor
-
-        kubernetes_factory: ExecutorFactory = build_kubernetes_executor
-        return kubernetes_factory
-    from app.executors.local.executor import build_local_executor
-
-    local_factory: ExecutorFactory = build_local_executor
-    return local_factory

@@ -38,9 +38,25 @@ _PROMETHEUS = PrometheusConfig(
 )
 
 
-def _provide_container(state: State) -> Container:
-    container: Container = state.container
-    return container
+def _services(container: Container) -> dict[str, Provide]:
+    """What handlers may ask for by parameter name: the services they use, never the
+    container. (Authentication reads the token service from ``app.state.container``.)"""
+
+    def value(thing: object) -> Provide:
+        return Provide(lambda: thing, sync_to_thread=False, use_cache=True)
+
+    return {
+        "projects": value(container.projects),
+        "jobs": value(container.jobs),
+        "runs": value(container.runs),
+        "notifications": value(container.notifications),
+        "store": value(container.store),
+        "settings": value(container.settings),
+        "executor_name": value(container.executor.name),
+        "kubernetes": value(container.kubernetes),
+        # Built per request with the local executor: the kubernetes client loads on first use.
+        "manifests": Provide(container.manifests, sync_to_thread=True),
+    }
 
 
 def create_app(settings: Settings | None = None, container: Container | None = None) -> Litestar:
@@ -48,7 +64,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     otherwise one is built from ``settings`` (or the environment) and owned by the app."""
     settings = settings or (container.settings if container else Settings.from_env())
     owned = container is None
-    state = State({"container": container or Container(settings)})
+    container = container or Container(settings)
+    state = State({"container": container})
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -77,7 +94,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         ],
         dependencies={
             "principal": Provide(provide_principal, sync_to_thread=False),
-            "container": Provide(_provide_container, sync_to_thread=False),
+            **_services(container),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         # Outermost first: request ids and HTTP metrics also see 401s and 429s.

@@ -1,8 +1,9 @@
-"""The embedded cron scheduler of the local executor.
+"""The embedded cron scheduler of the local executor, owned by the container.
 
 Schedules are live while a job has a schedule, is enabled, and its project is deployed
 (the same meaning as CronJobs on Kubernetes). Fire times come from ``app.cron`` (wall-clock
-slots in the job's zone, DST-correct). Each fire goes through ``RunService.start_run`` with
+slots in the job's zone, DST-correct). Each fire goes through a ``RunStarter`` (the run
+service's ``start_run``, see ``fire_through``) with
 ``triggered_by="scheduled"`` and ``scheduled_for=<slot>``: the database's unique index on
 (job_id, scheduled_for) makes a slot run at most once, and the concurrency policy applies.
 
@@ -35,7 +36,7 @@ from app.cron import fires_between
 from app.errors import RunyardError
 from app.ids import utcnow
 from app.models import Job, Project
-from app.ports import SyncReport
+from app.ports import RunStarter, SyncReport
 from app.settings import MissedFirePolicy
 from app.store import Store
 
@@ -44,6 +45,25 @@ log = logging.getLogger("runyard.scheduler")
 FireFn = Callable[[Project, Job, datetime], bool]
 """Start the scheduled run of ``job`` for ``slot``; False when it was not started
 (Forbid with a run active, or the slot already has its run)."""
+
+
+def fire_through(runs: RunStarter, at_capacity: Callable[[str], bool]) -> FireFn:
+    """Fires that start runs through ``runs``, skipping a slot while the job's organization
+    has as many runs active as the executor allows (``at_capacity(org_id)``)."""
+
+    def fire(project: Project, job: Job, slot: datetime) -> bool:
+        if at_capacity(project.org_id):
+            log.warning(
+                "scheduled run skipped: the organization has RUNYARD_LOCAL_MAX_RUNS_PER_ORG "
+                "local runs active",
+                extra={"job_id": job.id, "slot": slot.isoformat(), "org": project.org_slug},
+            )
+            return False
+        started = runs.start_run(project, job, triggered_by="scheduled", scheduled_for=slot)
+        return started is not None
+
+    return fire
+
 
 MISFIRE_GRACE = timedelta(seconds=60)
 RESYNC_SECONDS = 60.0  # full reload from the database, in case a wake-up was missed

@@ -18,10 +18,16 @@ from app.api.views import (
     job_out,
     run_list,
 )
-from app.container import Container
 from app.models import JobOut, Principal
-from app.services.jobs import BatchBody, BatchResult, Dependencies, JobCreate, JobPatch
-from app.services.runs import JobStatus
+from app.services.jobs import (
+    BatchBody,
+    BatchResult,
+    Dependencies,
+    JobCreate,
+    JobPatch,
+    JobService,
+)
+from app.services.runs import JobStatus, RunService
 
 
 class JobController(Controller):
@@ -34,18 +40,16 @@ class JobController(Controller):
         summary="List a project's jobs",
         responses={200: ResponseSpec(data_container=JobList, description="The project's jobs")},
     )
-    def list_jobs(
-        self, principal: Principal, container: Container, project_id: str
-    ) -> Response[bytes]:
+    def list_jobs(self, principal: Principal, jobs: JobService, project_id: str) -> Response[bytes]:
         # The store renders the JSON (the hot read path); tests compare it with JobList.
-        body = container.jobs.list_jobs_json(principal, project_id)
+        body = jobs.list_jobs_json(principal, project_id)
         return Response(body, media_type=MediaType.JSON)
 
     @post("/", sync_to_thread=True, summary="Create a job")
     def create_job(
-        self, principal: Principal, container: Container, project_id: str, data: JobCreate
+        self, principal: Principal, jobs: JobService, project_id: str, data: JobCreate
     ) -> JobOut:
-        return job_out(container.jobs.create(principal, project_id, data))
+        return job_out(jobs.create(principal, project_id, data))
 
     @post(
         "/batch-enable",
@@ -54,9 +58,9 @@ class JobController(Controller):
         summary="Enable many jobs of the project at once",
     )
     def batch_enable(
-        self, principal: Principal, container: Container, project_id: str, data: BatchBody
+        self, principal: Principal, jobs: JobService, project_id: str, data: BatchBody
     ) -> BatchResult:
-        return container.jobs.set_enabled(principal, project_id, data.job_ids, True)
+        return jobs.set_enabled(principal, project_id, data.job_ids, True)
 
     @post(
         "/batch-disable",
@@ -65,9 +69,9 @@ class JobController(Controller):
         summary="Disable many jobs of the project at once",
     )
     def batch_disable(
-        self, principal: Principal, container: Container, project_id: str, data: BatchBody
+        self, principal: Principal, jobs: JobService, project_id: str, data: BatchBody
     ) -> BatchResult:
-        return container.jobs.set_enabled(principal, project_id, data.job_ids, False)
+        return jobs.set_enabled(principal, project_id, data.job_ids, False)
 
     @get(
         "/{job_id:str}/dependencies",
@@ -75,15 +79,15 @@ class JobController(Controller):
         summary="The job's upstream and downstream jobs",
     )
     def job_dependencies(
-        self, principal: Principal, container: Container, project_id: str, job_id: str
+        self, principal: Principal, jobs: JobService, project_id: str, job_id: str
     ) -> Dependencies:
-        return container.jobs.dependencies(principal, project_id, job_id)
+        return jobs.dependencies(principal, project_id, job_id)
 
     @get("/{job_id:str}", sync_to_thread=True, summary="Read a job")
     def get_job(
-        self, principal: Principal, container: Container, project_id: str, job_id: str
+        self, principal: Principal, jobs: JobService, project_id: str, job_id: str
     ) -> JobOut:
-        return job_out(container.jobs.get(principal, project_id, job_id))
+        return job_out(jobs.get(principal, project_id, job_id))
 
     @put(
         "/{job_id:str}",
@@ -93,18 +97,18 @@ class JobController(Controller):
     def update_job(
         self,
         principal: Principal,
-        container: Container,
+        jobs: JobService,
         project_id: str,
         job_id: str,
         data: JobPatch,
     ) -> JobOut:
-        return job_out(container.jobs.update(principal, project_id, job_id, data))
+        return job_out(jobs.update(principal, project_id, job_id, data))
 
     @delete("/{job_id:str}", sync_to_thread=True, status_code=204, summary="Delete a job")
     def delete_job(
-        self, principal: Principal, container: Container, project_id: str, job_id: str
+        self, principal: Principal, jobs: JobService, project_id: str, job_id: str
     ) -> None:
-        container.jobs.delete(principal, project_id, job_id)
+        jobs.delete(principal, project_id, job_id)
 
     @get(
         "/{job_id:str}/versions",
@@ -112,9 +116,9 @@ class JobController(Controller):
         summary="The job's configuration versions, newest first",
     )
     def versions(
-        self, principal: Principal, container: Container, project_id: str, job_id: str
+        self, principal: Principal, jobs: JobService, project_id: str, job_id: str
     ) -> VersionList:
-        versions = container.jobs.versions(principal, project_id, job_id)
+        versions = jobs.versions(principal, project_id, job_id)
         return VersionList(versions, len(versions))
 
     @post(
@@ -126,14 +130,14 @@ class JobController(Controller):
     def trigger(
         self,
         principal: Principal,
-        container: Container,
+        runs: RunService,
         project_id: str,
         job_id: str,
         data: TriggerBody | None = None,
         idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key")] = None,
     ) -> Response[TriggerResult]:
         override = data.command_override if data else None
-        result = container.runs.trigger(principal, project_id, job_id, override, idempotency_key)
+        result = runs.trigger(principal, project_id, job_id, override, idempotency_key)
         run = result.run
         if result.replayed:
             replay = TriggerResult(
@@ -155,14 +159,14 @@ class JobController(Controller):
     def runs(
         self,
         principal: Principal,
-        container: Container,
+        runs: RunService,
         project_id: str,
         job_id: str,
         status: str | None = None,
         cursor: str | None = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> RunList:
-        page = container.runs.list_runs(
+        page = runs.list_runs(
             principal,
             project_id=project_id,
             job_id=job_id,
@@ -180,10 +184,10 @@ class JobController(Controller):
     def status(
         self,
         principal: Principal,
-        container: Container,
+        runs: RunService,
         project_id: str,
         job_id: str,
         window: str | None = None,
     ) -> JobStatus:
         span = parse_window(window)
-        return container.runs.status(principal, project_id, job_id, span, window or "")
+        return runs.status(principal, project_id, job_id, span, window or "")

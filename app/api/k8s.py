@@ -14,11 +14,12 @@ import yaml
 from litestar import Controller, MediaType, Response, get
 from litestar.params import Parameter
 
-from app.container import Container
 from app.errors import Conflict, RunyardError, invalid
+from app.executors.k8s.executor import KubernetesFeatures
 from app.executors.k8s.live import LIVE_STATUSES, LiveJobDetail, LiveJobList, LiveJobs
-from app.executors.k8s.render import Manifests, Templates, redact_env
+from app.executors.k8s.render import Manifests, redact_env
 from app.models import Principal
+from app.services.jobs import JobService
 
 
 class KubernetesOnly(RunyardError):
@@ -27,28 +28,14 @@ class KubernetesOnly(RunyardError):
     slug = "kubernetes-only"
 
 
-def _live(container: Container) -> LiveJobs:
-    live = getattr(container.executor, "live", None)
-    if not isinstance(live, LiveJobs):
+def _live(kubernetes: KubernetesFeatures | None) -> LiveJobs:
+    if kubernetes is None:
         raise KubernetesOnly(
             "This runyard runs jobs as local processes (RUNYARD_EXECUTOR=local), so there are "
             "no Kubernetes Job objects to show. Use /api/v1/runs and "
             "/api/v1/runs/{run_id}/logs for runs and their logs."
         )
-    return live
-
-
-def _manifests(container: Container) -> Manifests:
-    existing = getattr(container.executor, "manifests", None)
-    if isinstance(existing, Manifests):
-        return existing
-    # The local executor: render the same way, with the client's models (imported here so the
-    # kubernetes client loads only when a manifest is asked for).
-    from app.executors.k8s.gateway import shape_overrides
-
-    settings = container.settings
-    templates = Templates.load(settings.k8s_templates)
-    return Manifests(templates, container.commands, settings.namespace_for, shape_overrides)
+    return kubernetes.live
 
 
 @get(
@@ -59,14 +46,15 @@ def _manifests(container: Container) -> Manifests:
 )
 def job_manifest(
     principal: Principal,
-    container: Container,
+    jobs: JobService,
+    manifests: Manifests,
     project_id: str,
     job_id: str,
     format: Literal["json", "yaml"] = "json",
 ) -> Response[Any]:
-    project = container.jobs.project(principal, project_id)
-    job = container.jobs.get(principal, project_id, job_id)
-    manifest = _manifests(container).cronjob(project, job)
+    project = jobs.project(principal, project_id)
+    job = jobs.get(principal, project_id, job_id)
+    manifest = manifests.cronjob(project, job)
     if manifest is not None:
         # Applied with the secret variables' values; shown with them redacted.
         manifest = redact_env(manifest, [*project.secret_environment, *job.secret_environment])
@@ -93,18 +81,20 @@ class LiveJobController(Controller):
     def list_jobs(
         self,
         principal: Principal,
-        container: Container,
+        kubernetes: KubernetesFeatures | None,
         status: str | None = None,
         project: Annotated[str | None, Parameter(max_length=63)] = None,
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
     ) -> LiveJobList:
         if status is not None and status not in LIVE_STATUSES:
             raise invalid("status", "use one of " + ", ".join(LIVE_STATUSES))
-        return _live(container).list_jobs(principal, status=status, project=project, limit=limit)
+        return _live(kubernetes).list_jobs(principal, status=status, project=project, limit=limit)
 
     @get("/{job_name:str}", sync_to_thread=True, summary="One Kubernetes Job, with its pods")
-    def get_job(self, principal: Principal, container: Container, job_name: str) -> LiveJobDetail:
-        return _live(container).get_job(principal, job_name)
+    def get_job(
+        self, principal: Principal, kubernetes: KubernetesFeatures | None, job_name: str
+    ) -> LiveJobDetail:
+        return _live(kubernetes).get_job(principal, job_name)
 
     @get(
         "/{job_name:str}/logs",
@@ -115,8 +105,8 @@ class LiveJobController(Controller):
     def logs(
         self,
         principal: Principal,
-        container: Container,
+        kubernetes: KubernetesFeatures | None,
         job_name: str,
         tail: Annotated[int, Parameter(ge=0, le=100_000)] = 100,
     ) -> str:
-        return _live(container).logs(principal, job_name, tail)
+        return _live(kubernetes).logs(principal, job_name, tail)

@@ -7,9 +7,10 @@ from datetime import datetime
 import msgspec
 from litestar import Controller, get, post
 
-from app.container import Container
 from app.models import Principal
+from app.notify.outbox import NotificationOutbox
 from app.services.projects import require_writer
+from app.services.runs import RunService
 from app.store.outbox import Attempt, Notification
 
 
@@ -62,13 +63,11 @@ class NotificationController(Controller):
 
     @get("/", sync_to_thread=True, summary="The run's Slack and webhook notifications")
     def list_notifications(
-        self, principal: Principal, container: Container, run_id: str
+        self, principal: Principal, runs: RunService, notifications: NotificationOutbox, run_id: str
     ) -> NotificationList:
-        container.runs.get(principal, run_id)  # 404 unless the run is the caller's org's
-        notifications, history = container.notifications.for_run(run_id)
-        return NotificationList(
-            [_out(n, history.get(n.id, [])) for n in notifications], len(notifications)
-        )
+        runs.get(principal, run_id)  # 404 unless the run is the caller's org's
+        found, history = notifications.for_run(run_id)
+        return NotificationList([_out(n, history.get(n.id, [])) for n in found], len(found))
 
     @post(
         "/{notification_id:str}/retry",
@@ -77,10 +76,15 @@ class NotificationController(Controller):
         summary="Deliver a permanently failed notification again",
     )
     def retry(
-        self, principal: Principal, container: Container, run_id: str, notification_id: str
+        self,
+        principal: Principal,
+        runs: RunService,
+        notifications: NotificationOutbox,
+        run_id: str,
+        notification_id: str,
     ) -> NotificationOut:
         require_writer(principal)
-        container.runs.get(principal, run_id)
-        notification = container.notifications.retry(run_id, notification_id)
-        history = container.notifications.for_run(run_id)[1].get(notification.id, [])
+        runs.get(principal, run_id)
+        notification = notifications.retry(run_id, notification_id)
+        history = notifications.for_run(run_id)[1].get(notification.id, [])
         return _out(notification, history)

@@ -5,9 +5,8 @@ from __future__ import annotations
 from litestar import Controller, delete, get, post, put
 
 from app.api.views import DeployResult, ProjectList, project_out
-from app.container import Container
 from app.models import Principal, ProjectOut
-from app.services.projects import ProjectCreate, ProjectPatch
+from app.services.projects import ProjectCreate, ProjectPatch, ProjectService
 
 
 class ProjectController(Controller):
@@ -15,21 +14,21 @@ class ProjectController(Controller):
     tags = ["projects"]
 
     @get("/", sync_to_thread=True, summary="List the organization's projects")
-    def list_projects(self, principal: Principal, container: Container) -> ProjectList:
-        projects = [project_out(p) for p in container.projects.list_projects(principal)]
-        return ProjectList(projects, len(projects))
+    def list_projects(self, principal: Principal, projects: ProjectService) -> ProjectList:
+        found = [project_out(p) for p in projects.list_projects(principal)]
+        return ProjectList(found, len(found))
 
     @post("/", sync_to_thread=True, summary="Create a project")
     def create_project(
-        self, principal: Principal, container: Container, data: ProjectCreate
+        self, principal: Principal, projects: ProjectService, data: ProjectCreate
     ) -> ProjectOut:
-        return project_out(container.projects.create(principal, data))
+        return project_out(projects.create(principal, data))
 
     @get("/{project_id:str}", sync_to_thread=True, summary="Read a project")
     def get_project(
-        self, principal: Principal, container: Container, project_id: str
+        self, principal: Principal, projects: ProjectService, project_id: str
     ) -> ProjectOut:
-        return project_out(container.projects.get(principal, project_id))
+        return project_out(projects.get(principal, project_id))
 
     @put(
         "/{project_id:str}",
@@ -37,9 +36,9 @@ class ProjectController(Controller):
         summary="Update a project (only the supplied fields change)",
     )
     def update_project(
-        self, principal: Principal, container: Container, project_id: str, data: ProjectPatch
+        self, principal: Principal, projects: ProjectService, project_id: str, data: ProjectPatch
     ) -> ProjectOut:
-        return project_out(container.projects.update(principal, project_id, data))
+        return project_out(projects.update(principal, project_id, data))
 
     @delete(
         "/{project_id:str}",
@@ -48,9 +47,9 @@ class ProjectController(Controller):
         summary="Delete a project (?cascade=true to delete its jobs too)",
     )
     def delete_project(
-        self, principal: Principal, container: Container, project_id: str, cascade: bool = False
+        self, principal: Principal, projects: ProjectService, project_id: str, cascade: bool = False
     ) -> None:
-        container.projects.delete(principal, project_id, cascade)
+        projects.delete(principal, project_id, cascade)
 
     @post(
         "/{project_id:str}/deploy",
@@ -58,8 +57,10 @@ class ProjectController(Controller):
         status_code=200,
         summary="Make the project's schedules live (CronJobs on Kubernetes)",
     )
-    def deploy(self, principal: Principal, container: Container, project_id: str) -> DeployResult:
-        project, report = container.projects.deploy(principal, project_id)
+    def deploy(
+        self, principal: Principal, projects: ProjectService, project_id: str
+    ) -> DeployResult:
+        project, report = projects.deploy(principal, project_id)
         return DeployResult(project_id=project.id, deployed=True, cronjobs=report)
 
     @post(
@@ -68,6 +69,8 @@ class ProjectController(Controller):
         status_code=200,
         summary="Remove the project's schedules",
     )
-    def undeploy(self, principal: Principal, container: Container, project_id: str) -> DeployResult:
-        project, report = container.projects.undeploy(principal, project_id)
+    def undeploy(
+        self, principal: Principal, projects: ProjectService, project_id: str
+    ) -> DeployResult:
+        project, report = projects.undeploy(principal, project_id)
         return DeployResult(project_id=project.id, deployed=False, cronjobs=report)

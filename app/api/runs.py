@@ -9,8 +9,8 @@ from litestar.params import Parameter
 
 from app.api.params import parse_time
 from app.api.views import RunConfig, RunList, TriggerBody, run_list, run_out
-from app.container import Container
 from app.models import Principal, RunOut
+from app.services.runs import RunService
 
 
 class RunController(Controller):
@@ -21,7 +21,7 @@ class RunController(Controller):
     def list_runs(
         self,
         principal: Principal,
-        container: Container,
+        runs: RunService,
         project_id: str | None = None,
         job_id: str | None = None,
         status: str | None = None,
@@ -29,7 +29,7 @@ class RunController(Controller):
         cursor: str | None = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
     ) -> RunList:
-        page = container.runs.list_runs(
+        page = runs.list_runs(
             principal,
             project_id=project_id,
             job_id=job_id,
@@ -41,20 +41,20 @@ class RunController(Controller):
         return run_list(page)
 
     @get("/{run_id:str}", sync_to_thread=True, summary="A run record")
-    def get_run(self, principal: Principal, container: Container, run_id: str) -> RunOut:
-        return run_out(container.runs.get(principal, run_id))
+    def get_run(self, principal: Principal, runs: RunService, run_id: str) -> RunOut:
+        return run_out(runs.get(principal, run_id))
 
     @get(
         "/{run_id:str}/config",
         sync_to_thread=True,
         summary="The configuration snapshot the run used",
     )
-    def run_config(self, principal: Principal, container: Container, run_id: str) -> RunConfig:
-        run = container.runs.get(principal, run_id)
+    def run_config(self, principal: Principal, runs: RunService, run_id: str) -> RunConfig:
+        run = runs.get(principal, run_id)
         return RunConfig(
             run_id=run.id,
             job_version=run.job_version,
-            config=container.runs.config(principal, run_id),
+            config=runs.config(principal, run_id),
         )
 
     @get(
@@ -66,13 +66,13 @@ class RunController(Controller):
     def logs(
         self,
         principal: Principal,
-        container: Container,
+        runs: RunService,
         run_id: str,
         tail: Annotated[int | None, Parameter(ge=0, le=1_000_000)] = None,
         since: str | None = None,
         search: Annotated[str | None, Parameter(max_length=500)] = None,
     ) -> str:
-        return container.runs.logs(
+        return runs.logs(
             principal, run_id, tail=tail, since=parse_time("since", since), search=search
         )
 
@@ -82,8 +82,8 @@ class RunController(Controller):
         status_code=200,
         summary="Cancel a pending or running run",
     )
-    def cancel(self, principal: Principal, container: Container, run_id: str) -> RunOut:
-        return run_out(container.runs.cancel(principal, run_id))
+    def cancel(self, principal: Principal, runs: RunService, run_id: str) -> RunOut:
+        return run_out(runs.cancel(principal, run_id))
 
     @post(
         "/{run_id:str}/rerun",
@@ -94,9 +94,9 @@ class RunController(Controller):
     def rerun(
         self,
         principal: Principal,
-        container: Container,
+        runs: RunService,
         run_id: str,
         data: TriggerBody | None = None,
     ) -> RunOut:
         override = data.command_override if data else None
-        return run_out(container.runs.rerun(principal, run_id, override))
+        return run_out(runs.rerun(principal, run_id, override))

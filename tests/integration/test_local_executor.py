@@ -19,7 +19,7 @@ import pytest
 from litestar.testing import TestClient
 
 from app.container import Container
-from app.executors.local.executor import LocalExecutor, build_local_executor
+from app.executors.local.executor import LocalExecutor
 from app.executors.local.process import identity
 from app.main import create_app
 from app.settings import Settings
@@ -251,10 +251,16 @@ def test_forbid_refuses_and_replace_cancels_the_active_run(
 # --- restarts -----------------------------------------------------------------------------
 
 
+def _crash(container: Container) -> None:
+    """As if runyard had crashed: dbt keeps running, nothing is recorded, nothing fires."""
+    executor = container.executor
+    assert isinstance(executor, LocalExecutor) and container.scheduler is not None
+    container.scheduler.stop()
+    executor.detach()
+
+
 def _restart(container_factory: Callable[..., Container], old: Container) -> Container:
-    executor = old.executor
-    assert isinstance(executor, LocalExecutor)
-    executor.detach()  # as if runyard had crashed: dbt keeps running, nothing is recorded
+    _crash(old)
     return container_factory()
 
 
@@ -293,9 +299,7 @@ def test_a_restart_marks_a_vanished_run_lost(
         run_id = trigger(client, admin_headers, project_id, job_id)
     pid = process_of(first, run_id)
     second_factory = container_factory
-    executor = first.executor
-    assert isinstance(executor, LocalExecutor)
-    executor.detach()
+    _crash(first)
     os.killpg(pid, signal.SIGKILL)  # the machine's OOM killer, say: no exit code is left
     wait_gone(pid)
 
@@ -394,13 +398,10 @@ def test_a_project_folder_removed_after_save_fails_the_launch_with_a_422(
 def test_deploy_makes_the_schedule_live_and_fires_a_local_run(
     settings_factory: Callable[..., Settings], admin_headers: Headers, dbt_project: Path
 ) -> None:
-    container = Container(
-        settings_factory(),
-        executor_factory=lambda c: build_local_executor(c, scheduler_thread=False),
-    )
+    container = Container(settings_factory(), scheduler_thread=False)
     container.start()
-    executor = container.executor
-    assert isinstance(executor, LocalExecutor) and executor.scheduler is not None
+    scheduler = container.scheduler
+    assert isinstance(container.executor, LocalExecutor) and scheduler is not None
     try:
         with TestClient(create_app(container=container)) as client:
             token, _ = container.tokens.create("acme", "admin")
@@ -413,10 +414,10 @@ def test_deploy_makes_the_schedule_live_and_fires_a_local_run(
             report = deployed.json()["cronjobs"]
             assert (report["created"], report["unchanged"]) == (1, 1)
 
-            executor.scheduler.tick()
-            due = executor.scheduler.next_due()
+            scheduler.tick()
+            due = scheduler.next_due()
             assert due is not None
-            [fire] = executor.scheduler.tick(due)
+            [fire] = scheduler.tick(due)
             assert fire.outcome == "started"
             [run] = client.get("/api/v1/runs", headers=headers).json()["runs"]
             assert run["triggered_by"] == "scheduled"
@@ -426,7 +427,7 @@ def test_deploy_makes_the_schedule_live_and_fires_a_local_run(
 
             undeployed = client.post(f"/api/v1/projects/{project_id}/undeploy", headers=headers)
             assert undeployed.json()["cronjobs"]["deleted"] == 1
-            executor.scheduler.tick()
-            assert executor.scheduler.next_due() is None
+            scheduler.tick()
+            assert scheduler.next_due() is None
     finally:
         container.stop()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
-from app.container import Container
+from app.container import Container, ExecutorDeps
 from app.executors.local import sandbox as local_sandbox
 from app.executors.local.executor import LocalExecutor, build_local_executor
 from app.main import create_app
@@ -228,13 +228,15 @@ def make_container(settings_factory: Callable[..., Settings]) -> Iterator[Callab
     made: list[Container] = []
 
     def make(abi: int | None = None, **settings: Any) -> Container:
-        def executor(c: Container) -> LocalExecutor:
-            built = build_local_executor(c, scheduler_thread=False)
-            if abi is not None:
-                built.landlock_abi = abi  # a kernel without Landlock
-            return built
+        def executor(deps: ExecutorDeps) -> LocalExecutor:
+            # abi 0: a kernel without Landlock
+            return build_local_executor(
+                deps.store, deps.events, deps.settings, clock=deps.clock, landlock_abi=abi
+            )
 
-        container = Container(settings_factory(**settings), executor_factory=executor)
+        container = Container(
+            settings_factory(**settings), executor_factory=executor, scheduler_thread=False
+        )
         container.start()
         made.append(container)
         return container
@@ -301,8 +303,8 @@ def test_runs_beyond_the_per_org_cap_are_refused_with_a_429_and_schedules_skip(
     acme, globex = _two_orgs(container, tmp_path)
     for org in ("acme", "globex"):
         _slow(org_folder(tmp_path, org) / "dbt_demo")
-    executor = container.executor
-    assert isinstance(executor, LocalExecutor) and executor.scheduler is not None
+    scheduler = container.scheduler
+    assert isinstance(container.executor, LocalExecutor) and scheduler is not None
     with TestClient(create_app(container=container)) as client:
         project = create_project(client, acme)
         slow = create_job(client, acme, project, command="dbt run --select slow")
@@ -320,10 +322,10 @@ def test_runs_beyond_the_per_org_cap_are_refused_with_a_429_and_schedules_skip(
         assert refused.headers["retry-after"] == "30"
         assert "RUNYARD_LOCAL_MAX_RUNS_PER_ORG=1" in problem["detail"]
 
-        executor.scheduler.tick()
-        due = executor.scheduler.next_due()
+        scheduler.tick()
+        due = scheduler.next_due()
         assert due is not None
-        [fire] = executor.scheduler.tick(due)
+        [fire] = scheduler.tick(due)
         assert fire.outcome == "skipped"
 
         # The cap is per org: another org's run starts.

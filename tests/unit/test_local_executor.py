@@ -50,9 +50,10 @@ def make_container(tmp_path: Path, project_dir: Path) -> Iterator[Factory]:
         settings = Settings(database=str(tmp_path / "runyard.db"), executor="local")
         container = Container(
             settings,
-            executor_factory=lambda c: build_local_executor(
-                c, scheduler_thread=False, term_grace_seconds=1.0
+            executor_factory=lambda deps: build_local_executor(
+                deps.store, deps.events, deps.settings, clock=deps.clock, term_grace_seconds=1.0
             ),
+            scheduler_thread=False,
         )
         container.start()
         made.append(container)

@@ -87,7 +87,7 @@ class World:
         self.executor = RecordingExecutor()
         self.container = Container(
             Settings(database=str(database), executor="local"),
-            executor_factory=lambda _c: self.executor,
+            executor_factory=lambda _deps: self.executor,
         )
         token, _ = self.container.tokens.create("acme", "admin")
         self.admin: Principal = self.container.tokens.authenticate(token)
@@ -103,7 +103,7 @@ class World:
         if restart:
             container = Container(
                 Settings(database=str(self.database), executor="local"),
-                executor_factory=lambda _c: self.executor,
+                executor_factory=lambda _deps: self.executor,
             )
             self.restarted.append(container)
         runs = container.runs

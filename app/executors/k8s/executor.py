@@ -1,7 +1,8 @@
 """The Kubernetes executor: runs as Jobs, schedules as CronJobs, drift repair, run tracking.
 
 It speaks to the cluster only through the gateway (``app.executors.k8s.gateway``, the one
-module that imports the ``kubernetes`` client), so everything here is plain logic.
+module that imports the ``kubernetes`` client, builds it), so everything here is plain logic
+against the ``KubeAPI`` protocol.
 """
 
 from __future__ import annotations
@@ -9,22 +10,46 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from app import metrics
 from app.errors import ClusterError, ClusterUnavailable
-from app.executors.k8s.live import LiveJobs, read_logs
+from app.executors.k8s.live import JobSource, LiveJobs, read_logs
 from app.executors.k8s.render import RUN_LABEL, Manifests
-from app.executors.k8s.sync import ClusterConflict, CronJobSync
-from app.executors.k8s.tracking.watch import KubernetesTracker
+from app.executors.k8s.sync import Cluster, ClusterConflict, CronJobSync
+from app.executors.k8s.tracking.watch import KubernetesTracker, TrackerSource
 from app.models import Job, Project, RunRecord
-from app.ports import Launched, SyncReport
+from app.ports import Launched, RunEvents, RunStarter, SyncReport
 from app.settings import Settings
 from app.store import Store
 
-if TYPE_CHECKING:
-    from app.executors.k8s.gateway import KubeGateway
+Obj = dict[str, Any]
+
+
+class KubeAPI(Cluster, JobSource, TrackerSource, Protocol):
+    """Everything runyard asks the API server (``gateway.KubeGateway``)."""
+
+    def create_job(self, namespace: str, body: Obj) -> Obj: ...
+
+    def delete_job(self, namespace: str, name: str) -> None: ...
+
+    def close(self) -> None:
+        """Release the client's connections (at stop)."""
+        ...
+
+
+@dataclass(frozen=True)
+class KubernetesFeatures:
+    """What only a runyard on Kubernetes offers: the live jobs API, the manifests it applies,
+    one pass of drift repair (``runyard reconcile``). ``Container.kubernetes`` is None on the
+    local executor."""
+
+    live: LiveJobs
+    manifests: Manifests
+    reconcile: Callable[[], SyncReport]
+
 
 log = logging.getLogger("runyard.kubernetes")
 # A reconcile pass in flight may be inside one API request: connect and read timeouts.
@@ -38,12 +63,12 @@ class KubernetesExecutor:
         self,
         store: Store,
         settings: Settings,
-        gateway: KubeGateway,
+        gateway: KubeAPI,
         manifests: Manifests,
         tracker: KubernetesTracker | None = None,
     ) -> None:
         self._store = store
-        # Follows the Jobs to record how runs end (k8s_tracker); None: nobody does.
+        # Follows the Jobs to record how runs end (``track_runs``); None: nobody does.
         self.tracker = tracker
         self._settings = settings
         self.gateway = gateway
@@ -105,6 +130,11 @@ class KubernetesExecutor:
     def undeploy(self, project: Project, jobs: Sequence[Job]) -> SyncReport:
         return self.sync.undeploy(project, jobs)
 
+    def features(self) -> KubernetesFeatures:
+        return KubernetesFeatures(
+            live=self.live, manifests=self.manifests, reconcile=self.reconcile
+        )
+
     def reconcile(self) -> SyncReport:
         """One pass of drift repair (the loop's, or `runyard reconcile`'s). Never two at once."""
         with self._reconciling:
@@ -141,7 +171,7 @@ class KubernetesExecutor:
             self._loop = None
         if self.tracker is not None:
             self.tracker.stop()
-        self.gateway.api_client.close()
+        self.gateway.close()
 
     def _run_loop(self) -> None:
         while not self._stopping.is_set():
@@ -152,6 +182,29 @@ class KubernetesExecutor:
             except Exception:
                 log.exception("reconcile failed")
             self._stopping.wait(self._settings.reconcile_interval_seconds)
+
+
+def track_runs(
+    executor: KubernetesExecutor,
+    store: Store,
+    events: RunEvents,
+    runs: RunStarter,
+    settings: Settings,
+) -> KubernetesTracker:
+    """The tracker of the executor's Jobs, connected to it: built after the run service,
+    through which it records the runs of the Jobs that CronJobs create (the service needs
+    the executor first)."""
+    tracker = KubernetesTracker(
+        store,
+        executor.gateway,
+        events,
+        settings.namespace_for,
+        lambda: runs,
+        log_cap_bytes=settings.log_cap_bytes,
+    )
+    executor.tracker = tracker
+    bind_lag_metrics(executor, tracker)
+    return tracker
 
 
 def bind_lag_metrics(executor: KubernetesExecutor, tracker: KubernetesTracker) -> None:

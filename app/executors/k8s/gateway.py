@@ -1,10 +1,11 @@
-"""The Kubernetes executor: CronJobs for scheduled jobs, Jobs for one-off runs.
+"""The gateway to the Kubernetes API, and the factory of the Kubernetes executor.
 
 The only module that imports ``kubernetes``. ``KubeGateway`` wraps the official sync client
 and turns its failures into runyard errors: no answer is ``ClusterUnavailable`` (503), an
 answer that is not a success is ``ClusterError`` (502) quoting what the API server said.
-The logic lives in modules that need no client: ``k8s_render`` (manifests), ``k8s_sync``
-(CronJobs kept in step with the database) and ``k8s_live`` (the live jobs API).
+The logic lives in modules that need no client: ``executor`` (runs as Jobs, drift repair),
+``render`` (manifests), ``sync`` (CronJobs kept in step with the database), ``live`` (the
+live jobs API) and ``tracking`` (how runs end).
 
 Namespaces are not created: an operator creates each org's namespace and binds runyard's
 Role there (docs/kubernetes.md), so runyard needs no cluster-wide write permission.
@@ -18,7 +19,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import suppress
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import kubernetes.client
 import kubernetes.config
@@ -27,15 +28,13 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from app.errors import ClusterError, ClusterUnavailable
-from app.executors.k8s.executor import KubernetesExecutor, bind_lag_metrics
+from app.executors.k8s.executor import KubernetesExecutor
 from app.executors.k8s.render import Manifests, Templates, clone
 from app.executors.k8s.status import WatchExpired
 from app.executors.k8s.sync import ClusterConflict
-from app.executors.k8s.tracking.watch import KubernetesTracker
-from app.settings import SettingsError
-
-if TYPE_CHECKING:
-    from app.container import Container
+from app.ports import CommandParser
+from app.settings import Settings, SettingsError
+from app.store import Store
 
 log = logging.getLogger("runyard.kubernetes")
 
@@ -44,6 +43,7 @@ __all__ = [
     "KubernetesExecutor",
     "RawStream",
     "build_kubernetes_executor",
+    "build_manifests",
     "load_configuration",
     "round_trip",
     "shape_overrides",
@@ -135,6 +135,9 @@ class KubeGateway:
         self._batch = kubernetes.client.BatchV1Api(api_client)
         self._core = kubernetes.client.CoreV1Api(api_client)
         self._host = api_client.configuration.host
+
+    def close(self) -> None:
+        self.api_client.close()
 
     def _call(
         self,
@@ -403,26 +406,22 @@ def _why(exc: BaseException) -> str:
 # --- the executor --------------------------------------------------------------------------
 
 
-def build_kubernetes_executor(container: Container) -> KubernetesExecutor:
-    settings = container.settings
+def build_manifests(settings: Settings, commands: CommandParser) -> Manifests:
+    """What runyard applies, rendered with the client's models where users supply shapes."""
+    templates = Templates.load(settings.k8s_templates)
+    return Manifests(templates, commands, settings.namespace_for, shape_overrides)
+
+
+def build_kubernetes_executor(
+    store: Store, settings: Settings, commands: CommandParser
+) -> KubernetesExecutor:
+    """The executor on the cluster of the kubeconfig (or the in-cluster service account),
+    without its run tracker: ``executor.track_runs`` adds it once the run service exists."""
     configuration = load_configuration()
     # The tracker holds one connection per watched namespace and reads logs in parallel:
     # room for those beside the API's requests (urllib3 would otherwise open and discard).
     configuration.connection_pool_maxsize = max(
         configuration.connection_pool_maxsize, TRACKER_CONNECTIONS
     )
-    api_client = kubernetes.client.ApiClient(configuration)
-    templates = Templates.load(settings.k8s_templates)
-    manifests = Manifests(templates, container.commands, settings.namespace_for, shape_overrides)
-    gateway = KubeGateway(api_client)
-    tracker = KubernetesTracker(
-        container.store,
-        gateway,
-        container.tracker,
-        settings.namespace_for,
-        lambda: container.runs,  # built after the executor
-        log_cap_bytes=settings.log_cap_bytes,
-    )
-    executor = KubernetesExecutor(container.store, settings, gateway, manifests, tracker)
-    bind_lag_metrics(executor, tracker)
-    return executor
+    gateway = KubeGateway(kubernetes.client.ApiClient(configuration))
+    return KubernetesExecutor(store, settings, gateway, build_manifests(settings, commands))

@@ -38,11 +38,12 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from app.errors import Conflict, RateLimited, RunyardError
 from app.executors.local import sandbox as local_sandbox
 from app.executors.local.output import TAIL_BYTES, OutputCollector, engine_env
+from app.executors.local.paths import ProjectPaths
 from app.executors.local.process import (
     build_env,
     identity,
@@ -55,14 +56,10 @@ from app.executors.local.process import (
 )
 from app.ids import utcnow
 from app.models import Job, Project, RunRecord, RunStatus
-from app.ports import Launched, Outcome, RunEvents, SyncReport
-from app.scheduler import Scheduler
-from app.executors.local.paths import ProjectPaths
+from app.ports import Launched, Outcome, RunEvents, Schedules, SyncReport
+from app.settings import Settings
 from app.store import Store
 from app.store.local import LocalProcess
-
-if TYPE_CHECKING:
-    from app.container import Container
 
 log = logging.getLogger("runyard.local")
 
@@ -180,8 +177,6 @@ class LocalExecutor:
         max_runs_per_org: int = 8,
         landlock_abi: int | None = None,
         clock: Callable[[], datetime] = utcnow,
-        scheduler_factory: Callable[[], Scheduler] | None = None,
-        scheduler_thread: bool = True,
         term_grace_seconds: float = 10.0,
     ) -> None:
         self._store = store
@@ -193,13 +188,14 @@ class LocalExecutor:
         # Probed once; tests pass 0 to play a kernel without Landlock.
         self.landlock_abi = local_sandbox.abi_version() if landlock_abi is None else landlock_abi
         self._clock = clock
-        self._scheduler_factory = scheduler_factory
-        self._scheduler_thread = scheduler_thread  # False: tests drive scheduler.tick()
         self._grace = term_grace_seconds
         self._runs: dict[str, _ActiveRun] = {}
         self._lock = threading.Lock()
         self._stopping = False
-        self.scheduler: Scheduler | None = None
+        # The embedded scheduler, told when schedules change. The container connects it
+        # once the run service it fires through exists (that service needs this executor);
+        # None: no schedule fires (deploy still reports what would be live).
+        self.schedules: Schedules | None = None
 
     # --- runs -----------------------------------------------------------------------------
 
@@ -306,32 +302,32 @@ class LocalExecutor:
     # --- schedules: nothing external to write; the scheduler reads the database -----------
 
     def apply_job(self, project: Project, job: Job) -> None:
-        if self.scheduler is not None:
-            self.scheduler.refresh_job(job.id)
+        if self.schedules is not None:
+            self.schedules.refresh_job(job.id)
 
     def remove_job(self, project: Project, job: Job) -> None:
-        if self.scheduler is not None:
-            self.scheduler.forget_job(job.id)
+        if self.schedules is not None:
+            self.schedules.forget_job(job.id)
 
     def deploy(self, project: Project, jobs: Sequence[Job]) -> SyncReport:
         """Nothing to write for local runs: the scheduler reads the database; this wakes it.
         created: schedules that become active; updated: active schedules whose cron or zone
         changed; unchanged: the rest (already active as they are, or disabled, or without a
         schedule)."""
-        if self.scheduler is None:
+        if self.schedules is None:
             active = sum(1 for j in jobs if j.schedule and j.enabled)
             return SyncReport(created=active, unchanged=len(jobs) - active)
-        report = self.scheduler.preview(jobs, deployed=True)
-        self.scheduler.refresh_project(project.id)
+        report = self.schedules.preview(jobs, deployed=True)
+        self.schedules.refresh_project(project.id)
         return report
 
     def undeploy(self, project: Project, jobs: Sequence[Job]) -> SyncReport:
         """deleted: schedules that stop; unchanged: the rest. Running runs go on."""
-        if self.scheduler is None:
+        if self.schedules is None:
             return SyncReport(unchanged=len(jobs))
-        report = self.scheduler.preview(jobs, deployed=False)
+        report = self.schedules.preview(jobs, deployed=False)
         for job in jobs:
-            self.scheduler.forget_job(job.id)
+            self.schedules.forget_job(job.id)
         return report
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -351,14 +347,10 @@ class LocalExecutor:
                 "RUNYARD_LOCAL_SANDBOX=off only if every organization is trusted."
             )
         self._recover()
-        if self._scheduler_factory is not None and self.scheduler is None:
-            self.scheduler = self._scheduler_factory()
-            if self._scheduler_thread:
-                self.scheduler.start()
 
     def stop(self) -> None:
-        if self.scheduler is not None:
-            self.scheduler.stop()  # first: a fire in progress still launches normally
+        """Terminate the active runs. The container stops the scheduler first, so that a
+        fire in progress still launches normally."""
         with self._lock:
             self._stopping = True
             runs = list(self._runs.values())
@@ -370,9 +362,8 @@ class LocalExecutor:
 
     def detach(self) -> None:
         """Stop following the active runs but leave their processes running, as a crash
-        would: the next ``start()`` on this database re-attaches to them."""
-        if self.scheduler is not None:
-            self.scheduler.stop()
+        would: the next ``start()`` on this database re-attaches to them. (The scheduler,
+        the container's, is stopped by the caller.)"""
         with self._lock:
             self._stopping = True
             runs = list(self._runs.values())
@@ -701,47 +692,24 @@ def spool_dir_for(database: str) -> Path:
 
 
 def build_local_executor(
-    container: Container, *, scheduler_thread: bool = True, term_grace_seconds: float = 10.0
+    store: Store,
+    events: RunEvents,
+    settings: Settings,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    landlock_abi: int | None = None,
+    term_grace_seconds: float = 10.0,
 ) -> LocalExecutor:
-    """The container's local executor. ``scheduler_thread=False`` builds the scheduler at
-    ``start()`` without its background thread, for tests that call ``scheduler.tick(now)``."""
-    settings = container.settings
-
-    def make_scheduler() -> Scheduler:
-        # Built at start(): RunService, which the scheduler fires through, is created
-        # after the executor in Container.__init__.
-        runs = container.runs
-
-        def fire(project: Project, job: Job, slot: datetime) -> bool:
-            if executor.at_capacity(project.org_id):
-                log.warning(
-                    "scheduled run skipped: the organization has RUNYARD_LOCAL_MAX_RUNS_PER_ORG "
-                    "local runs active",
-                    extra={"job_id": job.id, "slot": slot.isoformat(), "org": project.org_slug},
-                )
-                return False
-            return (
-                runs.start_run(project, job, triggered_by="scheduled", scheduled_for=slot)
-                is not None
-            )
-
-        return Scheduler(
-            container.store,
-            fire,
-            clock=container.clock,
-            missed_fire_policy=settings.missed_fire_policy,
-        )
-
-    executor = LocalExecutor(
-        container.store,
-        container.tracker,
+    """The local executor as the settings describe it. ``events``: the run tracker.
+    ``landlock_abi=0`` plays a kernel without Landlock (tests)."""
+    return LocalExecutor(
+        store,
+        events,
         paths=ProjectPaths(settings.projects_root_path),
         spool_dir=spool_dir_for(settings.database),
         sandbox=settings.local_sandbox,
         max_runs_per_org=settings.local_max_runs_per_org,
-        clock=container.clock,
-        scheduler_factory=make_scheduler,
-        scheduler_thread=scheduler_thread,
+        landlock_abi=landlock_abi,
+        clock=clock,
         term_grace_seconds=term_grace_seconds,
     )
-    return executor

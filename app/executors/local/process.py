@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from app.errors import FieldError, Invalid
-from app.models import RunRecord
 from app.executors.local.paths import ProjectPaths
+from app.models import RunRecord
 from validators.environment import permitted
 
 WRAPPER = Path(__file__).with_name("wrapper.py")
