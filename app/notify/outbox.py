@@ -30,13 +30,11 @@ from datetime import datetime, timedelta
 from app.errors import Conflict, NotFound
 from app.ids import new_id, utcnow
 from app.models import RunRecord, WebhookEvent
-from app.notify import plan
+from app.notify.channels import RunView, event_for
 from app.notify.deliver import Deliverer, RetryPolicy
-from app.notify.messages import webhook_body
+from app.notify.outbound import OutboundPolicy
+from app.notify.registry import Registry, build_registry
 from app.notify.result import SendResult
-from app.notify.slack import SlackSender
-from app.notify.webhook import WebhookSender
-from app.services.outbound import OutboundPolicy
 from app.settings import Settings
 from app.store import Store
 from app.store.outbox import Attempt, AttemptRecord, Claimed, NewNotification, Notification
@@ -57,6 +55,7 @@ class NotificationOutbox:
         *,
         retry_policy: RetryPolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
+        channels: Registry | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -70,20 +69,8 @@ class NotificationOutbox:
         self.lease = timedelta(seconds=self.timeout * 3 + 30)
         self.poll_seconds = POLL_SECONDS
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._slack = SlackSender(
-            token=settings.slack_token,
-            base_url=settings.slack_base_url,
-            timeout=self.timeout,
-            policy=policy,
-        )
-        self._webhook = WebhookSender(policy, timeout=self.timeout, per_host=self.per_host)
-        self._deliverer = Deliverer(
-            store,
-            slack=self._slack,
-            webhook=self._webhook,
-            public_url=settings.public_url,
-            slack_token=settings.slack_token,
-        )
+        self.channels = channels or build_registry(settings, policy)
+        self._deliverer = Deliverer(store, self.channels, public_url=settings.public_url)
         self._lock = threading.Lock()
         self._inflight: Counter[str] = Counter()
         self._paused: dict[str, float] = {}  # host -> monotonic time its Retry-After ends
@@ -105,7 +92,7 @@ class NotificationOutbox:
         self.wake()  # a start has no after-commit hook; the poll catches it if this is early
 
     def _on_finished(self, record: RunRecord) -> None:
-        event = plan.event_for(record.status)
+        event = event_for(record.status)
         if event is not None:
             self.enqueue(record, event)
 
@@ -127,37 +114,23 @@ class NotificationOutbox:
         return [r.id for r in rows]
 
     def _rows(self, record: RunRecord, event: WebhookEvent) -> list[NewNotification]:
-        project = self._store.projects.get_any(record.project_id)
-        planned = plan.plan(
-            record.snapshot.job,
-            event,
-            project_channel=project.slack_channel if project else None,
-            default_channel=self._settings.slack_default_channel,
-        )
-        secret = None
-        if any(p.kind == "webhook" for p in planned):
-            # The snapshot never holds the secret; the job row does. Copied onto the row so
-            # retries sign even if the job is deleted meanwhile (cleared once delivered).
-            job = self._store.jobs.get_any(record.job_id)
-            secret = job.webhook_secret if job else None
+        run = RunView(self._store, record, self._settings.public_url)
         rows = []
-        for planned_one in planned:
+        for channel, planned in self.channels.plan(record.snapshot.job, event, run.project):
             delivery_id = new_id("ntf", 20)
-            is_webhook = planned_one.kind == "webhook"
+            stored = channel.stored(planned, run, delivery_id)
             rows.append(
                 NewNotification(
                     id=delivery_id,
                     org_id=record.org_id,
                     run_id=record.id,
                     job_id=record.job_id,
-                    kind=planned_one.kind,
+                    kind=planned.kind,
                     event=event,
-                    target=planned_one.target,
-                    host=planned_one.host,
-                    payload=webhook_body(record, event, delivery_id, self._settings.public_url)
-                    if is_webhook
-                    else None,
-                    secret=secret if is_webhook else None,
+                    target=planned.target,
+                    host=planned.host,
+                    payload=stored.payload,
+                    secret=stored.secret,
                 )
             )
         return rows
@@ -205,7 +178,7 @@ class NotificationOutbox:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
-        self._webhook.close()
+        self.channels.close()
 
     def wake(self) -> None:
         self._wake.set()

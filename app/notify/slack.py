@@ -1,36 +1,62 @@
-"""Slack delivery: the only module that imports slack_sdk.
+"""The Slack channel, and the only module that imports slack_sdk.
 
-Bot token (``RUNYARD_SLACK_TOKEN``, scope ``chat:write``): ``chat.postMessage`` with Block
-Kit. Without a token, a project's incoming-webhook URL (``slack_webhook_url``) is used.
+Slack is for people, so it stays quiet unless something needs attention: failures (failed,
+timed_out, lost) when ``slack_alerts_enabled``, successes only with ``slack_alert_on_success``.
+A cancelled run is never a Slack alert (someone, or a newer run under concurrency_policy
+Replace, stopped it on purpose) and neither is a start.
 
-The clients' own retry handlers are switched off: the outbox retries, so that every
-attempt is recorded and a rate-limited message waits in the database, not in a thread.
+Two ways to post, chosen at send time (not when the row was written, so a retry after the
+operator fixed the configuration uses the fixed one):
+- a bot token (``RUNYARD_SLACK_TOKEN``, scope ``chat:write``): ``chat.postMessage`` with
+  Block Kit, through slack_sdk;
+- without a token, the project's incoming-webhook URL (``slack_webhook_url``), through
+  runyard's pinned-address sender (app/notify/http.py) like any webhook: checked, connected
+  to the address that was checked, never redirected.
+
+slack_sdk's own retry handlers are switched off: the outbox retries, so that every attempt
+is recorded and a rate-limited message waits in the database, not in a thread.
 """
 
 from __future__ import annotations
 
 import logging
-import urllib.request
 from collections.abc import Mapping
 from typing import Any
 from urllib.error import URLError
-from urllib.request import HTTPRedirectHandler, HTTPSHandler, ProxyHandler, Request
 
+import httpx
+import msgspec
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
-from slack_sdk.webhook import WebhookClient, WebhookResponse
 
+from app.models import JobConfig, Project, WebhookEvent
 from app.notify import result
-from app.notify.messages import SlackMessage
+from app.notify.channels import ChannelInfo, Planned, RunView, Stored
+from app.notify.http import USER_AGENT, PinnedHttp, unresolved
+from app.notify.messages import SlackMessage, slack_message
+from app.notify.outbound import OutboundPolicy, UnsafeTarget
 from app.notify.result import SendResult
-from app.notify.webhook import unresolved
-from app.services.outbound import OutboundPolicy, UnsafeTarget
+from app.settings import Settings
+from app.store.outbox import Claimed
 
+KIND = "slack"
 DEFAULT_BASE_URL = "https://slack.com/api/"
+# Every Slack delivery shares this concurrency key: the Web API and incoming webhooks are
+# both Slack's servers, and its rate limits apply across them.
+SLACK_HOST = "slack"
 
-# slack_sdk logs request details at DEBUG when its logger's own level allows it (an
-# incoming-webhook URL is a secret) and response bodies on errors. Every attempt's outcome
-# is logged by the outbox, redacted, so the client's own logger stays silent.
+NO_CHANNEL = (
+    "no Slack channel: set the job's slack_channel, the project's slack_channel or "
+    "RUNYARD_SLACK_DEFAULT_CHANNEL"
+)
+NO_SLACK = (
+    "Slack is not configured: set RUNYARD_SLACK_TOKEN (a bot token with the chat:write "
+    "scope) or the project's slack_webhook_url"
+)
+
+# slack_sdk logs request details at DEBUG when its logger's own level allows it and
+# response bodies on errors. Every attempt's outcome is logged by the outbox, redacted, so
+# the client's own logger stays silent.
 _sdk_log = logging.getLogger("runyard.notify.slack_sdk")
 _sdk_log.setLevel(logging.CRITICAL)
 
@@ -58,33 +84,17 @@ def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:
     return None
 
 
-class _NoRedirects(HTTPRedirectHandler):
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None  # urllib then raises HTTPError with the 3xx status
+class _IncomingBody(msgspec.Struct):
+    """What an incoming webhook accepts (the fields slack_sdk's WebhookClient sent)."""
 
-
-class _IncomingWebhook(WebhookClient):
-    """WebhookClient whose requests never follow redirects: urllib would turn a redirected
-    POST into a GET of any address, past the target check made on the configured URL."""
-
-    def _perform_http_request_internal(self, url: str, req: Request) -> WebhookResponse:
-        handlers: list[urllib.request.BaseHandler] = [
-            _NoRedirects(),
-            HTTPSHandler(context=self.ssl),
-        ]
-        if self.proxy:
-            handlers.append(ProxyHandler({"http": self.proxy, "https": self.proxy}))
-        response = urllib.request.build_opener(*handlers).open(req, timeout=self.timeout)
-        charset = response.headers.get_content_charset() or "utf-8"
-        return WebhookResponse(
-            url=url,
-            status_code=response.status,
-            body=response.read().decode(charset),
-            headers=dict(response.headers.items()),
-        )
+    text: str
+    blocks: list[dict[str, Any]]
+    unfurl_links: bool = False
 
 
 class SlackSender:
+    """Posts one message, through the Web API (bot token) or an incoming webhook."""
+
     def __init__(
         self,
         *,
@@ -92,18 +102,19 @@ class SlackSender:
         base_url: str | None,
         timeout: float,
         policy: OutboundPolicy,
+        per_host: int = 4,
     ) -> None:
-        self._timeout = max(1, round(timeout))
-        self._policy = policy
         self.has_token = bool(token)
         base = base_url or DEFAULT_BASE_URL
         self._client = WebClient(
             token=token,
             base_url=base if base.endswith("/") else base + "/",  # slack_sdk needs the slash
-            timeout=self._timeout,
+            timeout=max(1, round(timeout)),
             retry_handlers=[],
             logger=_sdk_log,
         )
+        # The outbox sends at most per_host Slack requests at a time (they share SLACK_HOST).
+        self._http = PinnedHttp(policy, timeout=timeout, per_host=per_host)
 
     def post_message(self, channel: str, message: SlackMessage) -> SendResult:
         try:
@@ -139,30 +150,104 @@ class SlackSender:
         return result.failed(f"Slack refused the message: {error}" + (f" ({hint})" if hint else ""))
 
     def post_incoming(self, url: str, message: SlackMessage) -> SendResult:
-        """Post through an incoming webhook, checked like any webhook target. urllib resolves
-        the name again when it connects: unlike webhook.py this path is not pinned to the
-        checked address (slack_sdk offers no hook for it), which leaves a DNS-rebinding
-        window of one request; redirects are refused."""
+        """Post through an incoming webhook, checked like any webhook target and sent to
+        the address that was checked; redirects are refused."""
+        body = msgspec.json.encode(_IncomingBody(text=message.text, blocks=message.blocks))
+        headers = {"Content-Type": "application/json; charset=utf-8", "User-Agent": USER_AGENT}
         try:
-            self._policy.check_target(url)
+            response = self._http.post(url, body, headers)
         except UnsafeTarget as exc:
             if unresolved(exc):
                 return result.retry(f"could not reach Slack: {exc}")
             return result.failed(f"refused: the project's slack_webhook_url: {exc}")
-        client = _IncomingWebhook(url, timeout=self._timeout, retry_handlers=[], logger=_sdk_log)
-        try:
-            response = client.send(text=message.text, blocks=message.blocks, unfurl_links=False)
-        except (URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            return result.retry(f"could not reach Slack: {type(reason).__name__}: {reason}")
-        except SlackClientError as exc:
-            return result.failed(f"Slack client error: {exc}")
+        except httpx.HTTPError as exc:  # refused, reset, timed out
+            return result.retry(f"could not reach Slack: {type(exc).__name__}: {exc}")
         code = response.status_code
         if 200 <= code < 300:
             return result.delivered(code)
         if 300 <= code < 400:
             return result.failed(f"the incoming webhook answered {code} (redirects not followed)")
-        body = " ".join(str(response.body or "").split())[:200]
+        text = " ".join(response.text[:300].split())[:200]
         return result.from_status(
-            code, f"Slack answered HTTP {code}: {body}", _header(response.headers, "retry-after")
+            code, f"Slack answered HTTP {code}: {text}", response.headers.get("retry-after")
         )
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def wanted(job: JobConfig, event: WebhookEvent) -> bool:
+    if not job.slack_alerts_enabled:
+        return False
+    if event == "failure":
+        return True
+    return event == "success" and job.slack_alert_on_success
+
+
+def channel_name(
+    job: JobConfig, project_channel: str | None, default_channel: str | None
+) -> str | None:
+    """The job's channel, else the project's, else the operator's default."""
+    return job.slack_channel or project_channel or default_channel or None
+
+
+class SlackChannel:
+    info = ChannelInfo(
+        kind=KIND,
+        title="Slack",
+        target="the Slack channel (unused by the project's incoming webhook)",
+    )
+
+    def __init__(
+        self, sender: SlackSender, *, default_channel: str | None, token: str | None
+    ) -> None:
+        self._sender = sender
+        self._default_channel = default_channel
+        self._token = token
+
+    def plan(self, job: JobConfig, event: WebhookEvent, project: Project | None) -> list[Planned]:
+        if not wanted(job, event):
+            return []
+        project_channel = project.slack_channel if project else None
+        target = channel_name(job, project_channel, self._default_channel)
+        return [Planned(kind=KIND, event=event, target=target, host=SLACK_HOST)]
+
+    def stored(self, planned: Planned, run: RunView, delivery_id: str) -> Stored:
+        # The message is built at send time from the run record (immutable once the run
+        # ended) and its log, so the transaction that ends a run stays small.
+        return Stored()
+
+    def deliver(self, row: Claimed, run: RunView) -> SendResult:
+        webhook_url = run.project.slack_webhook_url if run.project else None
+        if self._sender.has_token:
+            webhook_url = None
+            if not row.target:
+                return result.failed(NO_CHANNEL)
+        elif not webhook_url:
+            return result.failed(NO_SLACK)
+        message = slack_message(run.record, row.event, row.id, run.log_text(), run.public_url)
+        if webhook_url:
+            return self._sender.post_incoming(webhook_url, message)
+        assert row.target is not None
+        return self._sender.post_message(row.target, message)
+
+    def secrets(self, run: RunView | None) -> list[str | None]:
+        if run is None:
+            return [self._token]
+        return [self._token, run.project.slack_webhook_url if run.project else None]
+
+    def close(self) -> None:
+        self._sender.close()
+
+
+def build(settings: Settings, policy: OutboundPolicy) -> SlackChannel:
+    sender = SlackSender(
+        token=settings.slack_token,
+        base_url=settings.slack_base_url,
+        timeout=settings.notify_timeout_seconds,
+        policy=policy,
+        per_host=max(1, settings.notify_per_host),
+    )
+    return SlackChannel(
+        sender, default_channel=settings.slack_default_channel, token=settings.slack_token
+    )

@@ -1,54 +1,35 @@
-"""Webhook delivery with httpx: one signed JSON POST per attempt.
+"""The webhook channel: one signed JSON POST per attempt, to the job's ``webhook_url``.
 
-Server-side request forgery is checked again here, at send time, because a name that
-resolved to a public address when the job was saved may resolve to 127.0.0.1 or
-169.254.169.254 now. The request then goes to the address that was checked (the URL's host
-is replaced by it; the Host header and, for https, the TLS server name and certificate
-check keep the real name), so a second DNS answer cannot slip in between the check and the
-connection. Redirects are never followed: the receiver's job headers and the signature
-would go to a host nobody configured.
+Webhooks are for machines: a job gets exactly the events listed in its ``webhook_events``
+(``started`` and ``cancelled`` included). The body is encoded once, when the notification
+is written, so every retry sends the same bytes; the signature is made afresh for each
+attempt. Requests go through runyard's pinned-address sender (app/notify/http.py) and
+redirects are never followed: the job's headers and the signature would go to a host
+nobody configured.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from app import __version__
+from app.models import JobConfig, Project, WebhookEvent
 from app.notify import result
-from app.notify.messages import signature
-from app.notify.plan import host_key
+from app.notify.channels import ChannelInfo, Planned, RunView, Stored
+from app.notify.http import USER_AGENT, PinnedHttp, host_key, unresolved
+from app.notify.messages import signature, webhook_body
+from app.notify.outbound import OutboundPolicy, UnsafeTarget
 from app.notify.result import SendResult
-from app.services.outbound import OutboundPolicy, Unresolvable, UnsafeTarget
+from app.settings import Settings
+from app.store.outbox import Claimed
 
-USER_AGENT = f"runyard/{__version__}"
+KIND = "webhook"
 # runyard's own headers: a job's webhook_headers never replace these (nor hop-by-hop ones).
 RESERVED = frozenset(
     {"content-type", "content-length", "host", "user-agent", "transfer-encoding", "connection"}
 )
-MAX_CLIENTS = 256  # hosts with a connection pool kept open
-
-
-def pinned_request(url: str, address: str | None) -> tuple[str, dict[str, str], dict[str, str]]:
-    """The URL with its host replaced by ``address``, the Host header, and the httpx
-    extensions that keep TLS verifying the real name. Unchanged without an address."""
-    if not address:
-        return url, {}, {}
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    ip = ipaddress.ip_address(address.split("%")[0])
-    literal = f"[{ip}]" if ip.version == 6 else str(ip)
-    netloc = literal + (f":{parts.port}" if parts.port else "")
-    pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-    host_header = parts.netloc.rpartition("@")[2]
-    extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
-    return pinned, {"Host": host_header}, extensions
 
 
 def request_headers(
@@ -76,13 +57,6 @@ def request_headers(
     return headers
 
 
-def unresolved(exc: UnsafeTarget) -> bool:
-    """The target was refused only because its name did not resolve now. That is a DNS
-    outage or a record not created yet, like a refused connection: worth trying again,
-    and the check runs again (on the new answer) before the next attempt."""
-    return isinstance(exc, Unresolvable)
-
-
 def _snippet(response: httpx.Response) -> str:
     """The start of a receiver's answer, on one line, for the attempt's error (secrets a
     receiver echoes are blanked by the deliverer)."""
@@ -91,6 +65,8 @@ def _snippet(response: httpx.Response) -> str:
 
 
 class WebhookSender:
+    """Signed webhook requests, through its own pinned-address sender."""
+
     def __init__(
         self,
         policy: OutboundPolicy,
@@ -99,33 +75,8 @@ class WebhookSender:
         per_host: int,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._policy = policy
-        self._timeout = httpx.Timeout(timeout)
-        self._limits = httpx.Limits(max_connections=per_host, max_keepalive_connections=per_host)
+        self._http = PinnedHttp(policy, timeout=timeout, per_host=per_host)
         self._clock = clock
-        self._tls = httpx.create_ssl_context()  # loading the CA bundle takes ~0.1 s: once
-        # One client (connection pool) per host and port, the unit the outbox limits: pinned
-        # URLs carry the address, so a shared pool could reuse a TLS connection verified for
-        # one name for another, and one hanging host would use up a shared pool's connections.
-        self._clients: OrderedDict[str, httpx.Client] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def _client(self, host: str) -> httpx.Client:
-        with self._lock:
-            client = self._clients.get(host)
-            if client is None:
-                client = httpx.Client(
-                    timeout=self._timeout,
-                    limits=self._limits,
-                    follow_redirects=False,
-                    verify=self._tls,
-                )
-                self._clients[host] = client
-                if len(self._clients) > MAX_CLIENTS:
-                    _, oldest = self._clients.popitem(last=False)
-                    oldest.close()
-            self._clients.move_to_end(host)
-            return client
 
     def send(
         self,
@@ -137,26 +88,20 @@ class WebhookSender:
         job_headers: Mapping[str, str],
         secret: str | None,
     ) -> SendResult:
-        try:
-            addresses = self._policy.check_target(url)
-        except UnsafeTarget as exc:
-            if unresolved(exc):
-                return result.retry(f"could not deliver: {exc}")
-            return result.failed(f"refused: {exc}")
-        target, pin_headers, extensions = pinned_request(url, addresses[0] if addresses else None)
         headers = request_headers(
             job_headers,
             event=event,
             delivery_id=delivery_id,
             signature_value=signature(secret, int(self._clock()), body) if secret else None,
         )
-        headers.update(pin_headers)
         try:
-            response = self._client(host_key(url)).post(
-                target, content=body, headers=headers, extensions=extensions
-            )
+            response = self._http.post(url, body, headers)
+        except UnsafeTarget as exc:
+            if unresolved(exc):
+                return result.retry(f"could not deliver: {exc}")
+            return result.failed(f"refused: {exc}")
         except httpx.TimeoutException:
-            return result.retry(f"no answer within {self._timeout.read:g} seconds (timed out)")
+            return result.retry(f"no answer within {self._http.timeout.read:g} seconds (timed out)")
         except httpx.HTTPError as exc:
             return result.retry(f"could not deliver: {type(exc).__name__}: {exc}")
         code = response.status_code
@@ -174,7 +119,58 @@ class WebhookSender:
         )
 
     def close(self) -> None:
-        with self._lock:
-            for client in self._clients.values():
-                client.close()
-            self._clients.clear()
+        self._http.close()
+
+
+def wanted(job: JobConfig, event: WebhookEvent) -> bool:
+    return bool(job.webhook_enabled and job.webhook_url and event in job.webhook_events)
+
+
+class WebhookChannel:
+    info = ChannelInfo(kind=KIND, title="Webhook", target="the job's webhook_url")
+
+    def __init__(self, sender: WebhookSender) -> None:
+        self._sender = sender
+
+    def plan(self, job: JobConfig, event: WebhookEvent, project: Project | None) -> list[Planned]:
+        if not wanted(job, event):
+            return []
+        assert job.webhook_url is not None  # wanted() checked it
+        url = job.webhook_url
+        return [Planned(kind=KIND, event=event, target=url, host=host_key(url))]
+
+    def stored(self, planned: Planned, run: RunView, delivery_id: str) -> Stored:
+        # The secret is copied onto the row so that retries sign even if the job is
+        # deleted meanwhile (the outbox store clears it once delivered).
+        return Stored(
+            payload=webhook_body(run.record, planned.event, delivery_id, run.public_url),
+            secret=run.job_webhook_secret,
+        )
+
+    def deliver(self, row: Claimed, run: RunView) -> SendResult:
+        if not row.target or row.payload is None:
+            return result.failed("the notification has no webhook URL or body")
+        return self._sender.send(
+            row.target,
+            row.payload,
+            event=row.event,
+            delivery_id=row.id,
+            job_headers=run.record.snapshot.job.webhook_headers,
+            secret=row.secret,
+        )
+
+    def secrets(self, run: RunView | None) -> list[str | None]:
+        return []  # the row's secret and the job's header values are blanked for every kind
+
+    def close(self) -> None:
+        self._sender.close()
+
+
+def build(settings: Settings, policy: OutboundPolicy) -> WebhookChannel:
+    return WebhookChannel(
+        WebhookSender(
+            policy,
+            timeout=settings.notify_timeout_seconds,
+            per_host=max(1, settings.notify_per_host),
+        )
+    )

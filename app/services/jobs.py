@@ -29,6 +29,7 @@ from app.models import (
     check_no_redacted,
     merge_secrets,
 )
+from app.notify.outbound import OutboundPolicy
 from app.ports import Executor
 from app.services.checks import (
     HEADER_NAME_RE,
@@ -44,7 +45,6 @@ from app.services.checks import (
     shown,
 )
 from app.services.commands import CommandChecker
-from app.services.outbound import OutboundPolicy
 from app.services.projects import require_writer
 from app.store import Store
 

@@ -20,6 +20,7 @@ from app.errors import (
 )
 from app.ids import new_id, utcnow
 from app.models import Principal, Project, ProjectConfig, check_no_redacted, merge_secrets
+from app.notify.outbound import OutboundPolicy
 from app.ports import Executor, SyncReport
 from app.services.checks import (
     MAX_DESCRIPTION_LENGTH,
@@ -32,7 +33,6 @@ from app.services.checks import (
     check_service_account,
     check_text,
 )
-from app.services.outbound import OutboundPolicy
 from app.services.overrides import check_template_overrides
 from app.executors.local.paths import ProjectPaths
 from app.store import Store

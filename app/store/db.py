@@ -175,7 +175,7 @@ class Database:
         self._check_key()
         sealed = False
         for migration in MIGRATIONS:
-            with self.write() as db:
+            with migration.foreign_keys_handled(self.db.conn), self.write() as db:
                 if int(db.conn.execute("PRAGMA user_version").fetchone()[0]) >= migration.version:
                     continue
                 for statement in migration.statements:

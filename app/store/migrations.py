@@ -1,12 +1,16 @@
 """Versioned schema migrations, applied in order; ``PRAGMA user_version`` records the last.
 
-Never edit a released migration: add a new one. Each runs in one transaction.
+Never edit a released migration: add a new one. Each runs in one transaction. A change
+ALTER TABLE cannot make (dropping a constraint, changing a column's type) rebuilds the
+table with ``rebuild_table`` in a migration marked ``foreign_keys_off``.
 """
 
 from __future__ import annotations
 
+import re
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +30,130 @@ class Migration:
     # A step that needs Python (sealing values needs the key), after the statements, in the
     # same transaction.
     apply: Callable[[sqlite3.Connection, SecretBox], None] | None = None
+    # Rebuilds tables (rebuild_table): foreign keys must be off for its whole transaction.
+    foreign_keys_off: bool = False
+
+    @contextmanager
+    def foreign_keys_handled(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """Wraps the migration's transaction (``with m.foreign_keys_handled(conn),
+        database.write():``). For a migration that rebuilds tables, foreign keys go off
+        before the transaction begins (the pragma does nothing inside one) and back on after
+        it ends, committed or not: steps 1 and 12 of SQLite's procedure. With them on,
+        dropping the old table would run the ON DELETE CASCADE actions of the tables that
+        reference it and empty them. rebuild_table checks the keys before the commit."""
+        if not self.foreign_keys_off or conn.in_transaction:
+            yield  # inside a caller's transaction rebuild_table refuses to run
+            return
+        was_on = bool(conn.execute("PRAGMA foreign_keys").fetchone()[0])
+        conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            yield
+        finally:
+            if was_on:
+                conn.execute("PRAGMA foreign_keys = ON")
+
+
+class RebuildError(RuntimeError):
+    """A table rebuild could not be made safely; the migration's transaction rolls back."""
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def rebuild_table(
+    conn: sqlite3.Connection,
+    table: str,
+    definition: str,
+    *,
+    copy: Mapping[str, str] | None = None,
+) -> None:
+    """Give ``table`` a new definition, keeping its rows, indexes, triggers and the rows of
+    the tables that reference it, as https://www.sqlite.org/lang_altertable.html ("Making
+    Other Kinds Of Table Schema Changes") describes: create the new table under another
+    name, copy the rows, drop the old table, rename the new one, recreate the indexes and
+    triggers, check the foreign keys.
+
+    ``definition`` is what follows the table name in CREATE TABLE: ``(columns and
+    constraints)`` and any table options (``WITHOUT ROWID``). ``copy`` maps each new column
+    to an SQL expression over the old row; by default the columns both tables have are
+    copied as they are. Indexes and triggers are recreated from their old SQL. An
+    AUTOINCREMENT counter carries over, so no id is handed out twice.
+
+    Runs in the caller's transaction, which must have foreign keys off: a migration marked
+    ``foreign_keys_off``.
+    """
+    if not conn.in_transaction:
+        raise RebuildError("rebuild_table runs inside the migration's transaction")
+    if conn.execute("PRAGMA foreign_keys").fetchone()[0]:
+        raise RebuildError(
+            f"rebuilding {table} with foreign keys on would empty the tables that reference "
+            "it: mark the migration foreign_keys_off"
+        )
+    old_columns = [row[1] for row in conn.execute(f"PRAGMA table_info({_quote(table)})")]
+    if not old_columns:
+        raise RebuildError(f"no table {table}")
+    views = conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'view' AND sql LIKE ?", (f"%{table}%",)
+    ).fetchall()
+    if views:  # the rename below would fail on them, or leave them reading the old shape
+        names = ", ".join(v[0] for v in views)
+        raise RebuildError(f"drop the views over {table} ({names}) first, recreate them after")
+    # Step 3: the schema objects that go with the old table, to recreate on the new one.
+    attached = [
+        sql
+        for (sql,) in conn.execute(
+            "SELECT sql FROM sqlite_master WHERE tbl_name = ? AND type IN ('index', 'trigger')"
+            " AND sql IS NOT NULL ORDER BY type, name",
+            (table,),
+        )
+    ]
+    has_sequence = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_sequence'"
+    ).fetchone()
+    counter = (
+        conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+        if has_sequence
+        else None
+    )
+    # Steps 4 to 7: new table, copy, drop the old, rename the new.
+    temporary = f"{table}__rebuilt"
+    conn.execute(f"CREATE TABLE {_quote(temporary)} {definition}")
+    new_columns = [row[1] for row in conn.execute(f"PRAGMA table_info({_quote(temporary)})")]
+    if copy is None:
+        copy = {name: _quote(name) for name in new_columns if name in old_columns}
+    unknown = set(copy) - set(new_columns)
+    if unknown:
+        raise RebuildError(f"copy names columns {sorted(unknown)} the new {table} lacks")
+    targets = ", ".join(_quote(name) for name in copy)
+    conn.execute(
+        f"INSERT INTO {_quote(temporary)} ({targets})"
+        f" SELECT {', '.join(copy.values())} FROM {_quote(table)}"
+    )
+    conn.execute(f"DROP TABLE {_quote(table)}")
+    conn.execute(f"ALTER TABLE {_quote(temporary)} RENAME TO {_quote(table)}")
+    if counter is not None and re.search(r"\bAUTOINCREMENT\b", definition, re.IGNORECASE):
+        conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (table,))
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, counter[0]))
+    # Step 8: indexes and triggers.
+    for sql in attached:
+        conn.execute(sql)
+    # Step 10: the new table's references, and those of the tables that reference it.
+    children = [
+        name
+        for (name,) in conn.execute(
+            "SELECT DISTINCT m.name FROM sqlite_master AS m, pragma_foreign_key_list(m.name) AS f"
+            " WHERE m.type = 'table' AND lower(f.\"table\") = lower(?)",
+            (table,),
+        )
+    ]
+    for name in dict.fromkeys([table, *children]):
+        broken = conn.execute(f"PRAGMA foreign_key_check({_quote(name)})").fetchall()
+        if broken:
+            raise RebuildError(
+                f"rebuilding {table} broke {len(broken)} foreign key(s) of {name}, e.g. "
+                f"rowid {broken[0][1]} referencing {broken[0][2]}"
+            )
 
 
 def _seal_secrets(conn: sqlite3.Connection, box: SecretBox) -> None:
@@ -81,6 +209,37 @@ def _seal_secrets(conn: sqlite3.Connection, box: SecretBox) -> None:
         "SELECT id, secret FROM notifications WHERE secret IS NOT NULL"
     ).fetchall():
         conn.execute("UPDATE notifications SET secret = ? WHERE id = ?", (box.seal(secret), nid))
+
+
+# Migration 6: as in migration 4 without the CHECK on kind (the channel registry decides).
+_NOTIFICATIONS_6 = """(
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    org_id TEXT NOT NULL,
+    run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+    job_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    event TEXT NOT NULL,
+    target TEXT,
+    host TEXT NOT NULL,
+    payload BLOB,
+    secret TEXT,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivering', 'delivered', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    throttled INTEGER NOT NULL DEFAULT 0,
+    budget_start INTEGER NOT NULL DEFAULT 0,
+    due_at TEXT NOT NULL,
+    lease_owner TEXT,
+    last_status_code INTEGER,
+    last_error TEXT,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    delivered_at TEXT
+)"""
+
+
+def _notification_kind_unchecked(conn: sqlite3.Connection, _box: SecretBox) -> None:
+    rebuild_table(conn, "notifications", _NOTIFICATIONS_6)
 
 
 MIGRATIONS: tuple[Migration, ...] = (
@@ -292,6 +451,13 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
         ),
         _seal_secrets,
+    ),
+    Migration(
+        6,
+        "notification kinds checked by the channel registry, not by a CHECK constraint",
+        (),
+        _notification_kind_unchecked,
+        foreign_keys_off=True,
     ),
 )
 

@@ -18,8 +18,10 @@ import pytest
 from litestar.testing import TestClient
 
 from app.container import Container
+from app.notify.messages import SlackMessage
+from app.notify.outbound import OutboundPolicy
+from app.notify.slack import SlackSender
 from app.notify.webhook import WebhookSender
-from app.services.outbound import OutboundPolicy
 from tests.conftest import ContainerFactory
 from tests.integration.api_helpers import assert_problem
 from tests.integration.api_helpers import make_project as make_api_project
@@ -134,6 +136,30 @@ def test_the_connection_goes_to_the_checked_address(hook_receiver: Receiver) -> 
         request.path == "/pinned"
         and request.headers["host"] == f"hooks.invalid:{hook_receiver.port}"
     )
+
+
+def test_an_incoming_webhook_connects_to_the_checked_address(hook_receiver: Receiver) -> None:
+    """The same pinning for a project's Slack incoming webhook: no second DNS answer
+    (a rebinding) can send the message anywhere but the address that was checked."""
+    answers = {"hooks.invalid": ["127.0.0.1"]}
+    policy = OutboundPolicy(("127.0.0.1",), resolver=lambda host, _port: answers[host])
+    sender = SlackSender(token=None, base_url=None, timeout=1, policy=policy)
+    url = f"http://hooks.invalid:{hook_receiver.port}/services/T/B/X"
+    message = SlackMessage(text="nightly failed", blocks=[{"type": "divider"}], metadata={})
+    sent = sender.post_incoming(url, message)
+    answers["hooks.invalid"] = ["169.254.169.254"]  # the name moved: checked again, refused
+    moved = sender.post_incoming(url, message)
+    sender.close()
+    assert sent.outcome == "delivered", sent
+    [request] = hook_receiver.requests
+    assert request.path == "/services/T/B/X"
+    assert request.headers["host"] == f"hooks.invalid:{hook_receiver.port}"
+    assert request.json() == {
+        "text": "nightly failed",
+        "blocks": [{"type": "divider"}],
+        "unfurl_links": False,
+    }
+    assert moved.outcome == "failed" and "169.254.169.254" in (moved.error or "")
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 from app.naming import cronjob_name, run_job_name
-from app.services.outbound import OutboundPolicy, UnsafeTarget
+from app.notify.outbound import OutboundPolicy, UnsafeTarget
 
 
 def test_names_fit_kubernetes_limits() -> None:

@@ -1,17 +1,55 @@
-"""Which notifications a run calls for (app/notify/plan.py)."""
+"""Which notifications a run calls for: each channel's plan, through the registry
+(app/notify/registry.py), with the event of each status (app/notify/channels.py)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from app.models import JobConfig, RunStatus, WebhookEvent
-from app.notify.plan import SLACK_HOST, event_for, host_key, plan
+from app.models import JobConfig, Project, RunStatus, WebhookEvent
+from app.notify.channels import Planned, event_for
+from app.notify.http import host_key
+from app.notify.outbound import OutboundPolicy
+from app.notify.registry import build_registry
+from app.notify.slack import SLACK_HOST
+from app.settings import Settings
 
 
 def _job(**fields: Any) -> JobConfig:
     return JobConfig(name="nightly", command="dbt build", **fields)
+
+
+def _project(slack_channel: str | None) -> Project:
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    return Project(
+        id="proj_1",
+        org_id="org_1",
+        org_slug="acme",
+        name="analytics",
+        kind="dbt",
+        created_at=now,
+        updated_at=now,
+        slack_channel=slack_channel,
+    )
+
+
+def plan(
+    job: JobConfig,
+    event: WebhookEvent,
+    *,
+    project_channel: str | None,
+    default_channel: str | None,
+) -> list[Planned]:
+    settings = Settings(slack_default_channel=default_channel)
+    registry = build_registry(settings, OutboundPolicy())
+    try:
+        planned = registry.plan(job, event, _project(project_channel))
+    finally:
+        registry.close()
+    assert all(channel.info.kind == p.kind for channel, p in planned)
+    return [p for _, p in planned]
 
 
 def _kinds(job: JobConfig, event: WebhookEvent, **defaults: Any) -> list[tuple[str, str | None]]:

@@ -8,8 +8,9 @@ from datetime import UTC, datetime
 import pytest
 
 from app.notify.deliver import RetryPolicy
+from app.notify.http import pinned_request
 from app.notify.result import from_status, parse_retry_after, redact, retry
-from app.notify.webhook import pinned_request, request_headers
+from app.notify.webhook import request_headers
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from app.services.outbound import (
+from app.notify.outbound import (
     MAX_URL_LENGTH,
     OutboundPolicy,
     Unresolvable,

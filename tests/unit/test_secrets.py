@@ -18,10 +18,10 @@ from cryptography.fernet import Fernet
 from app.ids import new_id, utcnow
 from app.logs import JsonFormatter, TextFormatter, remember_secrets
 from app.models import REDACTED, Job, Project, RunRecord, RunSnapshot
+from app.notify.outbound import OutboundPolicy
 from app.notify.slack import SlackSender
 from app.notify.webhook import WebhookSender
 from app.secrets import SecretKeyError, box_for, key_file_for, split_secret
-from app.services.outbound import OutboundPolicy
 from app.store import Store
 from app.store.jobs import config_of
 from app.store.migrations import MIGRATIONS
