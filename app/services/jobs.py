@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -20,14 +20,16 @@ from app.errors import (
 )
 from app.ids import new_id, utcnow
 from app.models import (
-    Dependency,
+    JOB_SECRET_MAPS,
     Job,
     JobConfig,
     JobVersion,
+    Patch,
     Principal,
     Project,
     check_no_redacted,
     merge_secrets,
+    patch_of,
 )
 from app.notify.outbound import OutboundPolicy
 from app.ports import Executor
@@ -48,7 +50,6 @@ from app.services.commands import CommandChecker
 from app.services.projects import require_writer
 from app.store import Store
 
-UNSET = msgspec.UNSET
 log = logging.getLogger("runyard.jobs")
 # Headers runyard sets itself; a job's headers may not replace them.
 RESERVED_HEADERS = frozenset(
@@ -61,31 +62,13 @@ class JobCreate(JobConfig, kw_only=True, forbid_unknown_fields=True):
     webhook_secret: str | None = None
 
 
-class JobPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    name: str | msgspec.UnsetType = UNSET
-    command: str | msgspec.UnsetType = UNSET
-    schedule: str | msgspec.UnsetType | None = UNSET
-    description: str | msgspec.UnsetType = UNSET
-    timezone: str | msgspec.UnsetType = UNSET
-    enabled: bool | msgspec.UnsetType = UNSET
-    resources: dict[str, Any] | msgspec.UnsetType = UNSET
-    environment: dict[str, str] | msgspec.UnsetType = UNSET
-    # Write-only maps: a supplied value sets its entry, null removes it, "********" (what
-    # reads show) keeps it; entries not mentioned stay (see app.models.merge_secrets).
-    secret_environment: dict[str, str | None] | msgspec.UnsetType = UNSET
-    slack_channel: str | msgspec.UnsetType | None = UNSET
-    slack_alerts_enabled: bool | msgspec.UnsetType = UNSET
-    slack_alert_on_success: bool | msgspec.UnsetType = UNSET
-    webhook_url: str | msgspec.UnsetType | None = UNSET
-    webhook_headers: dict[str, str | None] | msgspec.UnsetType = UNSET
-    webhook_events: list[str] | msgspec.UnsetType = UNSET
-    webhook_enabled: bool | msgspec.UnsetType = UNSET
-    webhook_secret: str | msgspec.UnsetType | None = UNSET
-    timeout_seconds: int | msgspec.UnsetType = UNSET
-    retries: int | msgspec.UnsetType = UNSET
-    ttl_seconds_after_finished: int | msgspec.UnsetType = UNSET
-    concurrency_policy: str | msgspec.UnsetType = UNSET
-    depends_on: list[Dependency] | msgspec.UnsetType = UNSET
+# A PUT body: JobCreate's fields, each optional. Write-only maps: a supplied value sets its
+# entry, null removes it, "********" (what reads show) keeps it; entries not mentioned stay
+# (see app.models.merge_secrets).
+if TYPE_CHECKING:
+    JobPatch = Patch
+else:
+    JobPatch = patch_of("JobPatch", JobCreate, JOB_SECRET_MAPS)
 
 
 class JobService:
@@ -187,11 +170,11 @@ class JobService:
         require_writer(principal)
         project = self.project(principal, project_id)
         current = self.get(principal, project_id, job_id)
-        changes = {k: v for k, v in msgspec.structs.asdict(patch).items() if v is not UNSET}
+        changes = patch.changes()
         if "webhook_secret" in changes:
             changes["webhook_secret"] = changes["webhook_secret"] or None
         secret_errors = []
-        for field in ("webhook_headers", "secret_environment"):
+        for field in JOB_SECRET_MAPS:
             if field in changes:
                 changes[field], errors = merge_secrets(
                     field, getattr(current, field), changes[field]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -18,8 +18,18 @@ from app.errors import (
     Invalid,
     NotFound,
 )
+from app.executors.local.paths import ProjectPaths
 from app.ids import new_id, utcnow
-from app.models import Principal, Project, ProjectConfig, check_no_redacted, merge_secrets
+from app.models import (
+    PROJECT_SECRET_MAPS,
+    Patch,
+    Principal,
+    Project,
+    ProjectConfig,
+    check_no_redacted,
+    merge_secrets,
+    patch_of,
+)
 from app.notify.outbound import OutboundPolicy
 from app.ports import Executor, SyncReport
 from app.services.checks import (
@@ -34,33 +44,21 @@ from app.services.checks import (
     check_text,
 )
 from app.services.overrides import check_template_overrides
-from app.executors.local.paths import ProjectPaths
 from app.store import Store
 
-UNSET = msgspec.UNSET
 log = logging.getLogger("runyard.projects")
-
-
-class ProjectPatch(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """A PUT body: every field optional; only the supplied ones change."""
-
-    name: str | msgspec.UnsetType = UNSET
-    kind: str | msgspec.UnsetType = UNSET
-    description: str | msgspec.UnsetType = UNSET
-    image: str | msgspec.UnsetType | None = UNSET
-    path: str | msgspec.UnsetType | None = UNSET
-    environment: dict[str, str] | msgspec.UnsetType = UNSET
-    # Write-only: a value sets an entry, null removes it, "********" keeps it, omitted stay.
-    secret_environment: dict[str, str | None] | msgspec.UnsetType = UNSET
-    resources: dict[str, Any] | msgspec.UnsetType = UNSET
-    service_account: str | msgspec.UnsetType | None = UNSET
-    template_overrides: dict[str, Any] | msgspec.UnsetType = UNSET
-    slack_channel: str | msgspec.UnsetType | None = UNSET
-    slack_webhook_url: str | msgspec.UnsetType | None = UNSET
 
 
 class ProjectCreate(ProjectConfig, kw_only=True, forbid_unknown_fields=True):
     slack_webhook_url: str | None = None
+
+
+# A PUT body: ProjectCreate's fields, each optional; secret_environment is write-only (a value
+# sets an entry, null removes it, "********" keeps it, omitted entries stay).
+if TYPE_CHECKING:
+    ProjectPatch = Patch
+else:
+    ProjectPatch = patch_of("ProjectPatch", ProjectCreate, PROJECT_SECRET_MAPS)
 
 
 def require_writer(principal: Principal) -> None:
@@ -117,7 +115,7 @@ class ProjectService:
     def update(self, principal: Principal, project_id: str, patch: ProjectPatch) -> Project:
         require_writer(principal)
         current = self.get(principal, project_id)
-        changes = {k: v for k, v in msgspec.structs.asdict(patch).items() if v is not UNSET}
+        changes = patch.changes()
         if (
             "kind" in changes
             and changes["kind"] != current.kind
