@@ -416,7 +416,8 @@ def build_kubernetes_executor(
     store: Store, settings: Settings, commands: CommandParser
 ) -> KubernetesExecutor:
     """The executor on the cluster of the kubeconfig (or the in-cluster service account),
-    without its run tracker: ``executor.track_runs`` adds it once the run service exists."""
+    without its Job tracker: the container adds it (``executor.track_runs``) once the run
+    service, through which the tracker records the runs of CronJobs, exists."""
     configuration = load_configuration()
     # The tracker holds one connection per watched namespace and reads logs in parallel:
     # room for those beside the API's requests (urllib3 would otherwise open and discard).
