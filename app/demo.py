@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import httpx
+import msgspec
 
-from app.engines.results import first_error_line
+from app.engines.results import failed_nodes, first_error_line
 from app.executors.local.process import interpreter_bin_dirs
-from app.models import TERMINAL_STATUSES
+from app.models import TERMINAL_STATUSES, NodeSummary
 from app.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -260,8 +261,8 @@ def _run_step(
     expected = " (expected)" if run["status"] == step.expect != "success" else ""
     show.line(f"\n    {run['status']} in {_seconds(run)}{expected}   run {run_id}")
     for node in _failed_nodes(run):
-        reason = first_error_line(node.get("message")) or "no message"
-        show.line(f"    failed {node['resource_type']} {node['name']}: {reason}")
+        reason = first_error_line(node.message) or "no message"
+        show.line(f"    failed {node.resource_type} {node.name}: {reason}")
     if run["status"] != step.expect and run.get("error"):
         show.line(f"    error: {run['error']}")
     return step, run
@@ -327,9 +328,8 @@ def _ok(response: httpx.Response, status: int) -> Any:
     return response.json()
 
 
-def _failed_nodes(run: dict[str, Any]) -> list[dict[str, Any]]:
-    failed = ("error", "fail", "failed", "runtime error")
-    return [r for r in run.get("results") or [] if str(r.get("status")).lower() in failed]
+def _failed_nodes(run: dict[str, Any]) -> list[NodeSummary]:
+    return failed_nodes(msgspec.convert(run.get("results") or [], list[NodeSummary]))
 
 
 def _seconds(run: dict[str, Any]) -> str:

@@ -34,38 +34,18 @@ from typing import Any
 
 import msgspec
 
+from app.models import NodeSummary
+
 MESSAGE_LIMIT = 2000
 SUMMARY_LIMIT = 1000
+# Lines of the end of a run's output that both executors give summarise_failure.
+SUMMARY_TAIL_LINES = 100
 
 # Statuses that make a node count as failed. dbt: "error" (models, seeds, snapshots, tests
 # that could not run), "fail" (tests whose query returned rows), "runtime error"
 # (source freshness), "partial success" (microbatch models with failed batches).
 # SQLMesh (as reported here): "error" (a model's query failed), "failed" (an audit failed).
 FAILED_STATUSES = frozenset({"error", "fail", "failed", "runtime error", "partial success"})
-
-
-class NodeResult(msgspec.Struct, frozen=True, kw_only=True):
-    """One dbt node, SQLMesh model or SQLMesh audit that ran (or was skipped).
-
-    dbt: ``unique_id`` is dbt's (``model.dbt_demo.broken_orders``; from text output, where
-    the package is not printed, ``model.broken_orders``), ``name`` the node name,
-    ``resource_type`` dbt's (model, test, seed, snapshot, unit_test, source, ...), ``status``
-    dbt's (success, error, fail, warn, skipped, pass, no-op, ...).
-
-    SQLMesh: a model is ``unique_id='"demo"."shop"."daily_orders"'`` (the fully qualified
-    name SQLMesh prints), ``name='shop.daily_orders'`` (as written in the project),
-    ``resource_type='model'``, ``status='error'``. An audit is
-    ``unique_id='audit:assert_positive_revenue on shop.daily_revenue'``,
-    ``name='shop.daily_revenue'`` (the audited model), ``resource_type='audit'``,
-    ``status='failed'``; ``describe`` names both.
-    """
-
-    unique_id: str
-    name: str
-    resource_type: str
-    status: str
-    execution_time: float | None = None
-    message: str | None = None
 
 
 # --- shared helpers ------------------------------------------------------------------------
@@ -91,7 +71,7 @@ def trim_message(message: str | None, limit: int = MESSAGE_LIMIT) -> str | None:
     return text
 
 
-def failed_nodes(results: Sequence[NodeResult]) -> list[NodeResult]:
+def failed_nodes(results: Sequence[NodeSummary]) -> list[NodeSummary]:
     """The results whose status is a failure (error, fail, failed, ...); not warnings,
     not skipped nodes."""
     return [r for r in results if r.status.lower() in FAILED_STATUSES]
@@ -100,7 +80,7 @@ def failed_nodes(results: Sequence[NodeResult]) -> list[NodeResult]:
 _AUDIT_ID = re.compile(r"^audit:(?P<audit>.+?) on (?P<model>.+)$")
 
 
-def describe(result: NodeResult) -> str:
+def describe(result: NodeSummary) -> str:
     """How to name a result to users: ``model broken_orders``, ``test not_null_x``,
     ``audit assert_positive_revenue on shop.daily_revenue``."""
     if result.resource_type == "audit":
@@ -179,7 +159,7 @@ def _name_from_unique_id(unique_id: str) -> tuple[str, str]:
     return "node", unique_id
 
 
-def parse_dbt_log_line(line: str) -> NodeResult | None:
+def parse_dbt_log_line(line: str) -> NodeSummary | None:
     """One line of dbt's JSON log (``--log-format json``, ``DBT_LOG_FORMAT=json`` or the
     ``DBT_LOG_FORMAT_FILE=json`` log file). Returns a result for the events that report a
     node's outcome (LogModelResult, LogTestResult, LogSeedResult, LogSnapshotResult,
@@ -223,7 +203,7 @@ def parse_dbt_log_line(line: str) -> NodeResult | None:
     execution_time = _as_float(run_result.get("execution_time"))
     if execution_time is None:
         execution_time = _as_float(data.get("execution_time"))
-    return NodeResult(
+    return NodeSummary(
         unique_id=unique_id,
         name=str(node.get("node_name") or fallback_name),
         resource_type=str(node.get("resource_type") or fallback_type),
@@ -233,13 +213,13 @@ def parse_dbt_log_line(line: str) -> NodeResult | None:
     )
 
 
-def parse_dbt_log(lines: Iterable[str]) -> list[NodeResult]:
+def parse_dbt_log(lines: Iterable[str]) -> list[NodeSummary]:
     """All node results of a JSON log, one per node in the order they finished, with the
     error and warning messages of the end-of-run summary (RunResultError,
     RunResultWarningMessage) joined to their node. Non-JSON lines are ignored, so a log
     with other text mixed in is fine. For a log file that several invocations appended
     to, pass only the lines of the invocation wanted (``dbt_invocation_id``)."""
-    results: dict[str, NodeResult] = {}
+    results: dict[str, NodeSummary] = {}
     for line in lines:
         result = parse_dbt_log_line(line)
         if result is not None:
@@ -262,7 +242,7 @@ def parse_dbt_log(lines: Iterable[str]) -> list[NodeResult]:
         if earlier is None:
             resource_type, name = _name_from_unique_id(unique_id)
             warning = event["info"]["name"] == "RunResultWarningMessage"
-            results[unique_id] = NodeResult(
+            results[unique_id] = NodeSummary(
                 unique_id=unique_id,
                 name=str(node.get("node_name") or name),
                 resource_type=str(node.get("resource_type") or resource_type),
@@ -331,7 +311,7 @@ def read_dbt_run_results(
     *,
     target_path: str | Path = "target",
     not_before: datetime | None = None,
-) -> list[NodeResult] | None:
+) -> list[NodeSummary] | None:
     """The results in ``<project_dir>/<target_path>/run_results.json``, or None when the
     file is missing or unreadable, or not the run's own:
 
@@ -379,7 +359,7 @@ def read_dbt_run_results(
         if status not in ("success", "pass", "no-op"):
             message = trim_message(_text(entry.get("message")))
         results.append(
-            NodeResult(
+            NodeSummary(
                 unique_id=unique_id,
                 name=name,
                 resource_type=resource_type,
@@ -401,11 +381,11 @@ _DBT_SECTION_END = re.compile(r"^(Done\. |compiled code at |Finished running )")
 _DBT_ERROR_HEADER = re.compile(r"^(Runtime|Database|Compilation|Parsing|Dependency) Error\b")
 
 
-def parse_dbt_text_output(text: str) -> list[NodeResult]:
+def parse_dbt_text_output(text: str) -> list[NodeSummary]:
     """The failed and warned nodes named in the summary dbt prints at the end of a text log
     ("Failure in model broken_orders (models/...)" and the message under it). Skipped and
     successful nodes are not listed there, so they are not returned."""
-    results: list[NodeResult] = []
+    results: list[NodeSummary] = []
     current: dict[str, Any] | None = None
     body: list[str] = []
 
@@ -423,7 +403,7 @@ def parse_dbt_text_output(text: str) -> list[NodeResult]:
         else:
             status = "error"
         results.append(
-            NodeResult(
+            NodeSummary(
                 unique_id=f"{resource_type}.{current['name']}",
                 name=current["name"],
                 resource_type=resource_type,
@@ -465,7 +445,7 @@ def _dedent(lines: list[str]) -> str:
     return "\n".join(kept)
 
 
-def parse_dbt_output(text: str) -> list[NodeResult]:
+def parse_dbt_output(text: str) -> list[NodeSummary]:
     """The node results in dbt's output, whatever its format: JSON events when there are
     any (``parse_dbt_log``), else the text summary (``parse_dbt_text_output``)."""
     lines = text.splitlines()
@@ -500,24 +480,24 @@ def _short_model_name(name: str) -> str:
     return ".".join(parts) if parts else name
 
 
-def _sqlmesh_result(model: str, message: str | None) -> NodeResult:
+def _sqlmesh_result(model: str, message: str | None) -> NodeSummary:
     short = _short_model_name(model)
     first = (message or "").strip().splitlines()[0].strip() if message and message.strip() else ""
     audit = _SM_AUDIT_ERROR.match(first)
     if audit:
-        return NodeResult(
+        return NodeSummary(
             unique_id=f"audit:{audit['audit']} on {short}",
             name=short,
             resource_type="audit",
             status="failed",
             message=message,
         )
-    return NodeResult(
+    return NodeSummary(
         unique_id=model, name=short, resource_type="model", status="error", message=message
     )
 
 
-def parse_sqlmesh_output(text: str) -> list[NodeResult]:
+def parse_sqlmesh_output(text: str) -> list[NodeSummary]:
     """The failed models and audits in SQLMesh's output, with their error.
 
     Reads the "**Failed models**" section that ``sqlmesh plan`` and ``sqlmesh run`` print
@@ -529,14 +509,14 @@ def parse_sqlmesh_output(text: str) -> list[NodeResult]:
     the log.
     """
     lines = strip_ansi(text).splitlines()
-    results: list[NodeResult] = []
+    results: list[NodeSummary] = []
     results.extend(_sqlmesh_failed_models(lines))
     results.extend(_sqlmesh_audit_report(lines))
     return results
 
 
-def _sqlmesh_failed_models(lines: list[str]) -> list[NodeResult]:
-    results: list[NodeResult] = []
+def _sqlmesh_failed_models(lines: list[str]) -> list[NodeSummary]:
+    results: list[NodeSummary] = []
     section = ""
     model: str | None = None
     block: list[str] | None = None
@@ -572,7 +552,7 @@ def _sqlmesh_failed_models(lines: list[str]) -> list[NodeResult]:
     return results
 
 
-def _sqlmesh_audit_report(lines: list[str]) -> list[NodeResult]:
+def _sqlmesh_audit_report(lines: list[str]) -> list[NodeSummary]:
     failed: dict[str, str] = {}  # audit name -> model, in report order
     order: list[tuple[str, str]] = []
     messages: dict[str, list[str]] = {}
@@ -604,7 +584,7 @@ def _sqlmesh_audit_report(lines: list[str]) -> list[NodeResult]:
             body = body[1:]
         short = _short_model_name(model)
         results.append(
-            NodeResult(
+            NodeSummary(
                 unique_id=f"audit:{audit} on {short}",
                 name=short,
                 resource_type="audit",
@@ -711,7 +691,7 @@ def _cut(text: str, limit: int = SUMMARY_LIMIT) -> str:
 
 
 def summarise_failure(
-    kind: str, results: Sequence[NodeResult], exit_code: int | None, log_tail: str
+    kind: str, results: Sequence[NodeSummary], exit_code: int | None, log_tail: str
 ) -> str:
     """A one-line error summary for a run record, naming the failed models, tests or audits
     and their error, e.g. ``model broken_orders failed: Conversion Error: Could not convert

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from app.engines.results import FAILED_STATUSES, dbt_log_text, first_error_line
+from app.engines.results import dbt_log_text, failed_nodes, first_error_line
 from app.models import NodeSummary, ProjectKind, Run, RunOut, RunRecord, WebhookEvent
 
 # Block Kit limits (docs.slack.dev, "Blocks" and "chat.postMessage"). The whole-message
@@ -92,11 +92,6 @@ def run_out(run: Run) -> RunOut:
     return RunOut(
         **fields, is_terminal=run.is_terminal, is_success=run.is_success, is_failed=run.is_failed
     )
-
-
-def failed_nodes(results: list[NodeSummary]) -> list[NodeSummary]:
-    """Models, tests and audits that failed (not warnings, not skipped nodes)."""
-    return [r for r in results if r.status.lower() in FAILED_STATUSES]
 
 
 def run_url(public_url: str | None, run_id: str) -> str | None:

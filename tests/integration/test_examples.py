@@ -22,7 +22,6 @@ import pytest
 import time_machine
 
 from app.engines.results import (
-    NodeResult,
     dbt_invocation_id,
     failed_nodes,
     parse_dbt_log,
@@ -31,6 +30,7 @@ from app.engines.results import (
     read_dbt_run_results,
     summarise_failure,
 )
+from app.models import NodeSummary
 from tests.conftest_examples import copy_example, run_tool, sqlmesh_at, tool
 
 pytestmark = pytest.mark.slow
@@ -44,7 +44,7 @@ SAME_DAY = "2024-03-10T18:00:00Z"
 NEXT_DAY = "2024-03-11T01:00:00Z"
 
 
-def _statuses(results: list[NodeResult]) -> dict[str, str]:
+def _statuses(results: list[NodeSummary]) -> dict[str, str]:
     return {r.unique_id: r.status for r in results}
 
 

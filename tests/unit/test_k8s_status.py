@@ -22,8 +22,8 @@ from app.executors.k8s.status import (
 )
 from app.executors.k8s.tracking.finish import HeadTail, LogStream, assemble_log
 from app.executors.k8s.tracking.watch import json_lines
+from app.types import Obj
 
-Obj = dict[str, Any]
 FIXTURES = Path(__file__).parent / "fixtures"
 NOW = datetime(2026, 4, 28, 3, 0, tzinfo=UTC)
 LABELS = {

@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 
 from app.engines.results import (
     MESSAGE_LIMIT,
-    NodeResult,
     dbt_invocation_id,
     dbt_invocation_lines,
     dbt_log_text,
@@ -31,6 +30,7 @@ from app.engines.results import (
     summarise_failure,
     trim_message,
 )
+from app.models import NodeSummary
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BROKEN_ERROR = "Conversion Error: Could not convert string 'abc' to INT32"
@@ -65,7 +65,7 @@ BUILD_OK_ID = run_results_metadata("dbt_run_results_build_ok.json")["invocation_
 BROKEN_ID = run_results_metadata("dbt_run_results_broken.json")["invocation_id"]
 
 
-def statuses(results: list[NodeResult]) -> dict[str, str]:
+def statuses(results: list[NodeSummary]) -> dict[str, str]:
     return {r.unique_id: r.status for r in results}
 
 
@@ -74,7 +74,7 @@ def statuses(results: list[NodeResult]) -> dict[str, str]:
 
 def test_model_result_event() -> None:
     result = parse_dbt_log_line(event_line("LogModelResult", contains="customer_orders"))
-    assert result == NodeResult(
+    assert result == NodeSummary(
         unique_id="model.dbt_demo.customer_orders",
         name="customer_orders",
         resource_type="model",
@@ -176,7 +176,7 @@ def test_names_default_from_the_unique_id() -> None:
             },
         }
     )
-    assert parse_dbt_log_line(line) == NodeResult(
+    assert parse_dbt_log_line(line) == NodeSummary(
         unique_id="test.pkg.not_null_x.abc123",
         name="not_null_x",
         resource_type="test",
@@ -543,8 +543,8 @@ def test_quoted_names_with_dots() -> None:
 # --- failed_nodes, describe, messages ----------------------------------------------------------
 
 
-def _node(status: str, name: str | None = None) -> NodeResult:
-    return NodeResult(
+def _node(status: str, name: str | None = None) -> NodeSummary:
+    return NodeSummary(
         unique_id=f"model.p.{status}", name=name or status, resource_type="model", status=status
     )
 
@@ -559,7 +559,7 @@ def test_failed_nodes_are_errors_and_failures_only() -> None:
 
 def test_describe() -> None:
     assert describe(_node("error", name="broken_orders")) == "model broken_orders"
-    audit = NodeResult(
+    audit = NodeSummary(
         unique_id="audit:positive on demo.t", name="demo.t", resource_type="audit", status="failed"
     )
     assert describe(audit) == "audit positive on demo.t"
@@ -667,7 +667,7 @@ def test_summary_without_a_recognised_error() -> None:
 
 def test_summary_of_many_failures_is_one_bounded_line() -> None:
     results = [
-        NodeResult(
+        NodeSummary(
             unique_id=f"model.p.m{i}",
             name=f"m{i}",
             resource_type="model",
@@ -681,7 +681,7 @@ def test_summary_of_many_failures_is_one_bounded_line() -> None:
     assert summary.startswith("model m0 failed: boom boom")
     assert len(summary) <= 1000
     short = [
-        NodeResult(unique_id=f"m{i}", name=f"m{i}", resource_type="model", status="error")
+        NodeSummary(unique_id=f"m{i}", name=f"m{i}", resource_type="model", status="error")
         for i in range(5)
     ]
     assert summarise_failure("dbt", short, 1, "") == (

@@ -12,20 +12,20 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from app import metrics
 from app.errors import ClusterError, ClusterUnavailable
+from app.executors.k8s.labels import RUN_LABEL
 from app.executors.k8s.live import JobSource, LiveJobs, read_logs
-from app.executors.k8s.render import RUN_LABEL, Manifests
+from app.executors.k8s.render import Manifests
 from app.executors.k8s.sync import Cluster, ClusterConflict, CronJobSync
 from app.executors.k8s.tracking.watch import KubernetesTracker, TrackerSource
 from app.models import Job, Project, RunRecord
 from app.ports import Launched, RunEvents, RunStarter, SyncReport
 from app.settings import Settings
 from app.store import Store
-
-Obj = dict[str, Any]
+from app.types import Obj
 
 
 class KubeAPI(Cluster, JobSource, TrackerSource, Protocol):

@@ -35,6 +35,7 @@ from app.executors.k8s.sync import ClusterConflict
 from app.ports import CommandParser
 from app.settings import Settings, SettingsError
 from app.store import Store
+from app.types import Obj
 
 log = logging.getLogger("runyard.kubernetes")
 
@@ -49,7 +50,6 @@ __all__ = [
     "shape_overrides",
 ]
 
-Obj = dict[str, Any]
 # (connect, read) seconds for every API call, and one retry of a failed connection: an
 # unreachable API server must not hold a user's request for minutes.
 REQUEST_TIMEOUT = (3.0, 30.0)

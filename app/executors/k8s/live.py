@@ -11,27 +11,28 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 import msgspec
 
 from app.errors import NotFound
-from app.executors.k8s.render import (
+from app.executors.k8s.labels import (
     JOB_LABEL,
+    JOB_NAME_LABEL,
     MANAGED_BY,
+    MANAGER,
     PROJECT_ANNOTATION,
     PROJECT_LABEL,
     RUN_LABEL,
+    SCHEDULED_ANNOTATION,
     SELECTOR,
 )
 from app.models import Principal
 from app.store import Store
+from app.types import Obj
 
-Obj = dict[str, Any]
 LiveStatus = Literal["pending", "running", "succeeded", "failed"]
-LIVE_STATUSES: tuple[str, ...] = ("pending", "running", "succeeded", "failed")
-SCHEDULED_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+LIVE_STATUSES: tuple[str, ...] = get_args(LiveStatus)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)  # sorts Jobs without any time last
 
 
@@ -206,7 +207,7 @@ class LiveJobs:
         obj = self._source.read_job(namespace, name)
         if (
             obj is None
-            or ((obj.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY) != "runyard"
+            or ((obj.get("metadata") or {}).get("labels") or {}).get(MANAGED_BY) != MANAGER
         ):
             raise NotFound(f"No Kubernetes Job named {name!r} in your organization.")
         return namespace, obj

@@ -24,29 +24,28 @@ import msgspec
 import yaml
 
 from app.errors import FieldError, Invalid
+from app.executors.k8s.labels import (
+    JOB_ANNOTATION,
+    JOB_LABEL,
+    MAIN_CONTAINER,
+    MANAGED_BY,
+    MANAGER,
+    ORG_LABEL,
+    PROJECT_ANNOTATION,
+    PROJECT_LABEL,
+    RUN_LABEL,
+    VERSION_ANNOTATION,
+)
 from app.executors.local.process import ENGINE_ENV
 from app.models import REDACTED, Job, JobConfig, Project, ProjectKind, RunRecord
 from app.naming import cronjob_name
 from app.ports import CommandParser
+from app.types import Obj
 from validators.environment import permitted
 
-Obj = dict[str, Any]
 T = TypeVar("T")
 
 TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "k8s_templates"
-MAIN_CONTAINER = "main"
-
-MANAGED_BY = "app.kubernetes.io/managed-by"
-ORG_LABEL = "runyard.dev/org"
-PROJECT_LABEL = "runyard.dev/project-id"
-JOB_LABEL = "runyard.dev/job-id"
-RUN_LABEL = "runyard.dev/run-id"
-# Names and version for people reading `kubectl describe`; annotations, since names may be
-# renamed and label values are restricted.
-PROJECT_ANNOTATION = "runyard.dev/project"
-JOB_ANNOTATION = "runyard.dev/job"
-VERSION_ANNOTATION = "runyard.dev/job-version"
-SELECTOR = f"{MANAGED_BY}=runyard"
 
 # Where the writable emptyDir volumes of job.yaml are mounted; the engines are pointed there.
 TARGET_DIR = "/runyard/target"
@@ -153,7 +152,7 @@ def labels(
     org_slug: str, project_id: str, job_id: str, run_id: str | None = None
 ) -> dict[str, str]:
     result = {
-        MANAGED_BY: "runyard",
+        MANAGED_BY: MANAGER,
         ORG_LABEL: org_slug,
         PROJECT_LABEL: project_id,
         JOB_LABEL: job_id,

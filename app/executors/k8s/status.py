@@ -21,23 +21,27 @@ from typing import Any, Literal
 import msgspec
 
 from app.engines.results import (
-    NodeResult,
+    SUMMARY_TAIL_LINES,
     failed_nodes,
     parse_dbt_output,
     parse_sqlmesh_output,
     summarise_failure,
 )
-from app.executors.k8s.render import JOB_LABEL, MAIN_CONTAINER, MANAGED_BY, ORG_LABEL, RUN_LABEL
+from app.executors.k8s.labels import (
+    JOB_LABEL,
+    MAIN_CONTAINER,
+    MANAGED_BY,
+    MANAGER,
+    ORG_LABEL,
+    RUN_LABEL,
+    SCHEDULED_ANNOTATION,
+)
 from app.models import NodeSummary, ProjectKind
 from app.ports import Outcome
 
-Obj = dict[str, Any]
 Phase = Literal["waiting", "running", "succeeded", "failed"]
 
-SCHEDULED_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
-CONTROLLER_UID_LABEL = "batch.kubernetes.io/controller-uid"
 DEADLINE_REASON = "DeadlineExceeded"
-SUMMARY_TAIL_LINES = 100  # of the last attempt's log, for the error summary
 
 
 class WatchExpired(Exception):
@@ -100,7 +104,7 @@ def view_of(job: Mapping[str, Any], namespace: str | None = None) -> JobView | N
     """The Job as the tracker sees it; None for a Job runyard does not manage."""
     meta = job.get("metadata") or {}
     labels = meta.get("labels") or {}
-    if labels.get(MANAGED_BY) != "runyard" or not meta.get("name"):
+    if labels.get(MANAGED_BY) != MANAGER or not meta.get("name"):
         return None
     annotations = meta.get("annotations") or {}
     owner = next((r for r in meta.get("ownerReferences") or [] if r.get("kind") == "CronJob"), None)
@@ -232,7 +236,7 @@ def main_end(attempt: Attempt | None) -> ContainerEnd | None:
 # --- the run's outcome ----------------------------------------------------------------------
 
 
-def parse_results(kind: ProjectKind, log: str) -> list[NodeResult]:
+def parse_results(kind: ProjectKind, log: str) -> list[NodeSummary]:
     return parse_sqlmesh_output(log) if kind == "sqlmesh" else parse_dbt_output(log)
 
 
@@ -253,10 +257,9 @@ def outcome_of(
     if not last_log and end is not None and end.message:
         last_log = end.message
     results = parse_results(kind, last_log) if last_log else []
-    summaries = [_summary(r) for r in results]
     end_time = view.end_time or view.deleted_at or now
     if view.phase == "succeeded":
-        return Outcome(status="success", end_time=end_time, exit_code=0, results=summaries)
+        return Outcome(status="success", end_time=end_time, exit_code=0, results=results)
     exit_code = end.exit_code if end is not None else None
     tail = "\n".join(last_log.splitlines()[-SUMMARY_TAIL_LINES:])
     if view.reason == DEADLINE_REASON:
@@ -269,7 +272,7 @@ def outcome_of(
             end_time=end_time,
             exit_code=exit_code,
             error=error,
-            results=summaries,
+            results=results,
         )
     if end is not None:
         error = summarise_failure(kind, results, exit_code, tail) or (
@@ -286,7 +289,7 @@ def outcome_of(
     if len(attempts) > 1:
         error += f" (after {len(attempts)} attempts)"
     return Outcome(
-        status="failed", end_time=end_time, exit_code=exit_code, error=error, results=summaries
+        status="failed", end_time=end_time, exit_code=exit_code, error=error, results=results
     )
 
 
@@ -308,15 +311,4 @@ def lost_outcome(view: JobView | None, namespace: str, name: str, *, now: dateti
         status="lost",
         end_time=(view.deleted_at if view is not None else None) or now,
         error=error,
-    )
-
-
-def _summary(result: NodeResult) -> NodeSummary:
-    return NodeSummary(
-        unique_id=result.unique_id,
-        name=result.name,
-        resource_type=result.resource_type,
-        status=result.status,
-        execution_time=result.execution_time,
-        message=result.message,
     )

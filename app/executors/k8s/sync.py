@@ -27,15 +27,15 @@ from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
 from app.errors import ClusterError, ClusterUnavailable, RunyardError
-from app.executors.k8s.render import JOB_LABEL, MANAGED_BY, PROJECT_LABEL, SELECTOR
+from app.executors.k8s.labels import JOB_LABEL, MANAGED_BY, MANAGER, PROJECT_LABEL, SELECTOR
 from app.models import Job, Project, SyncState
 from app.naming import cronjob_name
 from app.ports import SyncReport
 from app.store import Store
+from app.types import Obj
 
 log = logging.getLogger("runyard.kubernetes")
 
-Obj = dict[str, Any]
 MAX_ERRORS = 50  # a report lists at most this many errors; the count is always exact
 WRITERS = 8  # CronJob writes in flight at once during a deploy or a reconcile
 
@@ -366,7 +366,7 @@ def _same_owner(live: Obj, desired: Obj) -> bool:
     """The live CronJob is runyard's and of the same project (then runyard may rewrite it;
     "a-b" + "c" and "a" + "b-c" are both named "a-b-c")."""
     labels, wanted = _labels(live), _labels(desired)
-    return labels.get(MANAGED_BY) == "runyard" and labels.get(PROJECT_LABEL) == wanted.get(
+    return labels.get(MANAGED_BY) == MANAGER and labels.get(PROJECT_LABEL) == wanted.get(
         PROJECT_LABEL
     )
 

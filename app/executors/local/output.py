@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from app.engines.results import (
-    NodeResult,
+    SUMMARY_TAIL_LINES,
     dbt_invocation_id,
     parse_dbt_log,
     parse_dbt_output,
@@ -31,7 +31,6 @@ from app.engines.results import (
 from app.models import NodeSummary, ProjectKind, RunStatus
 
 TAIL_BYTES = 256 * 1024  # enough for dbt's and SQLMesh's end-of-run failure summaries
-SUMMARY_TAIL_LINES = 100
 
 
 def engine_env(kind: ProjectKind, cwd: Path, dbt_log_dir: Path) -> dict[str, str]:
@@ -82,7 +81,7 @@ class OutputCollector:
             kept = kept[-lines:]
         return "\n".join(kept)
 
-    def results(self) -> list[NodeResult]:
+    def results(self) -> list[NodeSummary]:
         if self._kind == "sqlmesh":
             return parse_sqlmesh_output(self.tail())
         log_file = self._dbt_log_dir / "dbt.log"
@@ -116,7 +115,7 @@ class OutputCollector:
                 summarise_failure(self._kind, results, exit_code, self.tail(SUMMARY_TAIL_LINES))
                 or None
             )
-        return [_summary(r) for r in results], error
+        return results, error
 
     def close(self) -> None:
         shutil.rmtree(self._dbt_log_dir, ignore_errors=True)
@@ -133,13 +132,13 @@ def _lines(path: Path) -> Iterator[str]:
         yield from handle
 
 
-def _with_messages(results: list[NodeResult], logged: list[NodeResult]) -> list[NodeResult]:
+def _with_messages(results: list[NodeSummary], logged: list[NodeSummary]) -> list[NodeSummary]:
     """run_results.json lists every node; the JSON log can add a message it lacks."""
     messages = {r.unique_id: r.message for r in logged if r.message}
     return [
         r
         if r.message or r.unique_id not in messages
-        else NodeResult(
+        else NodeSummary(
             unique_id=r.unique_id,
             name=r.name,
             resource_type=r.resource_type,
@@ -149,14 +148,3 @@ def _with_messages(results: list[NodeResult], logged: list[NodeResult]) -> list[
         )
         for r in results
     ]
-
-
-def _summary(result: NodeResult) -> NodeSummary:
-    return NodeSummary(
-        unique_id=result.unique_id,
-        name=result.name,
-        resource_type=result.resource_type,
-        status=result.status,
-        execution_time=result.execution_time,
-        message=result.message,
-    )

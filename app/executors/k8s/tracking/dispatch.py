@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Literal, Protocol
 
 import msgspec
 
@@ -33,10 +33,10 @@ from app.executors.k8s.tracking.pipeline import Completed, Pipeline
 from app.models import Job, Project, RunRecord, TriggeredBy
 from app.ports import RunEvents
 from app.store import Store
+from app.types import Obj
 
 log = logging.getLogger("runyard.k8s_tracker")
 
-Obj = dict[str, Any]
 Key = tuple[str, str]  # (namespace, Job name)
 Stage = Literal["pending", "running", "finishing", "done"]
 

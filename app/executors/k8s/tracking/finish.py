@@ -15,14 +15,13 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 
 from app.errors import ClusterError, ClusterUnavailable
-from app.executors.k8s.render import MAIN_CONTAINER
+from app.executors.k8s.labels import CONTROLLER_UID_LABEL, JOB_NAME_LABEL, MAIN_CONTAINER
 from app.executors.k8s.status import (
-    CONTROLLER_UID_LABEL,
     Attempt,
     JobView,
     attempts_of,
@@ -31,11 +30,10 @@ from app.executors.k8s.status import (
 )
 from app.ports import Outcome, RunEvents
 from app.store import Store
+from app.types import Obj
 
 log = logging.getLogger("runyard.k8s_tracker")
 
-Obj = dict[str, Any]
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 SELECTOR_NAMES_MAX = 50  # Jobs per pod list: keeps the selector (and the URL) short
 
 

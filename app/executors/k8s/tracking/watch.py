@@ -29,17 +29,17 @@ from typing import Any, Protocol
 import msgspec
 
 from app.errors import ClusterError, ClusterUnavailable
-from app.executors.k8s.render import SELECTOR
+from app.executors.k8s.labels import SELECTOR
 from app.executors.k8s.status import WatchExpired
 from app.executors.k8s.tracking.dispatch import Dispatcher, Listed, RunStarter, Seen
 from app.executors.k8s.tracking.finish import Finisher, PodSource, RawStream
 from app.ids import utcnow
 from app.ports import RunEvents
 from app.store import Store
+from app.types import Obj
 
 log = logging.getLogger("runyard.k8s_tracker")
 
-Obj = dict[str, Any]
 WATCH_TIMEOUT_SECONDS = 300  # the server ends a watch after this; it resumes at once
 
 
