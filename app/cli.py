@@ -12,9 +12,8 @@ import sys
 from collections.abc import Sequence
 
 from app.cli_client import add_client_commands, run_client_command
+from app.exit_codes import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 from app.settings import Settings, SettingsError
-
-EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 
 
 def _settings() -> Settings:

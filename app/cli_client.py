@@ -1,8 +1,6 @@
 """The CLI's client commands: they talk to a runyard server over the HTTP API.
 
-Exit codes: 0 the run succeeded (or the command did what it says), 1 the run failed, timed
-out, was cancelled or lost (or --timeout ran out), 2 usage error, 3 the server refused the
-request or could not be reached, 130 interrupted while waiting (the run goes on).
+Exit codes: app/exit_codes.py.
 """
 
 from __future__ import annotations
@@ -15,9 +13,9 @@ import time
 from typing import Any, TextIO
 
 from app.client import ApiError, RunyardClient
+from app.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_RUN_FAILED
+from app.models import TERMINAL_STATUSES as TERMINAL
 
-EXIT_OK, EXIT_RUN_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-TERMINAL = {"success", "failed", "timed_out", "cancelled", "lost"}
 _COLOURS = {
     "success": "32",
     "failed": "31",

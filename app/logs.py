@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 
+from app.models import REDACTED
 from app.settings import Settings
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is context.
@@ -32,7 +33,7 @@ _NEVER = frozenset(
         "key",
     }
 )
-_MASK = "********"
+_MASK = REDACTED  # as in a run's log and reads of secret maps
 # Shorter values are not remembered: a header such as "X-Team: data" is sealed like every
 # header value, but blanking "data" out of every log line would hide more than it protects.
 _MIN_SECRET = 8

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import msgspec
 
@@ -37,6 +37,12 @@ DependencyCondition = Literal["success", "failure", "any"]
 WebhookEvent = Literal["started", "success", "failure", "cancelled"]
 SyncState = Literal["in_sync", "pending", "not_deployed"]
 
+# The values of the types above, for checks and messages that list them.
+PROJECT_KINDS: tuple[str, ...] = get_args(ProjectKind)
+CONCURRENCY_POLICIES: tuple[str, ...] = get_args(ConcurrencyPolicy)
+RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+WEBHOOK_EVENTS: tuple[str, ...] = get_args(WebhookEvent)
+
 TERMINAL_STATUSES: frozenset[str] = frozenset(
     {"success", "failed", "timed_out", "cancelled", "lost"}
 )
@@ -46,15 +52,19 @@ REDACTED = "********"
 # The write-only maps of a job's and of a project's configuration (see "Secrets" above).
 JOB_SECRET_MAPS = ("webhook_headers", "secret_environment")
 PROJECT_SECRET_MAPS = ("secret_environment",)
-RUN_STATUSES: tuple[str, ...] = (
-    "pending",
-    "running",
-    "success",
-    "failed",
-    "timed_out",
-    "cancelled",
-    "lost",
+
+# Headers runyard sets itself on a webhook request (and hop-by-hop ones): a job's
+# webhook_headers may not name them, nor any X-Runyard-* header.
+RESERVED_HEADERS = frozenset(
+    {"content-type", "content-length", "host", "user-agent", "transfer-encoding", "connection"}
 )
+RESERVED_HEADER_PREFIX = "x-runyard-"
+
+
+def reserved_header(name: str) -> bool:
+    """Whether a job's webhook_headers may not set this header (any case)."""
+    lowered = name.lower()
+    return lowered in RESERVED_HEADERS or lowered.startswith(RESERVED_HEADER_PREFIX)
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -182,8 +192,22 @@ class JobVersion(msgspec.Struct, kw_only=True):
 # --- runs -------------------------------------------------------------------------------
 
 
-class NodeSummary(msgspec.Struct, kw_only=True):
-    """One dbt node or SQLMesh model/audit result kept with a run."""
+class NodeSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """One dbt node, SQLMesh model or SQLMesh audit that ran (or was skipped), as the engine
+    parsers (app/engines/results.py) read it and a run keeps it.
+
+    dbt: ``unique_id`` is dbt's (``model.dbt_demo.broken_orders``; from text output, where
+    the package is not printed, ``model.broken_orders``), ``name`` the node name,
+    ``resource_type`` dbt's (model, test, seed, snapshot, unit_test, source, ...), ``status``
+    dbt's (success, error, fail, warn, skipped, pass, no-op, ...).
+
+    SQLMesh: a model is ``unique_id='"demo"."shop"."daily_orders"'`` (the fully qualified
+    name SQLMesh prints), ``name='shop.daily_orders'`` (as written in the project),
+    ``resource_type='model'``, ``status='error'``. An audit is
+    ``unique_id='audit:assert_positive_revenue on shop.daily_revenue'``,
+    ``name='shop.daily_revenue'`` (the audited model), ``resource_type='audit'``,
+    ``status='failed'``; ``describe`` in app/engines/results.py names both.
+    """
 
     unique_id: str
     name: str

@@ -29,11 +29,12 @@ import msgspec
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 from app.logs import remember_secrets
+from app.models import REDACTED
 from app.settings import SettingsError
 
 log = logging.getLogger("runyard.secrets")
 
-MASK = "********"  # what a masked value looks like in logs (and reads of secret maps)
+MASK = REDACTED  # what a masked value looks like in logs: as in reads of secret maps
 MIN_MASKED = 4  # shorter values would blank ordinary words out of every log line
 _CANARY = b"runyard secret key check"
 _GENERATE = (

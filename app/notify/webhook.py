@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
-from app.models import JobConfig, Project, WebhookEvent
+from app.models import JobConfig, Project, WebhookEvent, reserved_header
 from app.notify import result
 from app.notify.channels import ChannelInfo, Planned, RunView, Stored
 from app.notify.http import USER_AGENT, PinnedHttp, host_key, unresolved
@@ -26,10 +26,6 @@ from app.settings import Settings
 from app.store.outbox import Claimed
 
 KIND = "webhook"
-# runyard's own headers: a job's webhook_headers never replace these (nor hop-by-hop ones).
-RESERVED = frozenset(
-    {"content-type", "content-length", "host", "user-agent", "transfer-encoding", "connection"}
-)
 
 
 def request_headers(
@@ -39,11 +35,7 @@ def request_headers(
     delivery_id: str,
     signature_value: str | None,
 ) -> dict[str, str]:
-    headers = {
-        name: value
-        for name, value in job_headers.items()
-        if name.lower() not in RESERVED and not name.lower().startswith("x-runyard-")
-    }
+    headers = {name: value for name, value in job_headers.items() if not reserved_header(name)}
     headers.update(
         {
             "Content-Type": "application/json",

@@ -20,7 +20,9 @@ from app.errors import (
 )
 from app.ids import new_id, utcnow
 from app.models import (
+    CONCURRENCY_POLICIES,
     JOB_SECRET_MAPS,
+    WEBHOOK_EVENTS,
     Job,
     JobConfig,
     JobVersion,
@@ -30,6 +32,7 @@ from app.models import (
     check_no_redacted,
     merge_secrets,
     patch_of,
+    reserved_header,
 )
 from app.notify.outbound import OutboundPolicy
 from app.ports import Executor
@@ -51,11 +54,6 @@ from app.services.projects import require_writer
 from app.store import Store
 
 log = logging.getLogger("runyard.jobs")
-# Headers runyard sets itself; a job's headers may not replace them.
-RESERVED_HEADERS = frozenset(
-    {"content-type", "content-length", "host", "user-agent", "transfer-encoding", "connection"}
-)
-EVENTS = ("started", "success", "failure", "cancelled")
 
 
 class JobCreate(JobConfig, kw_only=True, forbid_unknown_fields=True):
@@ -292,7 +290,7 @@ class JobService:
         errors += check_range(
             "ttl_seconds_after_finished", job.ttl_seconds_after_finished, 300, 30 * 86400
         )
-        if job.concurrency_policy not in ("Forbid", "Allow", "Replace"):
+        if job.concurrency_policy not in CONCURRENCY_POLICIES:
             errors.append(FieldError("concurrency_policy", "use Forbid, Allow or Replace"))
         errors += check_text(
             "description", job.description, MAX_DESCRIPTION_LENGTH, "a description"
@@ -313,11 +311,11 @@ class JobService:
         elif job.webhook_enabled:
             errors.append(FieldError("webhook_url", "required when webhook_enabled is true"))
         for event in job.webhook_events:
-            if event not in EVENTS:
+            if event not in WEBHOOK_EVENTS:
                 errors.append(
                     FieldError(
                         "webhook_events",
-                        f"{shown(event)} is not an event; use " + ", ".join(EVENTS),
+                        f"{shown(event)} is not an event; use " + ", ".join(WEBHOOK_EVENTS),
                     )
                 )
         repeated = sorted({e for e in job.webhook_events if job.webhook_events.count(e) > 1})
@@ -333,7 +331,7 @@ class JobService:
         for name, value in job.webhook_headers.items():
             if not HEADER_NAME_RE.match(name):
                 errors.append(FieldError(f"webhook_headers.{name[:40]}", "not a valid header name"))
-            elif name.lower() in RESERVED_HEADERS or name.lower().startswith("x-runyard-"):
+            elif reserved_header(name):
                 errors.append(
                     FieldError(
                         f"webhook_headers.{name}",

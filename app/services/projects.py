@@ -21,6 +21,7 @@ from app.errors import (
 from app.executors.local.paths import ProjectPaths
 from app.ids import new_id, utcnow
 from app.models import (
+    PROJECT_KINDS,
     PROJECT_SECRET_MAPS,
     Patch,
     Principal,
@@ -215,7 +216,7 @@ class ProjectService:
                     "also set in environment: keep a variable in one of the two",
                 )
             )
-        if project.kind not in ("dbt", "sqlmesh"):
+        if project.kind not in PROJECT_KINDS:
             errors.append(FieldError("kind", "use 'dbt' or 'sqlmesh'"))
         errors += check_environment("environment", project.environment)
         # Secret variables reach the run's environment too: the same names are refused.
