@@ -41,6 +41,7 @@ _results_decoder = msgspec.json.Decoder(list[NodeSummary])
 _RUN_FIELDS: tuple[str, ...] = Run.__struct_fields__
 _RECORD_FIELDS: tuple[str, ...] = RunRecord.__struct_fields__
 _RUN_COLUMNS = ", ".join(_RUN_FIELDS)
+_INSERT = insert_sql("runs", (*_RECORD_FIELDS, "secrets"))
 _TIMES = frozenset(  # stored as text (app.ids.to_text)
     f.name for f in msgspec.structs.fields(RunRecord) if f.type in (datetime, datetime | None)
 )
@@ -64,7 +65,7 @@ def _run_fields(row: dict[str, Any]) -> dict[str, Any]:
 def _columns(run: RunRecord, box: SecretBox) -> dict[str, Any]:
     """The row of a run by column name (the insert's named parameters): a column per field
     of the record, the snapshot with its secrets REDACTED and those sealed beside it."""
-    values = {name: getattr(run, name) for name in _RECORD_FIELDS}
+    values = msgspec.structs.asdict(run)
     for name in _TIMES:
         values[name] = to_text(values[name]) if values[name] else None
     values["results"] = _encode(run.results).decode() if run.results else None
@@ -134,8 +135,7 @@ class RunRepo:
         """Insert a new run; False if a run for the same slot or Kubernetes Job exists."""
         try:
             with self._db.write() as db:
-                row = _columns(run, self._db.box)
-                db.conn.execute(insert_sql("runs", row), row)
+                db.conn.execute(_INSERT, _columns(run, self._db.box))
         except sqlite3.IntegrityError as exc:
             if "UNIQUE" in str(exc):
                 return False
