@@ -30,6 +30,7 @@ from app.errors import (
 )
 from app.ids import new_id, utcnow
 from app.models import (
+    ACTIVE_STATUSES,
     RUN_STATUSES,
     Job,
     JobConfig,
@@ -530,7 +531,7 @@ class RunService:
         if window is not None:
             since = now - window
             window_counts = self._store.runs.counts_by_status(job_id, since)
-            finished = sum(n for s, n in window_counts.items() if s not in ("pending", "running"))
+            finished = sum(n for s, n in window_counts.items() if s not in ACTIVE_STATUSES)
             durations = sorted(self._store.runs.durations(job_id, since))
             stats = WindowStats(
                 window=window_text,
