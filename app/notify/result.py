@@ -10,11 +10,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Literal
 
 import msgspec
 
-Outcome = Literal["delivered", "retry", "failed"]
+from app.store.outbox import AttemptOutcome as Outcome
 
 RETRYABLE_STATUS = frozenset({408, 425, 429})
 MAX_RETRY_AFTER = 3600.0  # a receiver cannot park a notification for longer than this
