@@ -199,7 +199,7 @@ def track_runs(
         executor.gateway,
         events,
         settings.namespace_for,
-        lambda: runs,
+        runs,
         log_cap_bytes=settings.log_cap_bytes,
     )
     executor.tracker = tracker

@@ -22,7 +22,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Literal, Protocol
+from typing import Literal
 
 import msgspec
 
@@ -30,8 +30,8 @@ from app.errors import RunyardError
 from app.executors.k8s.status import JobView, resource_version, view_of
 from app.executors.k8s.tracking.finish import Finish, Finisher
 from app.executors.k8s.tracking.pipeline import Completed, Pipeline
-from app.models import Job, Project, RunRecord, TriggeredBy
-from app.ports import RunEvents
+from app.models import RunRecord
+from app.ports import RunEvents, RunStarter
 from app.store import Store
 from app.types import Obj
 
@@ -45,20 +45,6 @@ LOST_GRACE_SECONDS = 1.0  # a deletion seen while runyard's own cancel is still 
 EXPECTED_DELETION_SECONDS = 60.0
 STARTUP_SLACK = timedelta(seconds=5)  # clocks of the old and new process may differ a little
 REMEMBER_DONE = 50_000  # finished Jobs remembered, so replays cost no database read
-
-
-class RunStarter(Protocol):
-    """``RunService.start_run``: records a run for a Job the cluster created (job_name)."""
-
-    def start_run(
-        self,
-        project: Project,
-        job: Job | None,
-        *,
-        triggered_by: TriggeredBy,
-        scheduled_for: datetime | None = None,
-        job_name: str | None = None,
-    ) -> RunRecord | None: ...
 
 
 class Seen(msgspec.Struct):
@@ -94,7 +80,7 @@ class Dispatcher:
         events: RunEvents,
         finisher: Finisher,
         namespace_for: Callable[[str], str],
-        runs: Callable[[], RunStarter],
+        runs: RunStarter,
         *,
         workers: int,
         launch_grace: timedelta,
@@ -268,7 +254,7 @@ class Dispatcher:
             self._ignore(key, view, f"the project of job {view.job_id} no longer exists")
             return None
         try:
-            return self._runs().start_run(
+            return self._runs.start_run(
                 project,
                 job,
                 triggered_by="scheduled",

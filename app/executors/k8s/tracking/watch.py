@@ -31,10 +31,10 @@ import msgspec
 from app.errors import ClusterError, ClusterUnavailable
 from app.executors.k8s.labels import SELECTOR
 from app.executors.k8s.status import WatchExpired
-from app.executors.k8s.tracking.dispatch import Dispatcher, Listed, RunStarter, Seen
+from app.executors.k8s.tracking.dispatch import Dispatcher, Listed, Seen
 from app.executors.k8s.tracking.finish import Finisher, PodSource, RawStream
 from app.ids import utcnow
-from app.ports import RunEvents
+from app.ports import RunEvents, RunStarter
 from app.store import Store
 from app.types import Obj
 
@@ -79,7 +79,7 @@ class KubernetesTracker:
         source: TrackerSource,
         events: RunEvents,
         namespace_for: Callable[[str], str],
-        runs: Callable[[], RunStarter],
+        runs: RunStarter,
         *,
         log_cap_bytes: int,
         resync_seconds: float = 60.0,
