@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import msgspec
 import yaml
 
+from app.engines.environment import ENGINE_ENV
 from app.errors import FieldError, Invalid
 from app.executors.k8s.labels import (
     JOB_ANNOTATION,
@@ -36,7 +37,6 @@ from app.executors.k8s.labels import (
     RUN_LABEL,
     VERSION_ANNOTATION,
 )
-from app.executors.local.process import ENGINE_ENV
 from app.models import REDACTED, Job, JobConfig, Project, ProjectKind, RunRecord
 from app.naming import cronjob_name
 from app.ports import CommandParser

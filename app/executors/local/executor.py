@@ -40,9 +40,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
+from app.engines.environment import engine_env
 from app.errors import Conflict, RateLimited, RunyardError
 from app.executors.local import sandbox as local_sandbox
-from app.executors.local.output import TAIL_BYTES, OutputCollector, engine_env
+from app.executors.local.output import TAIL_BYTES, OutputCollector
 from app.executors.local.paths import ProjectPaths
 from app.executors.local.process import (
     build_env,

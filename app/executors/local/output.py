@@ -33,21 +33,6 @@ from app.models import NodeSummary, ProjectKind, RunStatus
 TAIL_BYTES = 256 * 1024  # enough for dbt's and SQLMesh's end-of-run failure summaries
 
 
-def engine_env(kind: ProjectKind, cwd: Path, dbt_log_dir: Path) -> dict[str, str]:
-    """Variables the engines need so runyard can read their results, and plain output."""
-    env = {"DBT_USE_COLORS": "false", "NO_COLOR": "1"}
-    if kind == "dbt":
-        # Info level: every node's result and error, a tenth of the debug log's size (dbt
-        # spends measurable time writing debug events as JSON).
-        env["DBT_LOG_FORMAT_FILE"] = "json"
-        env["DBT_LOG_LEVEL_FILE"] = "info"
-        env["DBT_LOG_PATH"] = str(dbt_log_dir)
-    else:
-        # SQLMesh writes a user file under $HOME otherwise, shared by every project.
-        env["SQLMESH_HOME"] = str(cwd / ".sqlmesh")
-    return env
-
-
 class OutputCollector:
     """Fed the output of one attempt as it is read; summarises it when the attempt ends."""
 

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+from app.engines.environment import ENGINE_ENV
 from app.errors import FieldError, Invalid
 from app.executors.local.paths import ProjectPaths
 from app.models import RunRecord
@@ -26,17 +27,6 @@ WRAPPER = Path(__file__).with_name("wrapper.py")
 # reach a project's code. PATH is kept so tools installed beside dbt (git for `dbt deps`)
 # resolve; it carries no secrets.
 _INHERITED = ("PATH", "HOME", "USER", "LOGNAME", "TMPDIR")
-
-# What the engines need; a project's or job's environment cannot change these (the API
-# rejects them, and they are applied last here as well).
-ENGINE_ENV = {
-    "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
-    "DO_NOT_TRACK": "1",
-    "SQLMESH__DISABLE_ANONYMIZED_ANALYTICS": "1",
-    # Output goes to a file; unbuffered, it reaches the run's log while the run goes on.
-    "PYTHONUNBUFFERED": "1",
-    "PYTHONIOENCODING": "utf-8",
-}
 
 
 def project_dir(run: RunRecord, paths: ProjectPaths, org_slug: str) -> Path:
