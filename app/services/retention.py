@@ -1,5 +1,5 @@
-"""Retention: finished runs and their logs older than the configured age are pruned in the
-background. Active runs are never touched, whatever their age."""
+"""Retention: finished runs, their logs and artifacts older than the configured age are
+pruned in the background. Active runs are never touched, whatever their age."""
 
 from __future__ import annotations
 
@@ -33,6 +33,11 @@ class RetentionWorker:
         removed = self._store.runs.delete_older_than(cutoff)
         if removed:
             log.info("pruned old runs", extra={"removed": removed, "days": self._days})
+        # The runs' artifact rows went with them (ON DELETE CASCADE); their files are
+        # shared by content, so only the ones no run references any more are deleted.
+        swept = self._store.artifacts.sweep()
+        if swept:
+            log.info("deleted unreferenced artifact files", extra={"removed": swept})
         return removed
 
     def start(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from app.store.artifacts import ArtifactRepo
 from app.store.db import Database
 from app.store.jobs import JobRepo
 from app.store.local import LocalRepo
@@ -27,6 +28,7 @@ class Store:
         self.runs = RunRepo(self.database)
         self.local = LocalRepo(self.database)  # local executor and scheduler state
         self.outbox = OutboxRepo(self.database)  # notifications (app/notify)
+        self.artifacts = ArtifactRepo(self.database)  # run artifacts (files + rows)
 
     def migrate(self) -> int:
         return self.database.migrate()

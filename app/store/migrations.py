@@ -459,6 +459,23 @@ MIGRATIONS: tuple[Migration, ...] = (
         _notification_kind_unchecked,
         foreign_keys_off=True,
     ),
+    Migration(
+        7,
+        "run artifacts: metadata of the compressed, content-addressed files",
+        (
+            # size and sha256 are of the uncompressed content; the file is
+            # <database>.artifacts/<sha256[:2]>/<sha256>.gz, shared by equal contents.
+            """CREATE TABLE run_artifacts (
+                run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                name TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                created_at TEXT NOT NULL,
+                PRIMARY KEY (run_id, name)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX run_artifacts_by_sha ON run_artifacts (sha256)",
+        ),
+    ),
 )
 
 CURRENT_VERSION = MIGRATIONS[-1].version

@@ -1,0 +1,285 @@
+"""Run artifacts (dbt's ``run_results.json``, ``manifest.json``, ...): compressed,
+content-addressed files under the data directory, their metadata in SQLite.
+
+Interface (``store.artifacts``, an ``ArtifactRepo``; every call blocks):
+
+- ``put(run_id, name, source, *, limit_bytes) -> ArtifactInfo``: streams ``source`` (a
+  binary file object or bytes) in chunks, hashing and gzip-compressing as it goes, into
+  ``<database>.artifacts/<sha[:2]>/<sha>.gz`` (files 0600, folders 0700), then records the
+  row ``(run_id, name)``; a second put of the same name replaces the row. More than
+  ``limit_bytes`` of uncompressed content raises ``ArtifactTooLarge`` and keeps nothing.
+  ``check`` (optional) sees every uncompressed chunk and then ``None`` at the end; raising
+  from it aborts the put (the upload service validates JSON this way).
+- ``list(run_id) -> list[ArtifactInfo]`` (name, size, sha256, created_at), by name.
+- ``open(run_id, name) -> BinaryIO | None``: the decompressed content as a stream (close
+  it); ``read(run_id, name) -> bytes | None`` the whole content.
+- ``latest_successful(job_id, name) -> (run_id, bytes) | None``: the content from the
+  newest successful run of the job that has that artifact; ``latest_successful_run`` gives
+  only the run id.
+- ``total_size(run_id)``: uncompressed bytes a run already holds (the per-run limit).
+- ``delete_runs(run_ids)`` removes rows; rows also go with their run (ON DELETE CASCADE).
+  ``sweep()`` deletes the files no row references any more (retention calls it after it
+  has pruned runs); a file younger than ``SWEEP_GRACE_SECONDS`` is kept, since a put
+  writes its file before its row.
+
+Names are not checked here (the services hold the allowlist): the name is only a key in
+SQLite, never part of a path, so no name can reach the file system.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import logging
+import os
+import tempfile
+import time
+import zlib
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO
+
+import msgspec
+
+from app.ids import from_text, to_text, utcnow
+from app.store.db import Database
+
+log = logging.getLogger("runyard.store.artifacts")
+
+CHUNK_BYTES = 1 << 20
+SWEEP_GRACE_SECONDS = 3600.0
+_HEX = frozenset("0123456789abcdef")
+
+Check = Callable[[bytes | None], None]
+
+
+class ArtifactInfo(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    size: int  # uncompressed bytes
+    sha256: str  # of the uncompressed content
+    created_at: datetime
+
+
+class ArtifactTooLarge(ValueError):
+    """The content exceeds the limit given to put; nothing was kept."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(f"larger than {limit_bytes} bytes")
+        self.limit_bytes = limit_bytes
+
+
+def artifacts_folder(database_path: str) -> Path:
+    """``<database>.artifacts`` beside the database; an in-memory database gets a private
+    temporary folder (its artifacts live as long as the process, like the database)."""
+    if database_path == ":memory:" or database_path.startswith("file:"):
+        return Path(tempfile.mkdtemp(prefix="runyard-artifacts-"))
+    path = Path(database_path).expanduser()
+    return path.with_name(path.name + ".artifacts")
+
+
+def _private_dir(folder: Path) -> None:
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        folder.chmod(0o700)  # mkdir's mode goes through the umask
+
+
+def _chunks(source: BinaryIO | bytes) -> Iterable[bytes]:
+    if isinstance(source, bytes | bytearray | memoryview):
+        view = memoryview(source)
+        for start in range(0, len(view), CHUNK_BYTES):
+            yield bytes(view[start : start + CHUNK_BYTES])
+        return
+    while True:
+        chunk = source.read(CHUNK_BYTES)
+        if not chunk:
+            return
+        yield chunk
+
+
+class ArtifactRepo:
+    def __init__(self, db: Database, root: Path | None = None) -> None:
+        self._db = db
+        self.root = root if root is not None else artifacts_folder(db.path)
+
+    # --- files --------------------------------------------------------------------------
+
+    def _file(self, sha256: str) -> Path:
+        if len(sha256) != 64 or not set(sha256) <= _HEX:
+            raise ValueError("not a sha256 digest")  # rows are ours, but never trust a path
+        return self.root / sha256[:2] / f"{sha256}.gz"
+
+    def _write_blob(
+        self, source: BinaryIO | bytes, limit_bytes: int, check: Check | None
+    ) -> tuple[str, int]:
+        _private_dir(self.root)
+        scratch = self.root / "incoming"
+        _private_dir(scratch)
+        fd, tmp_name = tempfile.mkstemp(dir=scratch, suffix=".gz")  # 0600
+        tmp = Path(tmp_name)
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with (
+                os.fdopen(fd, "wb") as raw,
+                gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as packed,
+            ):
+                for chunk in _chunks(source):
+                    size += len(chunk)
+                    if size > limit_bytes:
+                        raise ArtifactTooLarge(limit_bytes)
+                    if check is not None:
+                        check(chunk)
+                    digest.update(chunk)
+                    packed.write(chunk)
+                if check is not None:
+                    check(None)
+            sha = digest.hexdigest()
+            final = self._file(sha)
+            _private_dir(final.parent)
+            if final.exists():
+                # Same content already kept: refresh its mtime so a concurrent sweep,
+                # which spares young files, cannot take it before our row exists.
+                os.utime(final)
+                tmp.unlink()
+            else:
+                tmp.replace(final)
+            return sha, size
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+    # --- writes -------------------------------------------------------------------------
+
+    def put(
+        self,
+        run_id: str,
+        name: str,
+        source: BinaryIO | bytes,
+        *,
+        limit_bytes: int,
+        check: Check | None = None,
+    ) -> ArtifactInfo:
+        sha, size = self._write_blob(source, limit_bytes, check)
+        created = utcnow()
+        with self._db.write() as db:
+            db.conn.execute(
+                "INSERT INTO run_artifacts (run_id, name, sha256, size, created_at)"
+                " VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (run_id, name) DO UPDATE SET sha256 = excluded.sha256,"
+                " size = excluded.size, created_at = excluded.created_at",
+                (run_id, name, sha, size, to_text(created)),
+            )
+        return ArtifactInfo(name=name, size=size, sha256=sha, created_at=created)
+
+    def delete_runs(self, run_ids: Iterable[str]) -> None:
+        ids = list(run_ids)
+        if not ids:
+            return
+        marks = ",".join("?" * len(ids))
+        with self._db.write() as db:
+            db.conn.execute(f"DELETE FROM run_artifacts WHERE run_id IN ({marks})", ids)
+
+    def sweep(self, now: float | None = None) -> int:
+        """Delete the files no row references; returns how many went."""
+        if not self.root.is_dir():
+            return 0
+        moment = time.time() if now is None else now
+        referenced = {
+            r["sha256"] for r in self._db.rows("SELECT DISTINCT sha256 FROM run_artifacts")
+        }
+        removed = 0
+        for folder in self.root.iterdir():
+            if folder.is_symlink() or not folder.is_dir():
+                continue
+            for file in folder.iterdir():
+                sha = file.name.removesuffix(".gz")
+                if sha in referenced:
+                    continue
+                with contextlib.suppress(OSError):
+                    if moment - file.lstat().st_mtime < SWEEP_GRACE_SECONDS:
+                        continue
+                    file.unlink()
+                    removed += 1
+        return removed
+
+    # --- reads --------------------------------------------------------------------------
+
+    def list(self, run_id: str) -> list[ArtifactInfo]:
+        return [
+            ArtifactInfo(
+                name=r["name"],
+                size=r["size"],
+                sha256=r["sha256"],
+                created_at=from_text(r["created_at"]),
+            )
+            for r in self._db.rows(
+                "SELECT name, size, sha256, created_at FROM run_artifacts"
+                " WHERE run_id = ? ORDER BY name",
+                (run_id,),
+            )
+        ]
+
+    def info(self, run_id: str, name: str) -> ArtifactInfo | None:
+        r = self._db.row(
+            "SELECT name, size, sha256, created_at FROM run_artifacts"
+            " WHERE run_id = ? AND name = ?",
+            (run_id, name),
+        )
+        if r is None:
+            return None
+        return ArtifactInfo(
+            name=r["name"],
+            size=r["size"],
+            sha256=r["sha256"],
+            created_at=from_text(r["created_at"]),
+        )
+
+    def total_size(self, run_id: str) -> int:
+        return int(
+            self._db.scalar(
+                "SELECT COALESCE(SUM(size), 0) FROM run_artifacts WHERE run_id = ?", (run_id,)
+            )
+        )
+
+    def open(self, run_id: str, name: str) -> BinaryIO | None:
+        found = self.info(run_id, name)
+        if found is None:
+            return None
+        try:
+            return gzip.open(self._file(found.sha256), "rb")  # type: ignore[return-value]
+        except FileNotFoundError:
+            log.warning("an artifact's file is missing", extra={"run_id": run_id, "artifact": name})
+            return None
+
+    def read(self, run_id: str, name: str) -> bytes | None:
+        stream = self.open(run_id, name)
+        if stream is None:
+            return None
+        with stream:
+            try:
+                return stream.read()
+            except (OSError, EOFError, zlib.error):
+                log.warning("an artifact's file is corrupt", extra={"run_id": run_id})
+                return None
+
+    def latest_successful_run(self, job_id: str, name: str) -> str | None:
+        found = self._db.scalar(
+            "SELECT r.id FROM runs r JOIN run_artifacts a ON a.run_id = r.id"
+            " WHERE r.job_id = ? AND r.status = 'success' AND a.name = ?"
+            " ORDER BY r.seq DESC LIMIT 1",
+            (job_id, name),
+        )
+        return None if found is None else str(found)
+
+    def latest_successful(self, job_id: str, name: str) -> tuple[str, bytes] | None:
+        run_id = self.latest_successful_run(job_id, name)
+        if run_id is None:
+            return None
+        content = self.read(run_id, name)
+        return None if content is None else (run_id, content)
+
+
+__all__ = ["ArtifactInfo", "ArtifactRepo", "ArtifactTooLarge", "artifacts_folder"]
