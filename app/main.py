@@ -25,6 +25,7 @@ from app.api.openapi import document_problems
 from app.api.options import AllowHeaderMiddleware
 from app.api.problems import EXCEPTION_HANDLERS
 from app.api.projects import ProjectController
+from app.api.run_waits import RunWaitController
 from app.api.runs import RunController
 from app.container import Container
 from app.settings import Settings
@@ -72,6 +73,9 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         # Starting recovers interrupted runs and starts the scheduler: blocking work.
         the_container: Container = app.state.container
         document_problems(app)
+        # Short indexed reads are served from this (the event loop's) thread through a
+        # read-only connection; writes stay on worker threads (app/store/db.py).
+        the_container.store.database.serve_reads_on_this_thread()
         if owned:
             await to_thread.run_sync(the_container.start)
         try:
@@ -85,6 +89,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             ProjectController,
             JobController,
             RunController,
+            RunWaitController,
             LiveJobController,
             job_manifest,
             NotificationController,

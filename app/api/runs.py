@@ -40,7 +40,8 @@ class RunController(Controller):
         )
         return run_list(page)
 
-    @get("/{run_id:str}", sync_to_thread=True, summary="A run record")
+    # An indexed read: served from the event loop's read-only connection (app/store/db.py).
+    @get("/{run_id:str}", sync_to_thread=False, summary="A run record")
     def get_run(self, principal: Principal, runs: RunService, run_id: str) -> RunOut:
         return run_out(runs.get(principal, run_id))
 

@@ -48,7 +48,7 @@ from app.services.cursors import CursorCodec
 from app.services.projects import require_writer
 from app.store import RunPage, Store
 from app.store.jobs import config_of
-from app.tracker import RunTracker
+from app.tracker import RunListener, RunTracker
 
 log = logging.getLogger("runyard.runs")
 
@@ -556,6 +556,27 @@ class RunService:
             active_runs=counts.get("pending", 0) + counts.get("running", 0),
             stats=stats,
         )
+
+    # --- watching a run (waits and event streams) ----------------------------------------
+
+    def watch(self, principal: Principal, run_id: str, listener: RunListener) -> Callable[[], None]:
+        """Tell ``listener`` of the run's status changes and log chunks until the returned
+        function is called. Reads nothing that blocks for long: the loop's thread may call
+        it (the run is looked up first, so another org's run is a 404)."""
+        self.get(principal, run_id)
+        return self._tracker.listen(run_id, listener)
+
+    def watch_with_log(
+        self, principal: Principal, run_id: str, listener: RunListener
+    ) -> tuple[Callable[[], None], str]:
+        """As ``watch``, with the log stored so far: each chunk is either in that text or
+        told to the listener, never both, never neither. Blocks (a worker thread's call)."""
+        self.get(principal, run_id)
+        stored: list[str] = []
+        stop = self._tracker.listen(
+            run_id, listener, snapshot=lambda: stored.append(self._store.runs.read_log(run_id))
+        )
+        return stop, stored[0]
 
 
 def _percentile(ordered: list[float], fraction: float) -> float | None:

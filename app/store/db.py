@@ -1,6 +1,8 @@
 """SQLite through sqlite-utils: one connection per thread, WAL, busy timeout, foreign keys.
 
-Every call here blocks, so the web layer only reaches it from worker threads.
+Every call here blocks. Writes (which may wait for the write lock) run on worker threads;
+a short indexed read under WAL never waits for a writer, so the web layer may serve one from
+the event loop's thread, whose connection is read-only (``serve_reads_on_this_thread``).
 
 The database holds sealed secrets and everything else an org owns, so its file is created
 0600 in a folder runyard creates 0700, whatever the umask; SQLite gives its -wal and -shm
@@ -26,6 +28,9 @@ from app.secrets import SecretBox, box_for
 from app.store.migrations import MIGRATIONS
 
 BUSY_TIMEOUT_MS = 10_000
+# The event loop's read connection: WAL readers only wait in rare cases (a checkpoint
+# restarting the log, recovery); a read there must not stall every request for 10 s.
+LOOP_BUSY_TIMEOUT_MS = 1_000
 log = logging.getLogger("runyard.store")
 
 
@@ -99,6 +104,9 @@ class Database:
     def _connect(self) -> sqlite_utils.Database:
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        if self._reads_only_here():
+            conn.execute(f"PRAGMA busy_timeout = {LOOP_BUSY_TIMEOUT_MS}")
+            conn.execute("PRAGMA query_only = ON")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: a crash loses no commit
         conn.execute("PRAGMA secure_delete = ON")
@@ -117,13 +125,29 @@ class Database:
             self._local.db = db
         return db
 
+    def serve_reads_on_this_thread(self) -> None:
+        """Make this thread's connection read-only: the event loop's thread calls this at
+        start-up, after which a write from it (which could wait on the lock and stall every
+        request) fails at once instead of happening."""
+        self._local.read_only = True
+        db: sqlite_utils.Database | None = getattr(self._local, "db", None)
+        if db is not None:
+            db.conn.execute(f"PRAGMA busy_timeout = {LOOP_BUSY_TIMEOUT_MS}")
+            db.conn.execute("PRAGMA query_only = ON")
+
+    def _reads_only_here(self) -> bool:
+        return bool(getattr(self._local, "read_only", False))
+
     def close(self) -> None:
         with self._lock:
             for conn in self._all:
                 with suppress(sqlite3.ProgrammingError):  # already closed
                     conn.close()
             self._all.clear()
+        read_only = self._reads_only_here()
         self._local = threading.local()
+        if read_only:  # closing from the loop's thread (tests) keeps it read-only
+            self._local.read_only = True
 
     # --- statements ---------------------------------------------------------------------
 
@@ -150,6 +174,8 @@ class Database:
     def write(self) -> Iterator[sqlite_utils.Database]:
         """A write transaction, taken with BEGIN IMMEDIATE so writers queue on the lock
         (busy timeout) instead of failing when a read transaction tries to upgrade."""
+        if self._reads_only_here():
+            raise RuntimeError("a write on the event loop's thread: run it in a worker thread")
         db = self.db
         if db.conn.in_transaction:
             with db.atomic():
