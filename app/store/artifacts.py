@@ -8,8 +8,8 @@ Interface (``store.artifacts``, an ``ArtifactRepo``; every call blocks):
   ``<database>.artifacts/<sha[:2]>/<sha>.gz`` (files 0600, folders 0700), then records the
   row ``(run_id, name)``; a second put of the same name replaces the row. More than
   ``limit_bytes`` of uncompressed content raises ``ArtifactTooLarge`` and keeps nothing.
-  ``check`` (optional) sees every uncompressed chunk and then ``None`` at the end; raising
-  from it aborts the put (the upload service validates JSON this way).
+  ``check`` (optional) reads the content just written (a decompressed stream) before
+  the row is recorded; raising from it aborts the put (uploads are checked to be JSON).
 - ``list(run_id) -> list[ArtifactInfo]`` (name, size, sha256, created_at), by name.
 - ``open(run_id, name) -> BinaryIO | None``: the decompressed content as a stream (close
   it); ``read(run_id, name) -> bytes | None`` the whole content.
@@ -17,6 +17,10 @@ Interface (``store.artifacts``, an ``ArtifactRepo``; every call blocks):
   newest successful run of the job that has that artifact; ``latest_successful_run`` gives
   only the run id.
 - ``total_size(run_id)``: uncompressed bytes a run already holds (the per-run limit).
+- ``upload_token(org_id, run_id, expires_at)`` mints the credential a pod uploads with
+  (HMAC-SHA256 over org, run and expiry, keyed by ``box.derive(b"artifact uploads")``);
+  ``token_matches(token, org_id, run_id, now)`` checks it (signature and expiry only: the
+  service also closes uploads once the run has ended).
 - ``delete_runs(run_ids)`` removes rows; rows also go with their run (ON DELETE CASCADE).
   ``sweep()`` deletes the files no row references any more (retention calls it after it
   has pruned runs); a file younger than ``SWEEP_GRACE_SECONDS`` is kept, since a put
@@ -28,9 +32,11 @@ SQLite, never part of a path, so no name can reach the file system.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import gzip
 import hashlib
+import hmac
 import logging
 import os
 import tempfile
@@ -49,10 +55,11 @@ from app.store.db import Database
 log = logging.getLogger("runyard.store.artifacts")
 
 CHUNK_BYTES = 1 << 20
+TOKEN_PREFIX = "rya1."  # noqa: S105 - a format marker, not a secret
 SWEEP_GRACE_SECONDS = 3600.0
 _HEX = frozenset("0123456789abcdef")
 
-Check = Callable[[bytes | None], None]
+Check = Callable[[BinaryIO], None]
 
 
 class ArtifactInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -103,6 +110,29 @@ class ArtifactRepo:
         self._db = db
         self.root = root if root is not None else artifacts_folder(db.path)
 
+    # --- upload credentials -----------------------------------------------------------
+
+    def _mac(self, org_id: str, run_id: str, expires: int) -> str:
+        key = self._db.box.derive(b"artifact uploads")
+        message = f"{org_id}\n{run_id}\n{expires}".encode()
+        digest = hmac.new(key, message, "sha256").digest()
+        return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+
+    def upload_token(self, org_id: str, run_id: str, expires_at: datetime) -> str:
+        expires = int(expires_at.timestamp())
+        return f"{TOKEN_PREFIX}{expires}.{self._mac(org_id, run_id, expires)}"
+
+    def token_matches(self, token: str, org_id: str, run_id: str, now: datetime) -> bool:
+        """Whether ``token`` was minted for this org's run and has not expired."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
+            return False
+        expires_text, _, mac = token[len(TOKEN_PREFIX) :].partition(".")
+        if not expires_text.isdigit() or len(expires_text) > 12:
+            return False
+        expires = int(expires_text)
+        expected = self._mac(org_id, run_id, expires)
+        return hmac.compare_digest(mac.encode(), expected.encode()) and now.timestamp() < expires
+
     # --- files --------------------------------------------------------------------------
 
     def _file(self, sha256: str) -> Path:
@@ -129,12 +159,11 @@ class ArtifactRepo:
                     size += len(chunk)
                     if size > limit_bytes:
                         raise ArtifactTooLarge(limit_bytes)
-                    if check is not None:
-                        check(chunk)
                     digest.update(chunk)
                     packed.write(chunk)
-                if check is not None:
-                    check(None)
+            if check is not None:
+                with gzip.open(tmp, "rb") as written:
+                    check(written)  # type: ignore[arg-type]
             sha = digest.hexdigest()
             final = self._file(sha)
             _private_dir(final.parent)

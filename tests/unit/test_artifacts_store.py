@@ -10,7 +10,7 @@ import os
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 
@@ -69,9 +69,9 @@ def test_over_the_limit_keeps_nothing(store: Store, tmp_path: Path) -> None:
 def test_check_failure_keeps_nothing(store: Store) -> None:
     _run(store, "run_a")
 
-    def refuse(chunk: bytes | None) -> None:
-        if chunk is None:
-            raise ValueError("not JSON")
+    def refuse(written: BinaryIO) -> None:
+        assert written.read() == b"{"
+        raise ValueError("not JSON")
 
     with pytest.raises(ValueError, match="not JSON"):
         store.artifacts.put("run_a", "manifest.json", b"{", limit_bytes=100, check=refuse)
