@@ -81,6 +81,18 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     metrics_token: str | None = None
     # Concurrent local runs one org may have; beyond it a trigger is refused with a clear 429.
     local_max_runs_per_org: int = 8
+    # Run artifacts (docs/artifacts.md): uncompressed bytes one artifact and one run may
+    # store (a 5,000-model project's manifest.json is some 50-100 MB), and how long after a
+    # run has ended its upload credential is still accepted (the launcher uploads after the
+    # command exits, and the run may be seen to end first).
+    artifact_max_file_bytes: int = 200 * 1024 * 1024
+    artifact_max_run_bytes: int = 500 * 1024 * 1024
+    artifact_upload_grace_seconds: int = 600
+    # Kubernetes: the image whose init container copies runyard's artifact launcher into the
+    # pod (runyard's own image), and the URL pods reach runyard's API at. Unset image: pods
+    # run the command directly and keep no artifacts.
+    launcher_image: str | None = None
+    internal_url: str | None = None
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
 
@@ -155,6 +167,7 @@ _PARSERS: dict[str, Callable[[str], Any]] = {
     "local_sandbox": _on_off,
     "slack_base_url": _with_slash,
     "public_url": lambda url: url.rstrip("/") or None,
+    "internal_url": lambda url: url.rstrip("/") or None,
     "log_level": str.upper,
 }
 

@@ -21,7 +21,8 @@ Interface (``store.artifacts``, an ``ArtifactRepo``; every call blocks):
   (HMAC-SHA256 over org, run and expiry, keyed by ``box.derive(b"artifact uploads")``);
   ``token_matches(token, org_id, run_id, now)`` checks it (signature and expiry only: the
   service also closes uploads once the run has ended).
-- ``delete_runs(run_ids)`` removes rows; rows also go with their run (ON DELETE CASCADE).
+- ``delete(run_id, name)`` and ``delete_runs(run_ids)`` remove rows; rows also go with
+  their run (ON DELETE CASCADE).
   ``sweep()`` deletes the files no row references any more (retention calls it after it
   has pruned runs); a file younger than ``SWEEP_GRACE_SECONDS`` is kept, since a put
   writes its file before its row.
@@ -55,6 +56,19 @@ from app.store.db import Database
 log = logging.getLogger("runyard.store.artifacts")
 
 CHUNK_BYTES = 1 << 20
+# What dbt writes to its target folder that users need after the run: results per node
+# (run_results.json), the project graph (manifest.json, for deferral and docs), source
+# freshness (sources.json), docs (catalog.json) and the semantic layer's graph. The
+# Kubernetes launcher (app/executors/k8s/launcher.py) keeps its own copy of this list.
+ARTIFACT_NAMES: tuple[str, ...] = (
+    "run_results.json",
+    "manifest.json",
+    "sources.json",
+    "catalog.json",
+    "semantic_manifest.json",
+)
+# The pod's environment variable with its upload credential (redacted wherever shown).
+UPLOAD_TOKEN_ENV = "RUNYARD_ARTIFACT_TOKEN"  # noqa: S105 - a variable name
 TOKEN_PREFIX = "rya1."  # noqa: S105 - a format marker, not a secret
 SWEEP_GRACE_SECONDS = 3600.0
 _HEX = frozenset("0123456789abcdef")
@@ -203,6 +217,12 @@ class ArtifactRepo:
             )
         return ArtifactInfo(name=name, size=size, sha256=sha, created_at=created)
 
+    def delete(self, run_id: str, name: str) -> None:
+        with self._db.write() as db:
+            db.conn.execute(
+                "DELETE FROM run_artifacts WHERE run_id = ? AND name = ?", (run_id, name)
+            )
+
     def delete_runs(self, run_ids: Iterable[str]) -> None:
         ids = list(run_ids)
         if not ids:
@@ -311,4 +331,11 @@ class ArtifactRepo:
         return None if content is None else (run_id, content)
 
 
-__all__ = ["ArtifactInfo", "ArtifactRepo", "ArtifactTooLarge", "artifacts_folder"]
+__all__ = [
+    "ARTIFACT_NAMES",
+    "UPLOAD_TOKEN_ENV",
+    "ArtifactInfo",
+    "ArtifactRepo",
+    "ArtifactTooLarge",
+    "artifacts_folder",
+]

@@ -1,0 +1,304 @@
+"""Run artifacts: what is kept, uploads from pods (hostile input), reads for an org, and
+collection from a local run's target folder. Storage is ``store.artifacts``.
+
+An upload is accepted only when every check passes, in this order: the name is one of
+``ARTIFACT_NAMES`` (no path ever comes from it), the credential was minted for this run of
+this org and has not expired, the run is still active or ended less than the grace period
+ago, the declared and actual sizes fit the per-file limit and what is left of the per-run
+budget, and the content is one JSON object (checked streaming, after it is written to a
+scratch file, before it becomes visible). A refused upload stores nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+from json_stream_rs_tokenizer import RustTokenizer
+
+from app.errors import BadRequest, Invalid, NotFound, RunyardError, Unauthorized
+from app.models import Principal, RunRecord
+from app.store import Store
+from app.store.artifacts import ARTIFACT_NAMES, UPLOAD_TOKEN_ENV, ArtifactInfo, ArtifactTooLarge
+
+log = logging.getLogger("runyard.artifacts")
+
+
+class TooLarge(RunyardError):
+    status = 413
+    title = "Request body too large"
+    slug = "body-too-large"
+
+
+def _names() -> str:
+    return ", ".join(ARTIFACT_NAMES)
+
+
+def check_name(name: str) -> str:
+    if name not in ARTIFACT_NAMES:
+        raise BadRequest(
+            f"{name[:80]!r} is not an artifact runyard keeps. Artifact names are: {_names()}."
+        )
+    return name
+
+
+# --- JSON, streaming -----------------------------------------------------------------------
+
+_OPERATOR, _STRING = 0, 1
+_VALUE, _VALUE_OR_CLOSE, _KEY_OR_CLOSE, _KEY, _COLON, _NEXT, _END = range(7)
+
+
+def check_json_object(stream: BinaryIO) -> None:
+    """Raise Invalid unless ``stream`` holds exactly one JSON object. The tokenizer reads the
+    stream in pieces, so memory does not grow with the size; this walks the grammar over its
+    tokens (the tokenizer alone would accept ``[1 2]`` or two documents in a row)."""
+    stack: list[str] = []
+    state = _VALUE
+    count = 0
+    try:
+        tokens = cast("Iterable[tuple[int, Any]]", RustTokenizer(stream))
+        for kind, value in tokens:
+            count += 1
+            if state == _END:
+                raise ValueError("more after the end of the document")
+            if kind == _OPERATOR:
+                if value in "{[":
+                    if state not in (_VALUE, _VALUE_OR_CLOSE):
+                        raise ValueError(f"unexpected {value!r}")
+                    if not stack and value != "{":
+                        raise ValueError("the document must be a JSON object")
+                    stack.append(value)
+                    state = _KEY_OR_CLOSE if value == "{" else _VALUE_OR_CLOSE
+                    continue
+                if value in "}]":
+                    opener = "{" if value == "}" else "["
+                    allowed = _KEY_OR_CLOSE if value == "}" else _VALUE_OR_CLOSE
+                    if not stack or stack[-1] != opener or state not in (allowed, _NEXT):
+                        raise ValueError(f"unexpected {value!r}")
+                    stack.pop()
+                    state = _NEXT if stack else _END
+                    continue
+                if value == ":":
+                    if state != _COLON:
+                        raise ValueError("unexpected ':'")
+                    state = _VALUE
+                    continue
+                if value == ",":
+                    if state != _NEXT:
+                        raise ValueError("unexpected ','")
+                    state = _KEY if stack[-1] == "{" else _VALUE
+                    continue
+                raise ValueError("unexpected character")
+            if state in (_KEY_OR_CLOSE, _KEY):
+                if kind != _STRING:
+                    raise ValueError("an object key must be a string")
+                state = _COLON
+                continue
+            if state not in (_VALUE, _VALUE_OR_CLOSE) or not stack:
+                raise ValueError("unexpected value")
+            state = _NEXT
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise Invalid(
+            f"The artifact is not valid JSON ({_short(exc)}, near token {count}). "
+            "Upload the file dbt wrote, unchanged."
+        ) from None
+    if state != _END:
+        raise Invalid("The artifact is not valid JSON (it ends early, or is empty).")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).split("\n", 1)[0]
+    return text[:120]
+
+
+# --- the service -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    file_bytes: int
+    run_bytes: int
+    grace: timedelta
+
+
+class ArtifactService:
+    def __init__(self, store: Store, limits: Limits, clock: Callable[[], datetime]) -> None:
+        self._store = store
+        self._limits = limits
+        self._clock = clock
+
+    # --- credentials --------------------------------------------------------------------
+
+    def token_for(self, run: RunRecord) -> str:
+        """The credential a run's pod uploads with: valid for this run only, for at most its
+        timeout plus the grace period (and the service closes it once the run has ended)."""
+        lifetime = timedelta(seconds=run.snapshot.job.timeout_seconds) + self._limits.grace
+        # A pod may wait for its node and image before the deadline starts counting.
+        expires = self._clock() + lifetime + timedelta(hours=1)
+        return self._store.artifacts.upload_token(run.org_id, run.id, expires)
+
+    def _authorize(self, run_id: str, credential: str) -> RunRecord:
+        refused = Unauthorized(
+            "Send 'Authorization: Bearer <credential>' with the run's upload credential "
+            f"(the pod's {UPLOAD_TOKEN_ENV}); it is valid for that run only, until shortly "
+            "after the run has ended.",
+            headers={"WWW-Authenticate": 'Bearer realm="runyard artifacts"'},
+        )
+        if not credential:
+            raise refused
+        run = self._store.runs.record(run_id)
+        now = self._clock()
+        if run is None or not self._store.artifacts.token_matches(
+            credential, run.org_id, run.id, now
+        ):
+            raise refused  # the same answer for a run that does not exist: nothing leaks
+        if run.status not in ("pending", "running"):
+            ended = run.end_time or run.updated_at
+            if now - ended > self._limits.grace:
+                raise Unauthorized(
+                    f"Run {run_id} ended at {ended.isoformat()}; its upload credential "
+                    f"expired {int(self._limits.grace.total_seconds())} seconds later.",
+                )
+        return run
+
+    # --- uploads ------------------------------------------------------------------------
+
+    def upload(
+        self,
+        run_id: str,
+        name: str,
+        credential: str,
+        source: BinaryIO,
+        declared_bytes: int | None,
+    ) -> ArtifactInfo:
+        check_name(name)
+        run = self._authorize(run_id, credential)
+        store = self._store.artifacts
+        existing = store.info(run.id, name)
+        left = (
+            self._limits.run_bytes - store.total_size(run.id) + (existing.size if existing else 0)
+        )
+        limit = min(self._limits.file_bytes, left)
+        too_large = TooLarge(
+            f"{name} is larger than runyard keeps: at most {self._limits.file_bytes} bytes "
+            f"per artifact and {self._limits.run_bytes} per run ({max(left, 0)} left for "
+            "this run). Raise RUNYARD_ARTIFACT_MAX_FILE_BYTES or RUNYARD_ARTIFACT_MAX_RUN_BYTES."
+        )
+        if declared_bytes is not None and declared_bytes > limit:
+            raise too_large  # before reading a byte
+        try:
+            info = store.put(run.id, name, source, limit_bytes=limit, check=check_json_object)
+        except ArtifactTooLarge:
+            raise too_large from None
+        if store.total_size(run.id) > self._limits.run_bytes:
+            # Two uploads raced past the budget: the later one does not stay.
+            store.delete(run.id, name)
+            raise too_large
+        log.info(
+            "artifact stored",
+            extra={"run_id": run.id, "artifact": name, "bytes": info.size},
+        )
+        return info
+
+    # --- reads for an org ---------------------------------------------------------------
+
+    def _run_of(self, principal: Principal, run_id: str) -> str:
+        run = self._store.runs.get(principal.org_id, run_id)
+        if run is None:
+            raise NotFound(f"No run with id {run_id!r} in your organization.")
+        return run.id
+
+    def list(self, principal: Principal, run_id: str) -> list[ArtifactInfo]:
+        return self._store.artifacts.list(self._run_of(principal, run_id))
+
+    def open(self, principal: Principal, run_id: str, name: str) -> tuple[ArtifactInfo, BinaryIO]:
+        check_name(name)
+        found_run = self._run_of(principal, run_id)
+        info = self._store.artifacts.info(found_run, name)
+        stream = self._store.artifacts.open(found_run, name) if info else None
+        if info is None or stream is None:
+            raise NotFound(
+                f"Run {run_id} has no {name}: see GET /api/v1/runs/{run_id}/artifacts for "
+                "what it kept."
+            )
+        return info, stream
+
+    def open_latest(
+        self, principal: Principal, project_id: str, job_id: str, name: str
+    ) -> tuple[str, ArtifactInfo, BinaryIO]:
+        check_name(name)
+        job = self._store.jobs.get(principal.org_id, project_id, job_id)
+        if job is None:
+            raise NotFound(f"No job {job_id!r} in project {project_id!r} of your organization.")
+        run_id = self._store.artifacts.latest_successful_run(job.id, name)
+        if run_id is not None:
+            info = self._store.artifacts.info(run_id, name)
+            stream = self._store.artifacts.open(run_id, name)
+            if info is not None and stream is not None:
+                return run_id, info, stream
+        raise NotFound(f"No successful run of job {job_id} has kept {name} (yet).")
+
+    # --- local collection ---------------------------------------------------------------
+
+    def collect(self, run: RunRecord, target: Path, started_at: datetime) -> Sequence[str]:
+        """Keep what dbt wrote to ``target`` during this run; returns the names kept."""
+        return collect_target(self._store, self._limits, run, target, started_at)
+
+
+def collect_target(
+    store: Store, limits: Limits, run: RunRecord, target: Path, started_at: datetime
+) -> list[str]:
+    """Store the artifacts in a local run's ``target`` folder that this run wrote.
+
+    A file counts as this run's when it was modified after the run started: dbt leaves the
+    previous run's run_results.json in place when a compile fails (exit 2), and storing it
+    would credit this run with another's results. The folder is the project's, so a user
+    may have planted a symlink (to another org's files, or to runyard's key): files are
+    opened with O_NOFOLLOW under a directory opened with O_NOFOLLOW, and only regular files
+    are read."""
+    kept: list[str] = []
+    try:
+        dir_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return kept  # no target folder: the command wrote no artifacts
+    try:
+        budget = limits.run_bytes
+        for name in ARTIFACT_NAMES:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+            except OSError:
+                continue
+            with os.fdopen(fd, "rb") as file:
+                found = os.fstat(file.fileno())
+                if not stat.S_ISREG(found.st_mode):
+                    continue
+                if found.st_mtime < started_at.timestamp():
+                    continue  # left by an earlier run
+                limit = min(limits.file_bytes, budget)
+                try:
+                    info = store.artifacts.put(
+                        run.id, name, file, limit_bytes=limit, check=check_json_object
+                    )
+                except ArtifactTooLarge:
+                    log.warning(
+                        "artifact too large to keep",
+                        extra={"run_id": run.id, "artifact": name, "limit": limit},
+                    )
+                    continue
+                except Invalid:
+                    log.warning(
+                        "artifact is not JSON; not kept",
+                        extra={"run_id": run.id, "artifact": name},
+                    )
+                    continue
+                budget -= info.size
+                kept.append(name)
+    finally:
+        os.close(dir_fd)
+    return kept
