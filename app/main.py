@@ -14,6 +14,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
 from app import __version__
+from app.api.artifacts import ArtifactController
 from app.api.auth import AuthMiddleware, provide_principal, writers_only
 from app.api.bodies import RunyardRequest
 from app.api.health import health, ready
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             JobController,
             RunController,
             RunWaitController,
+            ArtifactController,
             LiveJobController,
             job_manifest,
             NotificationController,
