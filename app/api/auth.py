@@ -62,9 +62,7 @@ class AuthMiddleware(AbstractMiddleware):
         await self.app(scope, receive, send)
 
 
-def writers_only(
-    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
-) -> None:
+def writers_only(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
     if handler.opt.get(OWN_CREDENTIAL):
         return
     if connection.scope.get("method") in WRITE_METHODS:
