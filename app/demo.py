@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import shutil
 import socket
 import sys
@@ -279,14 +280,14 @@ def _report(runs: list[tuple[Step, dict[str, Any]]], show: _Printer, token: str)
             problems.append(f"{step.project}/{step.job} ended {run['status']}, not {step.expect}")
         elif step.expect == "failed" and not _failed_nodes(run):
             problems.append(f"{step.project}/{step.job} failed without naming the failed model")
-    database = show.rel(show.base / "runyard.db")
-    show.line(f"\nThe database is kept for you to look at: {database}. To read a run's logs:")
-    show.line(f"  RUNYARD_DATABASE={database} runyard serve")
+    database = shlex.quote(show.rel(show.base / "runyard.db"))
+    runyard = runyard_command()
     broken = next(run for step, run in runs if step.expect == "failed")
-    show.line(
-        f'  curl -H "Authorization: Bearer {token}" '
-        f"http://127.0.0.1:8080/api/v1/runs/{broken['id']}/logs"
-    )
+    show.line(f"\nThe database is kept for you to look at: {database}. To read a run's logs,")
+    show.line("serve it (port 8080, or RUNYARD_PORT):")
+    show.line(f"  RUNYARD_DATABASE={database} RUNYARD_EXECUTOR=local {runyard} serve")
+    show.line("and in another terminal, in this directory (RUNYARD_URL if not on 8080):")
+    show.line(f"  RUNYARD_TOKEN={token} {runyard} runs logs {broken['id']}")
     if problems:
         show.line("\nSomething did not behave as expected:")
         for problem in problems:
@@ -300,6 +301,29 @@ def _report(runs: list[tuple[Step, dict[str, Any]]], show: _Printer, token: str)
 
 
 # --- helpers ----------------------------------------------------------------------------
+
+
+def runyard_command() -> str:
+    """The ``runyard`` command as the user can type it here: the way this process was
+    started (``.venv/bin/runyard`` when that is how, ``runyard`` when that is on PATH), or
+    ``python -m app.cli`` with this interpreter."""
+    script = Path(sys.argv[0])
+    if script.name == "runyard" and script.is_file():
+        found = shutil.which("runyard")
+        if found and Path(found).resolve() == script.resolve():
+            return "runyard"
+        return shlex.quote(_typed_path(script))
+    return f"{shlex.quote(_typed_path(Path(sys.executable)))} -m app.cli"
+
+
+def _typed_path(path: Path) -> str:
+    """A path a shell runs as a command: relative below the current directory (with a
+    slash, so PATH is not searched), else absolute."""
+    try:
+        relative = path.absolute().relative_to(Path.cwd())
+    except ValueError:
+        return str(path.absolute())
+    return str(relative) if len(relative.parts) > 1 else f"./{relative}"
 
 
 class _Printer:

@@ -28,6 +28,7 @@ from app.api.problems import EXCEPTION_HANDLERS
 from app.api.projects import ProjectController
 from app.api.run_waits import RunWaitController
 from app.api.runs import RunController
+from app.api.schemas import jobfile_schema
 from app.container import Container
 from app.settings import Settings
 
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             health,
             ready,
             metrics,
+            jobfile_schema,
         ],
         dependencies={
             "principal": Provide(provide_principal, sync_to_thread=False),

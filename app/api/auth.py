@@ -49,6 +49,8 @@ OWN_CREDENTIAL = "own_credential"
 class AuthMiddleware(AbstractMiddleware):
     scopes = {ScopeType.HTTP}
     exclude_opt_key = OWN_CREDENTIAL
+    # JSON Schemas for editors are public, like /schema (app/api/schemas.py).
+    exclude = ["^/api/v1/schemas/"]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"].startswith("/api/"):
@@ -56,6 +58,10 @@ class AuthMiddleware(AbstractMiddleware):
             header = headers.get(b"authorization", b"").decode("latin-1")
             container = scope["app"].state.container
             principal = await _authenticate(container.tokens, header)
+            if container.tokens.use_due(principal.token_id):
+                # At most once a minute per token (tokens list shows "last used"): a write,
+                # so off the event loop; every other request of the minute skips it.
+                await to_thread.run_sync(container.tokens.record_use, principal.token_id)
             logs.org.set(principal.org_slug)
             container.rate_limiter.take(principal.token_id)
             scope.setdefault("state", {})["principal"] = principal

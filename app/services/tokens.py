@@ -9,6 +9,7 @@ import threading
 import time
 
 from app.errors import Invalid, NotFound, Unauthorized
+from app.ids import utcnow
 from app.models import Principal, Role, TokenInfo
 from app.services.checks import NAME_RE
 from app.store import Store
@@ -18,6 +19,9 @@ _TOKEN_RE = re.compile(r"^ryd_[A-Za-z0-9_-]{20,100}$")
 # A resolved token is reused for this long, so the hot path skips the database. A revoked
 # token therefore keeps working for at most this many seconds in a running server.
 CACHE_SECONDS = 2.0
+# "Last used" is written at most this often per token, so reads stay cheap: the first use
+# after a server starts, then at most once a minute.
+USE_RECORD_SECONDS = 60.0
 
 
 def hash_token(token: str) -> str:
@@ -29,6 +33,7 @@ class TokenService:
         self._store = store
         self._cache: dict[str, tuple[float, Principal]] = {}
         self._lock = threading.Lock()
+        self._recorded: dict[str, float] = {}  # token id -> when its use was last written
 
     def create(self, org_slug: str, role: str, name: str = "") -> tuple[str, TokenInfo]:
         if not NAME_RE.match(org_slug) or len(org_slug) > 40:
@@ -59,6 +64,22 @@ class TokenService:
             )
         with self._lock:
             self._cache.clear()
+
+    def use_due(self, token_id: str) -> bool:
+        """Whether this use should be written (and, if so, counts it as written)."""
+        now = time.monotonic()
+        with self._lock:
+            last = self._recorded.get(token_id)
+            if last is not None and now - last < USE_RECORD_SECONDS:
+                return False
+            if len(self._recorded) > 10_000:
+                self._recorded.clear()
+            self._recorded[token_id] = now
+            return True
+
+    def record_use(self, token_id: str) -> None:
+        """Writes the token's last use (now); a blocking write, for a worker thread."""
+        self._store.tokens.touch(token_id, utcnow())
 
     def cached(self, token: str) -> Principal | None:
         """The cache alone: lets the web layer skip a thread hop for a known token."""

@@ -73,9 +73,10 @@ class TokenRepo:
         )
 
     def touch(self, token_id: str, when: datetime) -> None:
-        self._db.execute(
-            "UPDATE tokens SET last_used_at = ? WHERE id = ?", (to_text(when), token_id)
-        )
+        with self._db.write() as db:
+            db.conn.execute(
+                "UPDATE tokens SET last_used_at = ? WHERE id = ?", (to_text(when), token_id)
+            )
 
     def listing(self, org_slug: str | None = None) -> list[TokenInfo]:
         sql = (

@@ -48,4 +48,5 @@ def test_only_the_entry_points_build_the_container() -> None:
     """Handlers get services by dependency injection; nothing below the entry points reaches
     back into the container."""
     importers = graph().find_modules_that_directly_import("app.container")
-    assert importers <= {"app.main", "app.cli", "app.demo"}
+    # The CLI is a package (app/cli/): its serve, reconcile and token commands build one.
+    assert {m for m in importers if not m.startswith("app.cli.")} <= {"app.main", "app.demo"}
