@@ -33,6 +33,9 @@ _NEVER = frozenset(
         "key",
     }
 )
+# Context that only repeats the message for a terminal: uvicorn's ``color_message`` is the
+# message again with ANSI colour escapes, noise (and escape codes) in a JSON log.
+_DROPPED = frozenset({"color_message"})
 _MASK = REDACTED  # as in a run's log and reads of secret maps
 # Shorter values are not remembered: a header such as "X-Team: data" is sealed like every
 # header value, but blanking "data" out of every log line would hide more than it protects.
@@ -112,7 +115,12 @@ class JsonFormatter(logging.Formatter):
             "message": _known.mask(record.getMessage()),
         }
         for key, value in vars(record).items():
-            if key not in _STANDARD and key not in _NEVER and not key.startswith("_"):
+            if (
+                key not in _STANDARD
+                and key not in _NEVER
+                and key not in _DROPPED
+                and not key.startswith("_")
+            ):
                 if isinstance(value, int | float | bool):
                     entry[key] = value
                 else:

@@ -6,9 +6,12 @@ request id and answered with a generic 500.
 
 from __future__ import annotations
 
+import difflib
 import logging
+import re
 from typing import Any
 
+import msgspec.inspect as spec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.types import ExceptionHandlersMap
@@ -86,16 +89,88 @@ def _field_of(key: str | None) -> str:
     return key or "body"
 
 
+# msgspec's messages for the body's own fields, which Litestar reports against "data"
+# (the handler's parameter) rather than the field: they name the field in backquotes.
+_MISSING = re.compile(r"Object missing required field `([^`]+)`")
+_UNKNOWN = re.compile(r"Object contains unknown field `([^`]+)`")
+_ENUM = re.compile(r"Invalid enum value ")
+
+
+def _body_type(request: Req) -> spec.Type | None:
+    """The msgspec description of the handler's body type (``data``), if it has one."""
+    handler = request.scope.get("route_handler")
+    try:
+        parameter = handler.parsed_fn_signature.parameters.get("data") if handler else None
+        return spec.type_info(parameter.annotation) if parameter is not None else None
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _struct_at(info: spec.Type | None, path: list[str]) -> spec.StructType | None:
+    """The struct found by following ``path`` (field names) from ``info``."""
+    for name in [None, *path]:
+        while isinstance(info, spec.UnionType):  # T | None: the struct in it
+            info = next((t for t in info.types if isinstance(t, spec.StructType)), None)
+        if not isinstance(info, spec.StructType):
+            return None
+        if name is not None:
+            info = next((f.type for f in info.fields if f.encode_name == name), None)
+    return info if isinstance(info, spec.StructType) else None
+
+
+def _allowed_values(info: spec.Type | None) -> list[str]:
+    if isinstance(info, spec.UnionType):
+        return [v for t in info.types for v in _allowed_values(t)]
+    if isinstance(info, spec.LiteralType):
+        return [str(v) for v in info.values]
+    if isinstance(info, spec.EnumType):
+        return [str(m.value) for m in info.cls]
+    return []
+
+
+def _describe(body: spec.Type | None, key: str, message: str) -> tuple[str, str]:
+    """The field an error is about and what to do about it: msgspec names a missing or
+    unknown field inside the message and reports the object holding it, and says of an
+    enum only that the value is not one of them."""
+    parent = [] if key in ("data", "body") else key.split(".")
+    prefix = "" if not parent else key + "."
+    if found := _MISSING.match(message):
+        return prefix + found[1], "required: this field is missing"
+    if found := _UNKNOWN.match(message):
+        name = found[1]
+        struct = _struct_at(body, parent)
+        known = [f.encode_name for f in struct.fields] if struct else []
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        if not close and known:
+            hint = "; known fields: " + ", ".join(known)
+        return prefix + name, "unknown field" + hint
+    if _ENUM.match(message) and parent:
+        struct = _struct_at(body, parent[:-1])
+        field = (
+            next((f for f in struct.fields if f.encode_name == parent[-1]), None)
+            if struct
+            else None
+        )
+        allowed = _allowed_values(field.type) if field else []
+        if allowed:
+            return key, f"{message}; use one of: {', '.join(allowed)}"
+    return _field_of(key), message
+
+
 def validation_error(request: Req, exc: ValidationException) -> Response[Problem]:
     """Litestar's 400 for bodies and parameters that do not decode or fit their type."""
     extra = exc.extra if isinstance(exc.extra, list) else []
     errors = []
+    body = _body_type(request)
     for item in extra:
         if isinstance(item, dict):
             message = str(item.get("message", "invalid value"))
             field = _field_of(item.get("key"))
             if field == "data" and message == "'data'":
                 field, message = "body", "a JSON object is required"
+            elif item.get("source") in (None, "body"):
+                field, message = _describe(body, field, message)
             errors.append({"field": field, "message": message[:500]})
     detail_text = str(exc.detail)
     if not errors:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Controller, delete, get, post, put
 
-from app.api.views import DeployResult, ProjectList, project_out
+from app.api.views import DeployResult, ProjectList, deploy_result, project_out
 from app.models import Principal, ProjectOut
 from app.services.projects import ProjectCreate, ProjectPatch, ProjectService
 
@@ -58,10 +58,14 @@ class ProjectController(Controller):
         summary="Make the project's schedules live (CronJobs on Kubernetes)",
     )
     def deploy(
-        self, principal: Principal, projects: ProjectService, project_id: str
+        self,
+        principal: Principal,
+        projects: ProjectService,
+        project_id: str,
+        executor_name: str,
     ) -> DeployResult:
         project, report = projects.deploy(principal, project_id)
-        return DeployResult(project_id=project.id, deployed=True, cronjobs=report)
+        return deploy_result(project.id, True, report, executor_name)
 
     @post(
         "/{project_id:str}/undeploy",
@@ -70,7 +74,11 @@ class ProjectController(Controller):
         summary="Remove the project's schedules",
     )
     def undeploy(
-        self, principal: Principal, projects: ProjectService, project_id: str
+        self,
+        principal: Principal,
+        projects: ProjectService,
+        project_id: str,
+        executor_name: str,
     ) -> DeployResult:
         project, report = projects.undeploy(principal, project_id)
-        return DeployResult(project_id=project.id, deployed=False, cronjobs=report)
+        return deploy_result(project.id, False, report, executor_name)

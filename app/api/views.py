@@ -74,6 +74,9 @@ class RunList(msgspec.Struct):
 
 class TriggerBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     command_override: str | None = None
+    # Kubernetes: run this image instead of the project's (a pull request's build); it
+    # must be under one of the project's allowed_images. Triggers only.
+    image: str | None = None
 
 
 class TriggerResult(msgspec.Struct, kw_only=True):
@@ -83,10 +86,22 @@ class TriggerResult(msgspec.Struct, kw_only=True):
     message: str
 
 
-class DeployResult(msgspec.Struct, kw_only=True):
+class DeployResult(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What deploy or undeploy changed, in the executor's terms: ``cronjobs`` on
+    Kubernetes, ``schedules`` (the embedded scheduler's) with the local executor."""
+
     project_id: str
     deployed: bool
-    cronjobs: SyncReport
+    cronjobs: SyncReport | None = None
+    schedules: SyncReport | None = None
+
+
+def deploy_result(
+    project_id: str, deployed: bool, report: SyncReport, executor_name: str
+) -> DeployResult:
+    if executor_name == "kubernetes":
+        return DeployResult(project_id=project_id, deployed=deployed, cronjobs=report)
+    return DeployResult(project_id=project_id, deployed=deployed, schedules=report)
 
 
 class RunConfig(msgspec.Struct, kw_only=True):

@@ -196,13 +196,21 @@ class ProjectService:
         # Deployed stands even if the cluster cannot be reached now (503): the jobs are marked
         # out of sync and the reconcile loop creates their CronJobs when it answers.
         report = self._sync_jobs(project)
+        # The Kubernetes executor records each job's state as it writes its CronJob; the
+        # local one writes nothing, its scheduler reads the database: in sync from now on.
+        for job in self._store.jobs.for_project(project_id):
+            if job.sync_state == "not_deployed":
+                self._store.jobs.set_sync(job.id, "in_sync", None)
         return project, report
 
     def undeploy(self, principal: Principal, project_id: str) -> tuple[Project, SyncReport]:
         require_writer(principal)
         project = self.get(principal, project_id)
-        report = self._executor.undeploy(project, self._store.jobs.for_project(project_id))
+        jobs = self._store.jobs.for_project(project_id)
+        report = self._executor.undeploy(project, jobs)
         self._store.projects.set_deployed(project_id, False)
+        for job in jobs:
+            self._store.jobs.set_sync(job.id, "not_deployed", None)
         return msgspec.structs.replace(project, deployed=False), report
 
     def _check(self, project: Project, secret_errors: list[FieldError] | None = None) -> None:

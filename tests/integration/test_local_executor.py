@@ -411,7 +411,7 @@ def test_deploy_makes_the_schedule_live_and_fires_a_local_run(
             create_job(client, headers, project_id, name="manual", schedule=None)
             deployed = client.post(f"/api/v1/projects/{project_id}/deploy", headers=headers)
             assert deployed.status_code == 200, deployed.text
-            report = deployed.json()["cronjobs"]
+            report = deployed.json()["schedules"]
             assert (report["created"], report["unchanged"]) == (1, 1)
 
             scheduler.tick()
@@ -426,7 +426,7 @@ def test_deploy_makes_the_schedule_live_and_fires_a_local_run(
             client.post(f"/api/v1/runs/{run['id']}/cancel", headers=headers)
 
             undeployed = client.post(f"/api/v1/projects/{project_id}/undeploy", headers=headers)
-            assert undeployed.json()["cronjobs"]["deleted"] == 1
+            assert undeployed.json()["schedules"]["deleted"] == 1
             scheduler.tick()
             assert scheduler.next_due() is None
     finally:

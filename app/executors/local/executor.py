@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -112,6 +112,14 @@ class _ForeignProcess:
 
     def exit_code(self) -> int | None:
         return read_exit_code(self._exit_file)
+
+    def ended_at(self) -> datetime | None:
+        """When the command ended: the wrapper writes its exit file right then. (This
+        runyard may have seen the end much later: it was down when the process ended.)"""
+        try:
+            return datetime.fromtimestamp(self._exit_file.stat().st_mtime, UTC)
+        except OSError:
+            return None
 
     def signal(self, signum: signal.Signals) -> None:
         if is_same_process(self.pid, self._identity):  # not a later process with its pid
@@ -591,8 +599,22 @@ class LocalExecutor:
         if status in ("failed", "timed_out") and summary:
             error = f"{error} {summary}" if error else summary
         return Outcome(
-            status=status, end_time=self._clock(), exit_code=code, error=error, results=results
+            status=status,
+            end_time=self._end_time(active),
+            exit_code=code,
+            error=error,
+            results=results,
         )
+
+    def _end_time(self, active: _ActiveRun) -> datetime:
+        """Now, or for a process re-attached after a restart, its own end (which may have
+        come while runyard was down), never before the run started nor after now."""
+        now = self._clock()
+        if isinstance(active.process, _ForeignProcess):
+            ended = active.process.ended_at()
+            if ended is not None:
+                return max(active.first_started_at, min(ended, now))
+        return now
 
     def _stop_unsupervised(self, run_id: str) -> None:
         """Cancel a run this executor does not follow (a process left by a crash that
