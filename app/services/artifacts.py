@@ -12,20 +12,22 @@ scratch file, before it becomes visible). A refused upload stores nothing.
 from __future__ import annotations
 
 import logging
-import os
-import stat
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from pathlib import Path
-from typing import Any, BinaryIO, cast
-
-from json_stream_rs_tokenizer import RustTokenizer
+from typing import BinaryIO
 
 from app.errors import BadRequest, Invalid, NotFound, RunyardError, Unauthorized
 from app.models import Principal, RunRecord
 from app.store import Store
-from app.store.artifacts import ARTIFACT_NAMES, UPLOAD_TOKEN_ENV, ArtifactInfo, ArtifactTooLarge
+from app.store.artifacts import (
+    ARTIFACT_NAMES,
+    UPLOAD_TOKEN_ENV,
+    ArtifactInfo,
+    ArtifactTooLarge,
+    NotJson,
+    check_json_object,
+)
 
 log = logging.getLogger("runyard.artifacts")
 
@@ -46,75 +48,6 @@ def check_name(name: str) -> str:
             f"{name[:80]!r} is not an artifact runyard keeps. Artifact names are: {_names()}."
         )
     return name
-
-
-# --- JSON, streaming -----------------------------------------------------------------------
-
-_OPERATOR, _STRING = 0, 1
-_VALUE, _VALUE_OR_CLOSE, _KEY_OR_CLOSE, _KEY, _COLON, _NEXT, _END = range(7)
-
-
-def check_json_object(stream: BinaryIO) -> None:
-    """Raise Invalid unless ``stream`` holds exactly one JSON object. The tokenizer reads the
-    stream in pieces, so memory does not grow with the size; this walks the grammar over its
-    tokens (the tokenizer alone would accept ``[1 2]`` or two documents in a row)."""
-    stack: list[str] = []
-    state = _VALUE
-    count = 0
-    try:
-        tokens = cast("Iterable[tuple[int, Any]]", RustTokenizer(stream))
-        for kind, value in tokens:
-            count += 1
-            if state == _END:
-                raise ValueError("more after the end of the document")
-            if kind == _OPERATOR:
-                if value in "{[":
-                    if state not in (_VALUE, _VALUE_OR_CLOSE):
-                        raise ValueError(f"unexpected {value!r}")
-                    if not stack and value != "{":
-                        raise ValueError("the document must be a JSON object")
-                    stack.append(value)
-                    state = _KEY_OR_CLOSE if value == "{" else _VALUE_OR_CLOSE
-                    continue
-                if value in "}]":
-                    opener = "{" if value == "}" else "["
-                    allowed = _KEY_OR_CLOSE if value == "}" else _VALUE_OR_CLOSE
-                    if not stack or stack[-1] != opener or state not in (allowed, _NEXT):
-                        raise ValueError(f"unexpected {value!r}")
-                    stack.pop()
-                    state = _NEXT if stack else _END
-                    continue
-                if value == ":":
-                    if state != _COLON:
-                        raise ValueError("unexpected ':'")
-                    state = _VALUE
-                    continue
-                if value == ",":
-                    if state != _NEXT:
-                        raise ValueError("unexpected ','")
-                    state = _KEY if stack[-1] == "{" else _VALUE
-                    continue
-                raise ValueError("unexpected character")
-            if state in (_KEY_OR_CLOSE, _KEY):
-                if kind != _STRING:
-                    raise ValueError("an object key must be a string")
-                state = _COLON
-                continue
-            if state not in (_VALUE, _VALUE_OR_CLOSE) or not stack:
-                raise ValueError("unexpected value")
-            state = _NEXT
-    except (ValueError, OSError, UnicodeDecodeError) as exc:
-        raise Invalid(
-            f"The artifact is not valid JSON ({_short(exc)}, near token {count}). "
-            "Upload the file dbt wrote, unchanged."
-        ) from None
-    if state != _END:
-        raise Invalid("The artifact is not valid JSON (it ends early, or is empty).")
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).split("\n", 1)[0]
-    return text[:120]
 
 
 # --- the service -----------------------------------------------------------------------------
@@ -196,6 +129,8 @@ class ArtifactService:
             info = store.put(run.id, name, source, limit_bytes=limit, check=check_json_object)
         except ArtifactTooLarge:
             raise too_large from None
+        except NotJson as exc:
+            raise Invalid(f"{exc} Upload the file dbt wrote, unchanged.") from None
         if store.total_size(run.id) > self._limits.run_bytes:
             # Two uploads raced past the budget: the later one does not stay.
             store.delete(run.id, name)
@@ -243,62 +178,3 @@ class ArtifactService:
             if info is not None and stream is not None:
                 return run_id, info, stream
         raise NotFound(f"No successful run of job {job_id} has kept {name} (yet).")
-
-    # --- local collection ---------------------------------------------------------------
-
-    def collect(self, run: RunRecord, target: Path, started_at: datetime) -> Sequence[str]:
-        """Keep what dbt wrote to ``target`` during this run; returns the names kept."""
-        return collect_target(self._store, self._limits, run, target, started_at)
-
-
-def collect_target(
-    store: Store, limits: Limits, run: RunRecord, target: Path, started_at: datetime
-) -> list[str]:
-    """Store the artifacts in a local run's ``target`` folder that this run wrote.
-
-    A file counts as this run's when it was modified after the run started: dbt leaves the
-    previous run's run_results.json in place when a compile fails (exit 2), and storing it
-    would credit this run with another's results. The folder is the project's, so a user
-    may have planted a symlink (to another org's files, or to runyard's key): files are
-    opened with O_NOFOLLOW under a directory opened with O_NOFOLLOW, and only regular files
-    are read."""
-    kept: list[str] = []
-    try:
-        dir_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    except OSError:
-        return kept  # no target folder: the command wrote no artifacts
-    try:
-        budget = limits.run_bytes
-        for name in ARTIFACT_NAMES:
-            try:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
-            except OSError:
-                continue
-            with os.fdopen(fd, "rb") as file:
-                found = os.fstat(file.fileno())
-                if not stat.S_ISREG(found.st_mode):
-                    continue
-                if found.st_mtime < started_at.timestamp():
-                    continue  # left by an earlier run
-                limit = min(limits.file_bytes, budget)
-                try:
-                    info = store.artifacts.put(
-                        run.id, name, file, limit_bytes=limit, check=check_json_object
-                    )
-                except ArtifactTooLarge:
-                    log.warning(
-                        "artifact too large to keep",
-                        extra={"run_id": run.id, "artifact": name, "limit": limit},
-                    )
-                    continue
-                except Invalid:
-                    log.warning(
-                        "artifact is not JSON; not kept",
-                        extra={"run_id": run.id, "artifact": name},
-                    )
-                    continue
-                budget -= info.size
-                kept.append(name)
-    finally:
-        os.close(dir_fd)
-    return kept

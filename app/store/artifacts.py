@@ -46,9 +46,10 @@ import zlib
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, cast
 
 import msgspec
+from json_stream_rs_tokenizer import RustTokenizer
 
 from app.ids import from_text, to_text, utcnow
 from app.store.db import Database
@@ -117,6 +118,78 @@ def _chunks(source: BinaryIO | bytes) -> Iterable[bytes]:
         if not chunk:
             return
         yield chunk
+
+
+class NotJson(ValueError):
+    """The content is not one JSON object; nothing was kept."""
+
+
+_OPERATOR, _STRING = 0, 1
+_VALUE, _VALUE_OR_CLOSE, _KEY_OR_CLOSE, _KEY, _COLON, _NEXT, _END = range(7)
+
+
+def check_json_object(stream: BinaryIO) -> None:
+    """Raise NotJson unless ``stream`` holds exactly one JSON object. The tokenizer reads the
+    stream in pieces, so memory does not grow with the size; this walks the grammar over its
+    tokens (the tokenizer alone would accept ``[1 2]`` or two documents in a row)."""
+    stack: list[str] = []
+    state = _VALUE
+    count = 0
+    try:
+        tokens = cast("Iterable[tuple[int, Any]]", RustTokenizer(stream))
+        for kind, value in tokens:
+            count += 1
+            if state == _END:
+                raise ValueError("more after the end of the document")
+            if kind == _OPERATOR:
+                if value in "{[":
+                    if state not in (_VALUE, _VALUE_OR_CLOSE):
+                        raise ValueError(f"unexpected {value!r}")
+                    if not stack and value != "{":
+                        raise ValueError("the document must be a JSON object")
+                    stack.append(value)
+                    state = _KEY_OR_CLOSE if value == "{" else _VALUE_OR_CLOSE
+                    continue
+                if value in "}]":
+                    opener = "{" if value == "}" else "["
+                    allowed = _KEY_OR_CLOSE if value == "}" else _VALUE_OR_CLOSE
+                    if not stack or stack[-1] != opener or state not in (allowed, _NEXT):
+                        raise ValueError(f"unexpected {value!r}")
+                    stack.pop()
+                    state = _NEXT if stack else _END
+                    continue
+                if value == ":":
+                    if state != _COLON:
+                        raise ValueError("unexpected ':'")
+                    state = _VALUE
+                    continue
+                if value == ",":
+                    if state != _NEXT:
+                        raise ValueError("unexpected ','")
+                    state = _KEY if stack[-1] == "{" else _VALUE
+                    continue
+                raise ValueError("unexpected character")
+            if state in (_KEY_OR_CLOSE, _KEY):
+                if kind != _STRING:
+                    raise ValueError("an object key must be a string")
+                state = _COLON
+                continue
+            if state not in (_VALUE, _VALUE_OR_CLOSE) or not stack:
+                raise ValueError("unexpected value")
+            state = _NEXT
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        if isinstance(exc, NotJson):
+            raise
+        raise NotJson(
+            f"The artifact is not valid JSON ({_short(exc)}, near token {count})."
+        ) from None
+    if state != _END:
+        raise NotJson("The artifact is not valid JSON (it ends early, or is empty).")
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).split("\n", 1)[0]
+    return text[:120]
 
 
 class ArtifactRepo:
@@ -337,5 +410,7 @@ __all__ = [
     "ArtifactInfo",
     "ArtifactRepo",
     "ArtifactTooLarge",
+    "NotJson",
     "artifacts_folder",
+    "check_json_object",
 ]

@@ -43,7 +43,7 @@ from typing import Literal
 from app.engines.environment import engine_env
 from app.errors import Conflict, RateLimited, RunyardError
 from app.executors.local import sandbox as local_sandbox
-from app.executors.local.output import TAIL_BYTES, OutputCollector
+from app.executors.local.output import TAIL_BYTES, OutputCollector, collect_artifacts
 from app.executors.local.paths import ProjectPaths
 from app.executors.local.process import (
     build_env,
@@ -187,6 +187,7 @@ class LocalExecutor:
         landlock_abi: int | None = None,
         clock: Callable[[], datetime] = utcnow,
         term_grace_seconds: float = 10.0,
+        artifact_limits: tuple[int, int] = (200 * 1024 * 1024, 500 * 1024 * 1024),
     ) -> None:
         self._store = store
         self._events = events
@@ -194,6 +195,7 @@ class LocalExecutor:
         self._spool_dir = spool_dir
         self._sandbox = sandbox
         self._max_runs_per_org = max_runs_per_org
+        self._artifact_limits = artifact_limits  # bytes per artifact, per run
         # Probed once; tests pass 0 to play a kernel without Landlock.
         self.landlock_abi = local_sandbox.abi_version() if landlock_abi is None else landlock_abi
         self._clock = clock
@@ -439,11 +441,33 @@ class LocalExecutor:
         )
         active.thread.start()
 
+    def _keep_artifacts(self, active: _ActiveRun) -> None:
+        """Store the dbt artifacts this run wrote (docs/artifacts.md). A failure here is
+        logged and leaves the run's outcome as it is."""
+        if active.run.snapshot.project_kind != "dbt":
+            return  # SQLMesh leaves nothing beyond its log and results (docs/artifacts.md)
+        try:
+            kept = collect_artifacts(
+                self._store,
+                active.run.id,
+                active.cwd,
+                started_at=active.first_started_at,
+                invocation_id=active.collector.invocation_id(),
+                file_limit=self._artifact_limits[0],
+                run_limit=self._artifact_limits[1],
+            )
+        except Exception:
+            log.exception("keeping a run's artifacts failed", extra={"run_id": active.run.id})
+            return
+        if kept:
+            self._note(active, f"artifacts kept: {', '.join(kept)}")
+
     def _supervise(self, active: _ActiveRun) -> None:
         run_id = active.run.id
         try:
             outcome = self._follow_attempts(active)
             if outcome is not None:
+                self._keep_artifacts(active)  # before the end is recorded and announced
                 self._events.finished(run_id, outcome)
         except Exception:
             log.exception("the supervisor of a local run failed", extra={"run_id": run_id})
@@ -735,4 +759,5 @@ def build_local_executor(
         landlock_abi=landlock_abi,
         clock=clock,
         term_grace_seconds=term_grace_seconds,
+        artifact_limits=(settings.artifact_max_file_bytes, settings.artifact_max_run_bytes),
     )

@@ -9,14 +9,20 @@ whole (possibly huge) output in memory:
   ``target/run_results.json`` when its invocation id is the run's (every node, with
   timings), else from the JSON log, else from what stdout shows (text or JSON).
 * SQLMesh reports failures only as text: the end of stdout is parsed.
+
+When a run ends, ``collect_artifacts`` keeps the dbt artifacts it wrote (docs/artifacts.md).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import shutil
+import stat
 from collections import deque
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 from app.engines.results import (
@@ -29,6 +35,10 @@ from app.engines.results import (
     summarise_failure,
 )
 from app.models import NodeSummary, ProjectKind, RunStatus
+from app.store import Store
+from app.store.artifacts import ARTIFACT_NAMES, ArtifactTooLarge, NotJson, check_json_object
+
+log = logging.getLogger("runyard.executors.local")
 
 TAIL_BYTES = 256 * 1024  # enough for dbt's and SQLMesh's end-of-run failure summaries
 
@@ -102,8 +112,80 @@ class OutputCollector:
             )
         return results, error
 
+    def invocation_id(self) -> str | None:
+        """The invocation id of the dbt command this attempt ran (from its JSON log)."""
+        if self._kind != "dbt":
+            return None
+        log_file = self._dbt_log_dir / "dbt.log"
+        return dbt_invocation_id(_lines(log_file)) if log_file.is_file() else None
+
     def close(self) -> None:
         shutil.rmtree(self._dbt_log_dir, ignore_errors=True)
+
+
+# dbt writes "metadata" first, and "invocation_id" within its first few hundred bytes.
+_HEAD_BYTES = 64 * 1024
+_INVOCATION_RE = re.compile(rb'"invocation_id"\s*:\s*"([^"\\]{1,200})"')
+
+
+def collect_artifacts(
+    store: Store,
+    run_id: str,
+    cwd: Path,
+    *,
+    started_at: datetime,
+    invocation_id: str | None,
+    file_limit: int,
+    run_limit: int,
+) -> list[str]:
+    """Keep the artifacts dbt wrote to ``<cwd>/target`` during this run; the names kept.
+
+    A file is this run's when it was modified after the run started and, where it names
+    its dbt invocation, that invocation is the run's: a compile error (exit 2) leaves the
+    previous run's run_results.json in place, and keeping it would credit this run with
+    another's results. The folder is the project's, and the project may have planted
+    symlinks (to another org's files, or runyard's key) for runyard, which reads
+    unconfined: the folder and each file are opened with O_NOFOLLOW, and only regular
+    files are read."""
+    kept: list[str] = []
+    try:
+        dir_fd = os.open(cwd / "target", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return kept  # the command wrote no target folder
+    budget = run_limit
+    try:
+        for name in ARTIFACT_NAMES:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+            except OSError:
+                continue
+            with os.fdopen(fd, "rb") as file:
+                found = os.fstat(fd)
+                if not stat.S_ISREG(found.st_mode) or found.st_mtime < started_at.timestamp():
+                    continue  # not a file, or left by an earlier run
+                named = _INVOCATION_RE.search(file.read(_HEAD_BYTES))
+                if invocation_id and named and named.group(1).decode() != invocation_id:
+                    continue  # another dbt command's
+                file.seek(0)
+                try:
+                    info = store.artifacts.put(
+                        run_id,
+                        name,
+                        file,
+                        limit_bytes=min(file_limit, budget),
+                        check=check_json_object,
+                    )
+                except (ArtifactTooLarge, NotJson) as exc:
+                    log.warning(
+                        "a run artifact was not kept",
+                        extra={"run_id": run_id, "artifact": name, "reason": str(exc)},
+                    )
+                    continue
+                budget -= info.size
+                kept.append(name)
+    finally:
+        os.close(dir_fd)
+    return kept
 
 
 def _lines(path: Path) -> Iterator[str]:
