@@ -19,7 +19,6 @@ _BODY = msgspec.json.encode(schema())
     summary="JSON Schema of runyard.yaml (runyard apply), for editors",
     tags=["schemas"],
     security=[],
-    sync_to_thread=False,
 )
 async def jobfile_schema() -> Response[Any]:
     return Response(
