@@ -71,10 +71,13 @@ class ArtifactService:
     def token_for(self, run: RunRecord) -> str:
         """The credential a run's pod uploads with: valid for this run only, for at most its
         timeout plus the grace period (and the service closes it once the run has ended)."""
-        lifetime = timedelta(seconds=run.snapshot.job.timeout_seconds) + self._limits.grace
-        # A pod may wait for its node and image before the deadline starts counting.
-        expires = self._clock() + lifetime + timedelta(hours=1)
-        return self._store.artifacts.upload_token(run.org_id, run.id, expires)
+        return self._store.artifacts.run_token(
+            run.org_id,
+            run.id,
+            run.snapshot.job.timeout_seconds,
+            int(self._limits.grace.total_seconds()),
+            self._clock(),
+        )
 
     def _authorize(self, run_id: str, credential: str) -> RunRecord:
         refused = Unauthorized(

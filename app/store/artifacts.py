@@ -44,7 +44,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -208,6 +208,15 @@ class ArtifactRepo:
     def upload_token(self, org_id: str, run_id: str, expires_at: datetime) -> str:
         expires = int(expires_at.timestamp())
         return f"{TOKEN_PREFIX}{expires}.{self._mac(org_id, run_id, expires)}"
+
+    def run_token(
+        self, org_id: str, run_id: str, timeout_seconds: int, grace_seconds: int, now: datetime
+    ) -> str:
+        """A run's upload credential: it expires after the run's timeout plus the grace
+        period plus an hour for a pod that waits for its node and image before its
+        deadline starts counting (uploads also close once the run has ended)."""
+        lifetime = timeout_seconds + grace_seconds + 3600
+        return self.upload_token(org_id, run_id, now + timedelta(seconds=lifetime))
 
     def token_matches(self, token: str, org_id: str, run_id: str, now: datetime) -> bool:
         """Whether ``token`` was minted for this org's run and has not expired."""

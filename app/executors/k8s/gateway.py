@@ -29,7 +29,7 @@ from kubernetes.client.exceptions import ApiException
 
 from app.errors import ClusterError, ClusterUnavailable
 from app.executors.k8s.executor import KubernetesExecutor
-from app.executors.k8s.render import Manifests, Templates, clone
+from app.executors.k8s.render import Manifests, Templates, clone, launcher_from_settings
 from app.executors.k8s.status import WatchExpired
 from app.executors.k8s.sync import ClusterConflict
 from app.ports import CommandParser
@@ -406,10 +406,14 @@ def _why(exc: BaseException) -> str:
 # --- the executor --------------------------------------------------------------------------
 
 
-def build_manifests(settings: Settings, commands: CommandParser) -> Manifests:
-    """What runyard applies, rendered with the client's models where users supply shapes."""
+def build_manifests(
+    settings: Settings, commands: CommandParser, store: Store | None = None
+) -> Manifests:
+    """What runyard applies, rendered with the client's models where users supply shapes.
+    With the store, one-off dbt Jobs carry the artifact launcher when it is configured."""
     templates = Templates.load(settings.k8s_templates)
-    return Manifests(templates, commands, settings.namespace_for, shape_overrides)
+    launcher = launcher_from_settings(settings, store)
+    return Manifests(templates, commands, settings.namespace_for, shape_overrides, launcher)
 
 
 def build_kubernetes_executor(
@@ -425,4 +429,4 @@ def build_kubernetes_executor(
         configuration.connection_pool_maxsize, TRACKER_CONNECTIONS
     )
     gateway = KubeGateway(kubernetes.client.ApiClient(configuration))
-    return KubernetesExecutor(store, settings, gateway, build_manifests(settings, commands))
+    return KubernetesExecutor(store, settings, gateway, build_manifests(settings, commands, store))

@@ -37,9 +37,13 @@ from app.executors.k8s.labels import (
     RUN_LABEL,
     VERSION_ANNOTATION,
 )
+from app.ids import utcnow
 from app.models import REDACTED, Job, JobConfig, Project, ProjectKind, RunRecord
 from app.naming import cronjob_name
 from app.ports import CommandParser
+from app.settings import Settings
+from app.store import Store
+from app.store.artifacts import UPLOAD_TOKEN_ENV
 from app.types import Obj
 from validators.environment import permitted
 
@@ -72,10 +76,13 @@ def clone(data: T) -> T:
 
 @dataclass(frozen=True)
 class Templates:
-    """The two skeletons, loaded and checked once."""
+    """The skeletons, loaded and checked once. ``launcher``: the parts a one-off dbt Job
+    gains to upload its artifacts (launcher.yaml; the repository's when a templates folder
+    of an older runyard has none)."""
 
     job: Obj
     cronjob: Obj
+    launcher: Obj = field(default_factory=dict)
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str] | None = None) -> Templates:
@@ -94,7 +101,51 @@ def _load(directory: str) -> Templates:
         if not isinstance(data, dict) or data.get("kind") != kind:
             raise RuntimeError(f"the Kubernetes template {path} must be a {kind} object")
         loaded.append(data)
-    return Templates(job=loaded[0], cronjob=loaded[1])
+    launcher = Path(directory) / "launcher.yaml"
+    if not launcher.is_file():
+        launcher = TEMPLATES_DIR / "launcher.yaml"
+    try:
+        launcher_parts = yaml.safe_load(launcher.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RuntimeError(f"cannot load the Kubernetes template {launcher}: {exc}") from exc
+    if not isinstance(launcher_parts, dict) or not {"initContainer", "volume", "mount"} <= set(
+        launcher_parts
+    ):
+        raise RuntimeError(
+            f"the Kubernetes template {launcher} must have initContainer, volume and mount"
+        )
+    return Templates(job=loaded[0], cronjob=loaded[1], launcher=launcher_parts)
+
+
+@dataclass(frozen=True)
+class Launcher:
+    """Artifact collection on Kubernetes (docs/artifacts.md): ``image`` is runyard's own
+    (its init container copies the launcher), ``api_url`` where pods reach runyard, and
+    ``credential`` mints a run's upload credential."""
+
+    image: str
+    api_url: str
+    credential: Callable[[RunRecord], str]
+
+
+def launcher_from_settings(settings: Settings, store: Store | None) -> Launcher | None:
+    """The launcher when RUNYARD_LAUNCHER_IMAGE and RUNYARD_INTERNAL_URL are both set (and
+    a store mints the credentials); None: pods run the command directly, keeping nothing."""
+    if not (settings.launcher_image and settings.internal_url) or store is None:
+        return None
+    artifacts = store.artifacts
+
+    def credential(run: RunRecord) -> str:
+        timeout = run.snapshot.job.timeout_seconds
+        grace = settings.artifact_upload_grace_seconds
+        return artifacts.run_token(run.org_id, run.id, timeout, grace, utcnow())
+
+    return Launcher(settings.launcher_image, settings.internal_url, credential)
+
+
+LAUNCHER_PATH = "/runyard/bin/launcher.py"
+# The launcher runs in the user's image, which has Python (dbt needs it) as python3.
+LAUNCHER_PYTHON = "python3"
 
 
 @dataclass(frozen=True)
@@ -199,8 +250,10 @@ class Manifests:
         commands: CommandParser,
         namespace_for: Callable[[str], str],
         shape_overrides: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict,
+        launcher: Launcher | None = None,
     ) -> None:
         self._templates = templates
+        self._launcher = launcher
         # Validating a command costs ~0.4 ms; a deploy or a reconcile renders every job
         # again, and the policy is fixed for the life of the process.
         self._argv = lru_cache(maxsize=8192)(
@@ -228,13 +281,16 @@ class Manifests:
     def job(self, run: RunRecord, org_slug: str) -> Obj:
         assert run.job_name and run.namespace, "a Kubernetes run has its Job name and namespace"
         work = Workload.of_run(run)
-        return render_job(
+        job = render_job(
             self._templates,
             dataclasses.replace(work, overrides=self._shape(work.overrides)),
             name=run.job_name,
             namespace=run.namespace,
             labels=labels(org_slug, run.project_id, run.job_id, run.id),
         )
+        if self._launcher is not None and work.kind == "dbt":
+            add_launcher(job, self._templates, self._launcher, run)
+        return job
 
 
 # --- the pieces ------------------------------------------------------------------------------
@@ -320,6 +376,32 @@ def _pod_spec(pod: Obj, work: Workload) -> None:
         pod["tolerations"] = [dict(t) for t in overrides["tolerations"]]
     if overrides.get("image_pull_secrets"):
         pod["imagePullSecrets"] = [{"name": s} for s in overrides["image_pull_secrets"]]
+
+
+def add_launcher(job: Obj, templates: Templates, launcher: Launcher, run: RunRecord) -> None:
+    """Run the main container's command through runyard's launcher, which uploads the
+    artifacts when it ends: an init container copies the launcher into a shared emptyDir,
+    and the command becomes ``python3 /runyard/bin/launcher.py -- <argv>``. The upload
+    credential is the run's own (it can upload to this run only, until shortly after the
+    run has ended) and goes in as an environment variable, like the job's secrets."""
+    parts = templates.launcher
+    pod = job["spec"]["template"]["spec"]
+    main = next(c for c in pod["containers"] if c["name"] == MAIN_CONTAINER)
+    init = clone(parts["initContainer"])
+    init["image"] = launcher.image
+    pod["initContainers"] = [init, *(pod.get("initContainers") or [])]
+    pod["volumes"] = [*pod["volumes"], clone(parts["volume"])]
+    main["volumeMounts"] = [*main["volumeMounts"], clone(parts["mount"])]
+    main["args"] = [*main["command"], *(main.get("args") or [])]
+    main["command"] = [LAUNCHER_PYTHON, LAUNCHER_PATH, "--"]
+    env = {e["name"]: e for e in main.get("env") or []}
+    for name, value in (
+        ("RUNYARD_ARTIFACT_URL", f"{launcher.api_url}/api/v1/runs/{run.id}/artifacts"),
+        (UPLOAD_TOKEN_ENV, launcher.credential(run)),
+        ("RUNYARD_ARTIFACT_DIR", TARGET_DIR),
+    ):
+        env[name] = {"name": name, "value": value}
+    main["env"] = [env[name] for name in sorted(env)]
 
 
 def _env(work: Workload) -> list[Obj]:
