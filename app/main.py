@@ -20,6 +20,7 @@ from app.api.bodies import RunyardRequest
 from app.api.health import health, ready
 from app.api.jobs import JobController
 from app.api.k8s import LiveJobController, job_manifest
+from app.api.models import ModelHistoryController
 from app.api.notifications import NotificationController
 from app.api.observe import RequestContextMiddleware, metrics
 from app.api.openapi import document_problems
@@ -92,6 +93,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             JobController,
             RunController,
             RunWaitController,
+            ModelHistoryController,
             ArtifactController,
             LiveJobController,
             job_manifest,

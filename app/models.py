@@ -32,7 +32,7 @@ ProjectKind = Literal["dbt", "sqlmesh"]
 ConcurrencyPolicy = Literal["Forbid", "Allow", "Replace"]
 Role = Literal["admin", "viewer"]
 RunStatus = Literal["pending", "running", "success", "failed", "timed_out", "cancelled", "lost"]
-TriggeredBy = Literal["manual", "scheduled", "rerun", "dependency"]
+TriggeredBy = Literal["manual", "scheduled", "rerun", "dependency", "retry"]
 DependencyCondition = Literal["success", "failure", "any"]
 WebhookEvent = Literal["started", "success", "failure", "cancelled"]
 SyncState = Literal["in_sync", "pending", "not_deployed"]
@@ -114,6 +114,9 @@ class ProjectConfig(msgspec.Struct, kw_only=True):
     service_account: str | None = None
     template_overrides: dict[str, Any] = msgspec.field(default_factory=dict)
     slack_channel: str | None = None
+    # Repository prefixes a trigger's ``image`` may come from (Kubernetes), e.g.
+    # "ghcr.io/acme/analytics": matched on path boundaries (services/projects.py).
+    allowed_images: list[str] = msgspec.field(default_factory=list)
 
 
 class ProjectOut(ProjectConfig, kw_only=True):
@@ -162,6 +165,9 @@ class JobConfig(msgspec.Struct, kw_only=True):
     ttl_seconds_after_finished: int = 21600
     concurrency_policy: ConcurrencyPolicy = "Forbid"
     depends_on: list[Dependency] = msgspec.field(default_factory=list)
+    # A dbt job of the same project whose latest successful manifest.json this job's runs
+    # get as ``--defer --state <folder>`` (slim CI: ``--select state:modified+``).
+    defer_to_job_id: str | None = None
 
 
 class JobOut(JobConfig, kw_only=True):
@@ -217,6 +223,17 @@ class NodeSummary(msgspec.Struct, frozen=True, kw_only=True):
     message: str | None = None
 
 
+class RunState(msgspec.Struct, frozen=True, kw_only=True):
+    """Artifacts of earlier runs a dbt run starts with, placed by the executor in a state
+    folder of the run's own and passed as ``--state <folder>``."""
+
+    # ``dbt retry``: this run's run_results.json (and manifest.json) is what to retry.
+    retry_run_id: str | None = None
+    # ``--defer``: this run's manifest.json (the deferred-to job's latest success).
+    defer_run_id: str | None = None
+    defer_job_id: str | None = None
+
+
 class RunSnapshot(msgspec.Struct, kw_only=True):
     """Everything a run needs, frozen when the run is created; later edits never change it."""
 
@@ -232,6 +249,10 @@ class RunSnapshot(msgspec.Struct, kw_only=True):
     job_version: int
     argv: list[str]
     project_secret_environment: dict[str, str] = msgspec.field(default_factory=dict)
+    # A trigger's image (Kubernetes), checked against the project's allowed_images; None:
+    # the project's image.
+    image_override: str | None = None
+    state: RunState | None = None
 
 
 class Run(msgspec.Struct, kw_only=True):
@@ -253,6 +274,7 @@ class Run(msgspec.Struct, kw_only=True):
     job_version: int
     rerun_of: str | None = None
     upstream_run_id: str | None = None
+    retry_of: str | None = None
     executor: str
     scheduled_for: datetime | None = None
     results: list[NodeSummary] = msgspec.field(default_factory=list)

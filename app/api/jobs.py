@@ -139,7 +139,8 @@ class JobController(Controller):
         idempotency_key: Annotated[str | None, Parameter(header="Idempotency-Key")] = None,
     ) -> Response[TriggerResult]:
         override = data.command_override if data else None
-        result = runs.trigger(principal, project_id, job_id, override, idempotency_key)
+        image = data.image if data else None
+        result = runs.trigger(principal, project_id, job_id, override, idempotency_key, image)
         run = result.run
         if result.replayed:
             replay = TriggerResult(

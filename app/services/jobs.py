@@ -297,6 +297,7 @@ class JobService:
         )
         errors += self._check_webhook(job)
         errors += self._check_dependencies(job)
+        errors += self._check_defer(project, job)
         if errors:
             raise Invalid(
                 "The job has invalid fields: "
@@ -351,6 +352,36 @@ class JobService:
         if job.webhook_secret is not None and not 16 <= len(job.webhook_secret) <= 256:
             errors.append(FieldError("webhook_secret", "use 16 to 256 characters"))
         return errors
+
+    def _check_defer(self, project: Project, job: Job) -> list[FieldError]:
+        """defer_to_job_id names another dbt job of the same project (its manifest is what
+        this job's runs compare against and defer to)."""
+        target = job.defer_to_job_id
+        if target is None:
+            return []
+        if project.kind != "dbt":
+            return [FieldError("defer_to_job_id", "deferral is dbt's (--defer --state)")]
+        if target == job.id or self._store.jobs.get(job.org_id, project.id, target) is None:
+            return [
+                FieldError(
+                    "defer_to_job_id",
+                    f"no other job {shown(target)} in this project: name a job of the same "
+                    "project whose successful runs keep the manifest to defer to",
+                )
+            ]
+        try:
+            flags = self._commands.parse(project.kind, job.command).flags
+        except Invalid:
+            return []  # the command's own error is reported
+        if "--state" in flags or "--defer-state" in flags:
+            return [
+                FieldError(
+                    "command",
+                    "the job defers to another job, so runyard gives dbt --defer --state "
+                    "itself: remove --state and --defer-state from the command",
+                )
+            ]
+        return []
 
     def _check_dependencies(self, job: Job) -> list[FieldError]:
         if not job.depends_on:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -60,6 +61,66 @@ if TYPE_CHECKING:
     ProjectPatch = Patch
 else:
     ProjectPatch = patch_of("ProjectPatch", ProjectCreate, PROJECT_SECRET_MAPS)
+
+
+# A container image reference, by the grammar of distribution/reference: an optional
+# registry (host[:port]), lowercase path components, then an optional tag and digest.
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_DOMAIN = rf"(?:{_LABEL}(?:\.{_LABEL})*(?::[0-9]{{1,5}})?)"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_NAME = rf"(?:{_DOMAIN}/)?{_COMPONENT}(?:/{_COMPONENT})*"
+_REFERENCE = re.compile(
+    rf"(?P<name>{_NAME})(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+    r"(?:@[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,})?",
+    re.ASCII,
+)
+_REPOSITORY = re.compile(_NAME, re.ASCII)
+MAX_ALLOWED_IMAGES = 50
+
+
+def image_refusal(allowed: list[str], image: str) -> str | None:
+    """Why a trigger may not run ``image``, or None when one of the project's
+    ``allowed_images`` (repository prefixes) covers it. The match is on the repository
+    path's boundaries: ``ghcr.io/acme/analytics`` allows ``ghcr.io/acme/analytics:pr-42``,
+    ``...@sha256:<digest>`` and ``ghcr.io/acme/analytics/ci:1``, never
+    ``ghcr.io/acme/analytics-other:1``."""
+    if not allowed:
+        return (
+            "the project allows no trigger image: add the image's repository to the "
+            'project\'s allowed_images (e.g. "ghcr.io/acme/analytics") first'
+        )
+    match = _REFERENCE.fullmatch(image) if len(image) <= 1024 else None
+    if match is None:
+        return (
+            f"{image[:200]!r} is not a container image reference such as "
+            "ghcr.io/acme/analytics:pr-42 or ghcr.io/acme/analytics@sha256:<digest>"
+        )
+    name = match["name"]
+    for prefix in allowed:
+        if name == prefix or name.startswith(prefix + "/"):
+            return None
+    return (
+        f"the repository {name!r} is not under any of the project's allowed_images "
+        f"({', '.join(allowed)}); add it to the project's allowed_images or use an image "
+        "from one of them"
+    )
+
+
+def check_allowed_images(field: str, values: list[str]) -> list[FieldError]:
+    """Repository prefixes (no tag, no digest): registry and path, e.g. ghcr.io/acme."""
+    if len(values) > MAX_ALLOWED_IMAGES:
+        return [FieldError(field, f"at most {MAX_ALLOWED_IMAGES} repository prefixes")]
+    errors = []
+    for i, value in enumerate(values):
+        if len(value) > 255 or not _REPOSITORY.fullmatch(value):
+            errors.append(
+                FieldError(
+                    f"{field}[{i}]",
+                    f"{value[:80]!r} is not a repository prefix: give a registry and path "
+                    "without tag or digest, such as ghcr.io/acme or ghcr.io/acme/analytics",
+                )
+            )
+    return errors
 
 
 def require_writer(principal: Principal) -> None:
@@ -236,6 +297,7 @@ class ProjectService:
             "description", project.description, MAX_DESCRIPTION_LENGTH, "a description"
         )
         errors += check_image("image", project.image)
+        errors += check_allowed_images("allowed_images", project.allowed_images)
         errors += check_path("path", project.path)
         errors += check_service_account("service_account", project.service_account)
         if project.slack_webhook_url:

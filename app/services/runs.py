@@ -39,16 +39,26 @@ from app.models import (
     Run,
     RunRecord,
     RunSnapshot,
+    RunState,
     TriggeredBy,
 )
 from app.naming import cronjob_name, run_job_name
 from app.ports import Executor, Outcome
 from app.services.commands import CommandChecker
 from app.services.cursors import CursorCodec
-from app.services.projects import require_writer
+from app.services.history import (
+    RUN_RESULTS,
+    FreshnessReport,
+    ModelHistory,
+    ModelsReport,
+    Timeline,
+    retryable_nodes,
+)
+from app.services.projects import image_refusal, require_writer
 from app.store import RunPage, Store
 from app.store.jobs import config_of
 from app.tracker import RunListener, RunTracker
+from validators import ParsedCommand
 
 log = logging.getLogger("runyard.runs")
 
@@ -87,8 +97,11 @@ class _Replayed(Exception):
         self.run = run
 
 
-def _request_hash(command_override: str | None) -> str:
-    return hashlib.sha256(msgspec.json.encode({"command_override": command_override})).hexdigest()
+def _request_hash(command_override: str | None, image: str | None = None) -> str:
+    body: dict[str, str | None] = {"command_override": command_override}
+    if image is not None:  # keys used before triggers had an image keep their hash
+        body["image"] = image
+    return hashlib.sha256(msgspec.json.encode(body)).hexdigest()
 
 
 class WindowStats(msgspec.Struct, kw_only=True):
@@ -136,6 +149,10 @@ class RunService:
         self._namespace_for = namespace_for
         self._clock = clock
         tracker.on_finished.append(self._start_dependants)
+        # Model history, timelines and freshness (app/services/history.py): a run's node
+        # results are kept when it finishes.
+        self.history = ModelHistory(store)
+        tracker.on_finished.append(self.history.run_finished)
 
     # --- starting runs ------------------------------------------------------------------
 
@@ -146,6 +163,7 @@ class RunService:
         job_id: str,
         command_override: str | None = None,
         idempotency_key: str | None = None,
+        image: str | None = None,
     ) -> Triggered:
         """A manual run. With an idempotency key, the same key within 24 hours returns the
         run it started instead of starting another; reusing it for another body is a 422."""
@@ -163,6 +181,7 @@ class RunService:
                 triggered_by="manual",
                 command_override=command_override,
                 idempotency_key=idempotency_key,
+                image=image,
             )
         except _Replayed as replay:
             return Triggered(replay.run, replayed=True)
@@ -207,6 +226,9 @@ class RunService:
         scheduled_for: datetime | None = None,
         job_name: str | None = None,
         idempotency_key: str | None = None,
+        image: str | None = None,
+        retry_of: str | None = None,
+        state: RunState | None = None,
     ) -> RunRecord | None:
         """Record and launch a run. Returns None when a scheduled or dependency run is
         skipped (Forbid with a run active, or the slot already has a run).
@@ -235,7 +257,12 @@ class RunService:
         else:
             command = config.command
             parsed = self._commands.parse(project.kind, command)
-        snapshot = msgspec.structs.replace(snapshot, argv=list(parsed.argv))
+        snapshot = msgspec.structs.replace(
+            snapshot,
+            argv=list(parsed.argv),
+            image_override=self._image(project, image, snapshot.image_override),
+            state=state if state is not None else self._defer_state(project, config, parsed),
+        )
         parsed_type = parsed.subcommand
         namespace = (
             self._namespace_for(project.org_slug) if self._executor.name == ("kubernetes") else None
@@ -258,13 +285,14 @@ class RunService:
             job_version=snapshot.job_version,
             rerun_of=rerun_of,
             upstream_run_id=upstream_run_id,
+            retry_of=retry_of,
             executor=self._executor.name,
             scheduled_for=scheduled_for,
             created_at=now,
             updated_at=now,
             snapshot=snapshot,
             idempotency_key=idempotency_key,
-            request_hash=_request_hash(command_override) if idempotency_key else None,
+            request_hash=_request_hash(command_override, image) if idempotency_key else None,
         )
         policy = config.concurrency_policy
         # A Job the cluster created (job_name) runs whatever runyard records: Forbid cannot
@@ -274,7 +302,7 @@ class RunService:
             try:
                 self._executor.admit(project.org_id)
             except RunyardError:
-                if triggered_by in ("manual", "rerun"):
+                if triggered_by in ("manual", "rerun", "retry"):
                     raise  # the caller hears why; nothing is recorded
                 log.info(
                     "run skipped: the organization cannot start another run now",
@@ -296,7 +324,7 @@ class RunService:
             raise _Replayed(admission.replay)
         inserted, active = admission.inserted, admission.active
         if not inserted and active and forbid:
-            if triggered_by in ("manual", "rerun"):
+            if triggered_by in ("manual", "rerun", "retry"):
                 raise Conflict(
                     f"Run {active[0].id} of job {config.name!r} is still {active[0].status} and "
                     "the job's concurrency_policy is Forbid. Wait for it to finish, cancel it "
@@ -356,6 +384,140 @@ class RunService:
                 "could not record a run that failed to start", extra={"run_id": record.id}
             )
         return answer
+
+    # --- retry from failure, deferral, images -------------------------------------------
+
+    def retry(self, principal: Principal, run_id: str) -> RunRecord:
+        """A run of only what failed or was skipped in ``run_id``: for dbt, ``dbt retry``
+        given that run's stored run_results.json (``--state``); for SQLMesh, the same
+        command again (SQLMesh's state knows which intervals are done and runs only the
+        missing ones). A run with nothing to retry is a 409 saying why."""
+        require_writer(principal)
+        old = self._store.runs.record(run_id)
+        if old is None or old.org_id != principal.org_id:
+            raise NotFound(f"No run with id {run_id!r} in your organization.")
+        if not old.is_terminal:
+            raise Conflict(
+                f"Run {run_id} is still {old.status}; retry it once it has ended, or "
+                f"cancel it first (POST /api/v1/runs/{run_id}/cancel)."
+            )
+        if old.status == "success":
+            raise Conflict(f"Run {run_id} succeeded: nothing failed, so there is nothing to retry.")
+        project = self._store.projects.get(principal.org_id, old.project_id)
+        if project is None:
+            raise Conflict("The run's project was deleted, so it cannot run again.")
+        if old.snapshot.project_kind == "sqlmesh":
+            replay, state = self._ran(project, old), None
+        else:
+            replay, state = "dbt retry", self._retry_state(old)
+        run = self.start_run(
+            project,
+            None,
+            triggered_by="retry",
+            snapshot=old.snapshot,
+            job_id=old.job_id,
+            replay_command=replay,
+            retry_of=old.id,
+            state=state,
+        )
+        assert run is not None
+        return run
+
+    def _retry_state(self, old: RunRecord) -> RunState:
+        raw = self._store.artifacts.read(old.id, RUN_RESULTS)
+        if raw is None:
+            raise Conflict(
+                f"Run {old.id} has no run_results.json, so dbt cannot tell what to retry: dbt "
+                "stopped before running any node (a compile or connection error), or the "
+                f"artifacts never arrived. Run it again from the start instead (POST "
+                f"/api/v1/runs/{old.id}/rerun)."
+            )
+        nodes = retryable_nodes(raw)
+        if nodes is None:
+            raise Conflict(
+                f"Run {old.id}'s run_results.json is not one dbt wrote, so it cannot be "
+                f"retried; run it again from the start (POST /api/v1/runs/{old.id}/rerun)."
+            )
+        if not nodes:
+            raise Conflict(
+                f"Run {old.id} has nothing to retry: its run_results.json lists no node that "
+                "failed or was skipped (it failed outside its nodes, e.g. a hook or the "
+                f"timeout). Run it again from the start (POST /api/v1/runs/{old.id}/rerun)."
+            )
+        previous = old.snapshot.state
+        return RunState(
+            retry_run_id=old.id,
+            # A retry of a deferred run defers to what the run deferred to.
+            defer_run_id=previous.defer_run_id if previous else None,
+            defer_job_id=previous.defer_job_id if previous else None,
+        )
+
+    def _defer_state(
+        self, project: Project, config: JobConfig, parsed: ParsedCommand
+    ) -> RunState | None:
+        """The state a run of a deferring job starts with: the manifest of the newest
+        successful run of the job it defers to."""
+        if not config.defer_to_job_id or project.kind != "dbt":
+            return None
+        if "--state" in parsed.flags or "--defer-state" in parsed.flags:
+            raise invalid(
+                "command",
+                "the job defers to another job (defer_to_job_id), so runyard gives dbt "
+                "--defer --state itself; remove --state and --defer-state from the command",
+            )
+        found = self._store.artifacts.latest_successful_run(config.defer_to_job_id, "manifest.json")
+        if found is None:
+            raise Conflict(
+                f"Job {config.name!r} defers to job {config.defer_to_job_id}, which has no "
+                "successful run with a manifest.json yet. Run that job first: its successful "
+                "runs keep the manifest this job compares against."
+            )
+        return RunState(defer_run_id=found, defer_job_id=config.defer_to_job_id)
+
+    def _image(self, project: Project, image: str | None, previous: str | None) -> str | None:
+        """A trigger's image, or a rerun's earlier one, checked against the project's
+        allowed_images as they are now."""
+        chosen = image if image is not None else previous
+        if chosen is None:
+            return None
+        if self._executor.name != "kubernetes":
+            raise invalid(
+                "image",
+                "only runs on Kubernetes use a container image; this runyard runs local "
+                "processes in the project's path. Leave image out.",
+            )
+        refusal = image_refusal(project.allowed_images, chosen)
+        if refusal:
+            raise invalid("image", refusal)
+        return chosen
+
+    # --- model history, timeline, freshness -----------------------------------------------
+
+    def _job_of(self, principal: Principal, project_id: str, job_id: str) -> Job:
+        self._project(principal, project_id)
+        job = self._store.jobs.get(principal.org_id, project_id, job_id)
+        if job is None:
+            raise NotFound(f"No job with id {job_id!r} in project {project_id!r}.")
+        return job
+
+    def models(
+        self,
+        principal: Principal,
+        project_id: str,
+        job_id: str,
+        window: timedelta,
+        window_text: str,
+        resource_types: list[str],
+    ) -> ModelsReport:
+        job = self._job_of(principal, project_id, job_id)
+        return self.history.models(job.id, window, window_text, resource_types, self._clock())
+
+    def timeline(self, principal: Principal, run_id: str) -> Timeline:
+        return self.history.timeline(self.get(principal, run_id))
+
+    def freshness(self, principal: Principal, project_id: str, job_id: str) -> FreshnessReport:
+        job = self._job_of(principal, project_id, job_id)
+        return self.history.freshness(job.id, self._clock())
 
     def _ran(self, project: Project, old: RunRecord) -> str:
         """The command text of what an earlier run ran: its recorded command when that

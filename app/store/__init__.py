@@ -6,6 +6,7 @@ from pathlib import Path
 
 from app.store.artifacts import ArtifactRepo
 from app.store.db import Database
+from app.store.history import HistoryRepo
 from app.store.jobs import JobRepo
 from app.store.local import LocalRepo
 from app.store.orgs import OrgRepo, TokenRepo
@@ -29,6 +30,7 @@ class Store:
         self.local = LocalRepo(self.database)  # local executor and scheduler state
         self.outbox = OutboxRepo(self.database)  # notifications (app/notify)
         self.artifacts = ArtifactRepo(self.database)  # run artifacts (files + rows)
+        self.history = HistoryRepo(self.database)  # model history (node results per run)
 
     def migrate(self) -> int:
         return self.database.migrate()

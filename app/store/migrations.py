@@ -476,6 +476,54 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX run_artifacts_by_sha ON run_artifacts (sha256)",
         ),
     ),
+    Migration(
+        8,
+        "model history (node results per run), retries linked to their run, deferral and "
+        "allowed images in stored configurations",
+        (
+            "ALTER TABLE runs ADD COLUMN retry_of TEXT",
+            # Node names (unique ids), numbered: the history's index holds the number.
+            """CREATE TABLE node_names (
+                id INTEGER PRIMARY KEY,
+                unique_id TEXT NOT NULL UNIQUE
+            )""",
+            # One row per dbt node (or SQLMesh model/audit) a run reported: from its
+            # run_results.json when stored (source 'artifacts'), else from its log ('log').
+            # run_at (unix seconds) is the run's start: the clock of a job's window;
+            # outcome: 0 ran fine, 1 failed, 2 did not run (skipped, no-op), 3 anything else.
+            """CREATE TABLE node_results (
+                run_id TEXT NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+                node_id INTEGER NOT NULL REFERENCES node_names(id),
+                job_id TEXT NOT NULL,
+                run_at INTEGER NOT NULL,
+                outcome INTEGER NOT NULL,
+                unique_id TEXT NOT NULL,
+                name TEXT NOT NULL,
+                resource_type TEXT NOT NULL,
+                status TEXT NOT NULL,
+                started_at TEXT,
+                completed_at TEXT,
+                execution_time REAL,
+                rows_affected INTEGER,
+                adapter_response TEXT,
+                message TEXT,
+                thread_id TEXT,
+                source TEXT NOT NULL,
+                UNIQUE (run_id, node_id)
+            )""",
+            # Covers the models query: a job's nodes of some types in a time window, with
+            # everything its statistics read, in small values, without touching the table.
+            """CREATE INDEX node_results_by_job ON node_results
+               (job_id, resource_type, run_at, node_id, outcome, execution_time)""",
+            # The list endpoint renders stored job documents in SQL: they hold every field.
+            "UPDATE jobs SET config = json_set(config, '$.defer_to_job_id', NULL)"
+            " WHERE json_type(config, '$.defer_to_job_id') IS NULL",
+            "UPDATE job_versions SET config = json_set(config, '$.defer_to_job_id', NULL)"
+            " WHERE json_type(config, '$.defer_to_job_id') IS NULL",
+            "UPDATE projects SET config = json_set(config, '$.allowed_images', json('[]'))"
+            " WHERE json_type(config, '$.allowed_images') IS NULL",
+        ),
+    ),
 )
 
 CURRENT_VERSION = MIGRATIONS[-1].version

@@ -187,7 +187,8 @@ class Workload:
         return cls(
             project_name=snap.project_name,
             kind=snap.project_kind,
-            image=snap.image,
+            # A trigger's image (checked against the project's allowed_images) wins.
+            image=snap.image_override or snap.image,
             service_account=snap.service_account,
             overrides=snap.template_overrides,
             project_environment=snap.project_environment,

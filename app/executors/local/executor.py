@@ -55,6 +55,7 @@ from app.executors.local.process import (
     signal_group,
     spawn,
 )
+from app.executors.local.state import StateUnavailable, place_state
 from app.ids import utcnow
 from app.models import Job, Project, RunRecord, RunStatus
 from app.ports import Launched, Outcome, RunEvents, Schedules, SyncReport
@@ -147,6 +148,9 @@ class _ActiveRun:
         self.exit_file = spool_dir / f"{run.id}.exit"
         self.dbt_log_dir = dbt_log_dir = spool_dir / f"{run.id}.dbt"
         self.tmp_dir = spool_dir / f"{run.id}.tmp"
+        # dbt state from earlier runs (retry, deferral): app/executors/local/state.py.
+        self.state_dir = spool_dir / f"{run.id}.state"
+        self.argv = list(run.snapshot.argv)  # plus --state/--defer when the run has state
         kind = run.snapshot.project_kind
         extra = engine_env(kind, cwd, dbt_log_dir)
         if sandboxed:
@@ -275,15 +279,17 @@ class LocalExecutor:
             self._runs[run.id] = active
         try:
             self._make_private(self._spool_dir)
+            self._place_state(active)
             self._start_attempt(active)
-        except OSError as exc:
+        except (OSError, StateUnavailable) as exc:
             with self._lock:
                 self._runs.pop(run.id, None)
+            shutil.rmtree(active.state_dir, ignore_errors=True)
             raise RunyardError(
                 f"runyard could not start {run.snapshot.argv[0]!r} in {str(cwd)!r}: {exc}"
             ) from None
         self._events.started(run.id, now)
-        self._note(active, f"{shlex.join(run.snapshot.argv)}   (in {cwd})")
+        self._note(active, f"{shlex.join(active.argv)}   (in {cwd})")
         if active.sandbox_note:
             self._note(active, active.sandbox_note)
         if not self._sandbox:
@@ -394,7 +400,7 @@ class LocalExecutor:
         if self._sandbox:
             active.sandbox = self._prepare_sandbox(active)
         popen = spawn(
-            active.run.snapshot.argv,
+            active.argv,
             active.cwd,
             active.env,
             active.spool,
@@ -420,15 +426,30 @@ class LocalExecutor:
         folder.mkdir(mode=PRIVATE, parents=True, exist_ok=True)
         folder.chmod(PRIVATE)  # whatever the umask, and for a folder made before
 
+    def _place_state(self, active: _ActiveRun) -> None:
+        """The dbt state the run starts with (retry, deferral), in its own folder."""
+        state = active.run.snapshot.state
+        if state is None or active.run.snapshot.project_kind != "dbt":
+            return
+        shutil.rmtree(active.state_dir, ignore_errors=True)  # an earlier launch's leftovers
+        extra = place_state(state, active.state_dir, self._store.artifacts.read)
+        active.argv = [*active.run.snapshot.argv, *extra]
+
     def _prepare_sandbox(self, active: _ActiveRun) -> str:
         """The run's own folders, created private, and the wrapper's plan (JSON)."""
         for folder in (active.tmp_dir, active.dbt_log_dir):
             self._make_private(folder)
         own = [str(active.tmp_dir), str(active.dbt_log_dir)]
+        if active.state_dir.is_dir():
+            own.append(str(active.state_dir))
         user, why = local_sandbox.unprivileged_user(str(active.cwd), own)
         if user is not None:
             for folder in (active.tmp_dir, active.dbt_log_dir):
                 os.chown(folder, *user)
+            if active.state_dir.is_dir():
+                os.chown(active.state_dir, *user)
+                for file in active.state_dir.iterdir():
+                    os.chown(file, *user, follow_symlinks=False)
         active.sandbox_note = (
             f"sandbox: runs as {why}" if user is not None else f"sandbox: same uid ({why})"
         )
@@ -488,6 +509,7 @@ class LocalExecutor:
                 for path in (active.spool, active.exit_file):
                     path.unlink(missing_ok=True)
                 shutil.rmtree(active.tmp_dir, ignore_errors=True)
+                shutil.rmtree(active.state_dir, ignore_errors=True)
                 active.collector.close()
             active.ended.set()
             # Last: stop() joins the threads of the runs it finds here before the database
@@ -677,6 +699,7 @@ class LocalExecutor:
                 path.unlink(missing_ok=True)
             shutil.rmtree(spool.with_suffix(".dbt"), ignore_errors=True)
             shutil.rmtree(spool.with_suffix(".tmp"), ignore_errors=True)
+            shutil.rmtree(spool.with_suffix(".state"), ignore_errors=True)
 
     def _reattach(self, run: RunRecord, found: LocalProcess) -> None:
         spool = Path(found.spool)
