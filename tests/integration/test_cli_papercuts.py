@@ -155,7 +155,7 @@ def test_the_demos_closing_commands_run_as_printed(
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
-    served = server.stderr.read() if server.stderr else ""
+    served = server.stderr.read().decode(errors="replace") if server.stderr else ""
     assert result.returncode == 0, f"{serve!r} {logs!r}: {result.stderr} {served}"
     assert "Runtime Error in model broken_orders" in result.stdout
     assert shlex.split(serve)[0].startswith("RUNYARD_DATABASE=")
