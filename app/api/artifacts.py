@@ -42,6 +42,8 @@ class ArtifactOut(msgspec.Struct, kw_only=True):
 class ArtifactList(msgspec.Struct, kw_only=True):
     run_id: str
     artifacts: list[ArtifactOut]
+    # Set when a finished dbt run kept none: why (docs/artifacts.md).
+    note: str | None = None
 
 
 def _out(info: ArtifactInfo) -> ArtifactOut:
@@ -135,8 +137,9 @@ class ArtifactController(Controller):
     def list_artifacts(
         self, principal: Principal, store: Store, settings: Settings, run_id: str
     ) -> ArtifactList:
-        found = _service_for(store, settings).list(principal, run_id)
-        return ArtifactList(run_id=run_id, artifacts=[_out(info) for info in found])
+        launcher = bool(settings.launcher_image and settings.internal_url)
+        found, note = _service_for(store, settings).listing(principal, run_id, launcher)
+        return ArtifactList(run_id=run_id, artifacts=[_out(info) for info in found], note=note)
 
     @get(
         "/api/v1/runs/{run_id:str}/artifacts/{name:str}",

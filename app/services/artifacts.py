@@ -12,7 +12,7 @@ scratch file, before it becomes visible). A refused upload stores nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import BinaryIO
@@ -154,6 +154,33 @@ class ArtifactService:
 
     def list(self, principal: Principal, run_id: str) -> list[ArtifactInfo]:
         return self._store.artifacts.list(self._run_of(principal, run_id))
+
+    def listing(
+        self, principal: Principal, run_id: str, launcher: bool
+    ) -> tuple[Sequence[ArtifactInfo], str | None]:
+        """The run's artifacts and, when a finished dbt run has none, why that may be
+        (an upload that never arrived leaves the outcome as it was, and says so here)."""
+        found = self.list(principal, run_id)
+        record = self._store.runs.record(run_id)
+        if found or record is None or record.snapshot.project_kind != "dbt":
+            return found, None
+        if record.status in ("pending", "running"):
+            return found, "The run is still active: artifacts are kept when it ends."
+        if record.executor == "kubernetes":
+            if not launcher:
+                return found, (
+                    "No artifacts: runyard's launcher is not configured "
+                    "(RUNYARD_LAUNCHER_IMAGE and RUNYARD_INTERNAL_URL), so pods keep none."
+                )
+            return found, (
+                "No artifacts arrived from the run's pod. The run's outcome is the command's "
+                "either way; the launcher's 'runyard launcher:' lines in the run's log say "
+                "what it uploaded or why it could not."
+            )
+        return found, (
+            "dbt wrote no artifacts during this run (a command that stops before running, "
+            "such as one with a compile error, leaves none; earlier runs' files are not kept)."
+        )
 
     def open(self, principal: Principal, run_id: str, name: str) -> tuple[ArtifactInfo, BinaryIO]:
         check_name(name)

@@ -159,6 +159,10 @@ def test_hostile_uploads_are_refused(cluster: Cluster) -> None:
         )
     assert_problem(_post(cluster, f"{url}/manifest.json", token, b"{}"), 401)
     assert store.artifacts.list(run_id) == []
+    # The upload never arrived: the run's outcome stands, and its artifacts say so.
+    listing = cluster.http.get(f"/api/v1/runs/{run_id}/artifacts").json()
+    assert listing["artifacts"] == [] and "No artifacts arrived" in listing["note"]
+    assert cluster.http.get(f"/api/v1/runs/{run_id}").json()["status"] == "failed"
 
 
 # --- the launcher script itself --------------------------------------------------------------

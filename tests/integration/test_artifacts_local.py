@@ -72,5 +72,8 @@ def test_failed_compile_keeps_no_stale_results(
     listed = api.http.get(f"/api/v1/runs/{second['id']}/artifacts").json()["artifacts"]
     names = {a["name"] for a in listed}
     assert "run_results.json" not in names and "catalog.json" not in names, listed
+    if not listed:
+        note = api.http.get(f"/api/v1/runs/{second['id']}/artifacts").json()["note"]
+        assert "dbt wrote no artifacts" in note
     missing = api.http.get(f"/api/v1/runs/{second['id']}/artifacts/run_results.json")
     assert missing.status_code == 404
