@@ -27,7 +27,8 @@ WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 def _routes(client: TestClient[Any]) -> list[tuple[str, str]]:
     found = []
     for route in client.app.routes:
-        if not route.path.startswith("/api/v1"):
+        # JSON Schemas for editors are public, like /schema (app/api/schemas.py).
+        if not route.path.startswith("/api/v1") or route.path.startswith("/api/v1/schemas/"):
             continue
         methods: set[str] = set(getattr(route, "methods", set()))
         for method in sorted(methods - {"HEAD", "OPTIONS"}):
