@@ -27,6 +27,7 @@ from app.api.openapi import document_problems
 from app.api.options import AllowHeaderMiddleware
 from app.api.problems import EXCEPTION_HANDLERS
 from app.api.projects import ProjectController
+from app.api.read_cache import ReadCache
 from app.api.run_waits import RunWaitController
 from app.api.runs import RunController
 from app.api.schemas import jobfile_schema
@@ -69,7 +70,8 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     settings = settings or (container.settings if container else Settings.from_env())
     owned = container is None
     container = container or Container(settings)
-    state = State({"container": container})
+    # read_cache: bodies of hot reads served from the event loop (app/api/read_cache.py).
+    state = State({"container": container, "read_cache": ReadCache(container.store.database)})
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:

@@ -22,6 +22,7 @@ from litestar import Controller, get
 from litestar.params import Parameter
 from litestar.response import ServerSentEvent, ServerSentEventMessage
 
+from app.api.auth import AnyRequest, provide_principal
 from app.api.views import run_out
 from app.models import Principal, RunOut
 from app.services.runs import RunService
@@ -98,11 +99,12 @@ class RunWaitController(Controller):
     )
     async def wait(
         self,
-        principal: Principal,
+        request: AnyRequest,
         runs: RunService,
         run_id: str,
         timeout: Annotated[float, Parameter(ge=1, le=60)] = 30,
     ) -> RunOut:
+        principal = provide_principal(request)  # one dependency: resolved without a task group
         run = runs.get(principal, run_id)
         if run.is_terminal:
             return run_out(run)

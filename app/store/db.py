@@ -104,7 +104,7 @@ class Database:
     def _connect(self) -> sqlite_utils.Database:
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if self._reads_only_here():
+        if self.reads_only_here():
             conn.execute(f"PRAGMA busy_timeout = {LOOP_BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA query_only = ON")
         conn.execute("PRAGMA foreign_keys = ON")
@@ -135,7 +135,13 @@ class Database:
             db.conn.execute(f"PRAGMA busy_timeout = {LOOP_BUSY_TIMEOUT_MS}")
             db.conn.execute("PRAGMA query_only = ON")
 
-    def _reads_only_here(self) -> bool:
+    def version(self) -> int:
+        """Changes whenever another connection commits (``PRAGMA data_version``): on the
+        read-only connection, which commits nothing, any write anywhere changes it, so a
+        result computed at one version is still true while the version stays."""
+        return int(self.db.conn.execute("PRAGMA data_version").fetchone()[0])
+
+    def reads_only_here(self) -> bool:
         return bool(getattr(self._local, "read_only", False))
 
     def close(self) -> None:
@@ -144,7 +150,7 @@ class Database:
                 with suppress(sqlite3.ProgrammingError):  # already closed
                     conn.close()
             self._all.clear()
-        read_only = self._reads_only_here()
+        read_only = self.reads_only_here()
         self._local = threading.local()
         if read_only:  # closing from the loop's thread (tests) keeps it read-only
             self._local.read_only = True
@@ -174,7 +180,7 @@ class Database:
     def write(self) -> Iterator[sqlite_utils.Database]:
         """A write transaction, taken with BEGIN IMMEDIATE so writers queue on the lock
         (busy timeout) instead of failing when a read transaction tries to upgrade."""
-        if self._reads_only_here():
+        if self.reads_only_here():
             raise RuntimeError("a write on the event loop's thread: run it in a worker thread")
         db = self.db
         if db.conn.in_transaction:

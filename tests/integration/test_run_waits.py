@@ -212,3 +212,39 @@ def test_the_event_loop_connection_refuses_writes(tmp_path: Path) -> None:
     with database.write() as db:
         db.conn.execute("DELETE FROM runs")
     database.close()
+
+
+def test_a_cached_body_is_kept_until_any_connection_commits(tmp_path: Path) -> None:
+    from app.api.read_cache import ReadCache
+
+    database = Database(tmp_path / "c.db")
+    database.migrate()
+    cache = ReadCache(database)
+    seen: list[bytes] = []
+    renders: list[int] = []
+    written = threading.Event()
+
+    def render() -> bytes:
+        renders.append(1)
+        return str(database.scalar("SELECT count(*) FROM orgs")).encode()
+
+    def on_loop_thread() -> None:
+        database.serve_reads_on_this_thread()
+        seen.append(cache.get("orgs", render))
+        seen.append(cache.get("orgs", render))  # nothing committed: kept, not rendered
+        assert written.wait(10)
+        seen.append(cache.get("orgs", render))  # another connection committed: rendered
+
+    loop_thread = threading.Thread(target=on_loop_thread)
+    loop_thread.start()
+    while len(seen) < 2 and loop_thread.is_alive():
+        time.sleep(0.01)
+    with database.write() as db:
+        db.conn.execute("INSERT INTO orgs (id, slug, created_at) VALUES ('org_1', 'a', 'now')")
+    written.set()
+    loop_thread.join()
+    assert seen == [b"0", b"0", b"1"]
+    assert len(renders) == 2
+    # Off the loop's thread nothing is kept: each call renders.
+    assert cache.get("orgs", render) == b"1" and len(renders) == 3
+    database.close()
