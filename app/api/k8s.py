@@ -20,6 +20,7 @@ from app.executors.k8s.live import LIVE_STATUSES, LiveJobDetail, LiveJobList, Li
 from app.executors.k8s.render import Manifests, redact_env
 from app.models import Principal
 from app.services.jobs import JobService
+from app.store.artifacts import UPLOAD_TOKEN_ENV
 
 
 class KubernetesOnly(RunyardError):
@@ -57,7 +58,9 @@ def job_manifest(
     manifest = manifests.cronjob(project, job)
     if manifest is not None:
         # Applied with the secret variables' values; shown with them redacted.
-        manifest = redact_env(manifest, [*project.secret_environment, *job.secret_environment])
+        manifest = redact_env(
+            manifest, [*project.secret_environment, *job.secret_environment, UPLOAD_TOKEN_ENV]
+        )
     if manifest is None:
         raise Conflict(
             f"Job {job.name!r} has no schedule, so it has no CronJob: it runs only when "

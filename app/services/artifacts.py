@@ -22,6 +22,7 @@ from app.models import Principal, RunRecord
 from app.store import Store
 from app.store.artifacts import (
     ARTIFACT_NAMES,
+    JOB_TOKEN_PREFIX,
     UPLOAD_TOKEN_ENV,
     ArtifactInfo,
     ArtifactTooLarge,
@@ -88,12 +89,19 @@ class ArtifactService:
         )
         if not credential:
             raise refused
-        run = self._store.runs.record(run_id)
         now = self._clock()
-        if run is None or not self._store.artifacts.token_matches(
-            credential, run.org_id, run.id, now
-        ):
-            raise refused  # the same answer for a run that does not exist: nothing leaks
+        artifacts = self._store.artifacts
+        if credential.startswith(JOB_TOKEN_PREFIX):
+            # A scheduled run's pod names its run as "<namespace>~<Kubernetes Job name>".
+            namespace, _, job_name = run_id.partition("~")
+            found = artifacts.run_of_k8s_job(namespace, job_name) if job_name else None
+            run = self._store.runs.record(found) if found else None
+            if run is None or not artifacts.job_token_matches(credential, run.org_id, run.job_id):
+                raise refused
+        else:
+            run = self._store.runs.record(run_id)
+            if run is None or not artifacts.token_matches(credential, run.org_id, run.id, now):
+                raise refused  # the same answer for a run that does not exist: nothing leaks
         if run.status not in ("pending", "running"):
             ended = run.end_time or run.updated_at
             if now - ended > self._limits.grace:

@@ -20,7 +20,9 @@ Interface (``store.artifacts``, an ``ArtifactRepo``; every call blocks):
 - ``upload_token(org_id, run_id, expires_at)`` mints the credential a pod uploads with
   (HMAC-SHA256 over org, run and expiry, keyed by ``box.derive(b"artifact uploads")``);
   ``token_matches(token, org_id, run_id, now)`` checks it (signature and expiry only: the
-  service also closes uploads once the run has ended).
+  service also closes uploads once the run has ended). ``job_token`` and
+  ``job_token_matches``: a scheduled job's credential (its CronJob's pods), with
+  ``run_of_k8s_job`` finding the run an upload from such a pod is for.
 - ``delete(run_id, name)`` and ``delete_runs(run_ids)`` remove rows; rows also go with
   their run (ON DELETE CASCADE).
   ``sweep()`` deletes the files no row references any more (retention calls it after it
@@ -70,6 +72,7 @@ ARTIFACT_NAMES: tuple[str, ...] = (
 )
 # The pod's environment variable with its upload credential (redacted wherever shown).
 UPLOAD_TOKEN_ENV = "RUNYARD_ARTIFACT_TOKEN"  # noqa: S105 - a variable name
+JOB_TOKEN_PREFIX = "ryj1."  # noqa: S105 - a scheduled job's pods, format 1
 TOKEN_PREFIX = "rya1."  # noqa: S105 - a format marker, not a secret
 SWEEP_GRACE_SECONDS = 3600.0
 _HEX = frozenset("0123456789abcdef")
@@ -217,6 +220,25 @@ class ArtifactRepo:
         deadline starts counting (uploads also close once the run has ended)."""
         lifetime = timeout_seconds + grace_seconds + 3600
         return self.upload_token(org_id, run_id, now + timedelta(seconds=lifetime))
+
+    def job_token(self, org_id: str, job_id: str) -> str:
+        """The credential of a scheduled job's pods (its CronJob is rendered once, before
+        any run exists): it uploads only to a run of this job of this org, found by its
+        Kubernetes Job, and only while that run is active or within the grace period."""
+        return f"{JOB_TOKEN_PREFIX}{self._mac(org_id, 'job:' + job_id, 0)}"
+
+    def job_token_matches(self, token: str, org_id: str, job_id: str) -> bool:
+        if not token.startswith(JOB_TOKEN_PREFIX) or len(token) > 200:
+            return False
+        expected = self.job_token(org_id, job_id)
+        return hmac.compare_digest(token.encode(), expected.encode())
+
+    def run_of_k8s_job(self, namespace: str, job_name: str) -> str | None:
+        """The run recorded for a Kubernetes Job (one per Job, runs_one_per_k8s_job)."""
+        found = self._db.scalar(
+            "SELECT id FROM runs WHERE namespace = ? AND job_name = ?", (namespace, job_name)
+        )
+        return None if found is None else str(found)
 
     def token_matches(self, token: str, org_id: str, run_id: str, now: datetime) -> bool:
         """Whether ``token`` was minted for this org's run and has not expired."""

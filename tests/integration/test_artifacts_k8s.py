@@ -249,3 +249,67 @@ def test_the_launcher_forwards_signals_and_survives_a_missing_server(tmp_path: P
     _, err = child.communicate(timeout=60)
     assert child.returncode == 42, err  # the command handled SIGTERM and chose its code
     assert "artifacts uploaded: none" in err
+
+
+def test_scheduled_runs_upload_with_the_jobs_credential(cluster: Cluster) -> None:
+    http, kube = cluster.http, cluster.kube
+    project = http.post(
+        "/api/v1/projects", json={"name": "nightly", "kind": "dbt", "image": "ghcr.io/a/dbt:1"}
+    ).json()
+    job = http.post(
+        f"/api/v1/projects/{project['id']}/jobs",
+        json={"name": "build", "command": "dbt build", "schedule": "0 2 * * *"},
+    ).json()
+    other = http.post(
+        f"/api/v1/projects/{project['id']}/jobs",
+        json={"name": "other", "command": "dbt build", "schedule": "0 3 * * *"},
+    ).json()
+    assert http.post(f"/api/v1/projects/{project['id']}/deploy").status_code == 200
+    cronjob = kube.cronjob("nightly-build")
+    assert cronjob is not None
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert pod["initContainers"][0]["image"] == LAUNCHER_IMAGE
+    env = {e["name"]: e for e in _main(cronjob["spec"]["jobTemplate"])["env"]}
+    assert env["RUNYARD_ARTIFACT_URL"]["value"] == (
+        f"{INTERNAL_URL}/api/v1/runs/{kube.ns()}~{{job}}/artifacts"
+    )
+    assert env["RUNYARD_K8S_JOB_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['batch.kubernetes.io/job-name']"
+    )
+    token = env["RUNYARD_ARTIFACT_TOKEN"]["value"]
+    # The manifest endpoint shows the CronJob without the credential.
+    shown = http.get(f"/api/v1/projects/{project['id']}/jobs/{job['id']}/manifest").text
+    assert token not in shown
+    # Rendering again changes nothing in the cluster (the credential is stable).
+    kube.reset_requests()
+    report = cluster.server.container.executor.reconcile()  # type: ignore[attr-defined]
+    assert report.updated == 0 and report.failed == 0, report
+
+    # The scheduled Job's run, as the tracker records it.
+    store = cluster.server.container.store
+    org_id = store.orgs.get_or_create("acme").id
+    from tests.factories import run_record
+
+    record = run_record(
+        org_id=org_id,
+        project_id=project["id"],
+        job_id=job["id"],
+        status="running",
+        executor="kubernetes",
+        namespace=kube.ns(),
+        job_name="nightly-build-29123456",
+    )
+    store.runs.insert(record)
+    base = f"{cluster.server.url}/api/v1/runs/{kube.ns()}~nightly-build-29123456/artifacts"
+    headers = {"Authorization": f"Bearer {token}"}
+    stored = httpx.post(f"{base}/run_results.json", content=b'{"results": []}', headers=headers)
+    assert stored.status_code == 201, stored.text
+    assert [a.name for a in store.artifacts.list(record.id)] == ["run_results.json"]
+    # Another job's credential, or a Job that is not this job's run: refused.
+    other_token = store.artifacts.job_token(org_id, other["id"])
+    refused = httpx.post(
+        f"{base}/manifest.json", content=b"{}", headers={"Authorization": f"Bearer {other_token}"}
+    )
+    assert_problem(refused, 401)
+    unknown = base.replace("nightly-build-29123456", "nightly-build-1")
+    assert_problem(httpx.post(f"{unknown}/manifest.json", content=b"{}", headers=headers), 401)

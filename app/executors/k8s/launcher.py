@@ -14,8 +14,9 @@ What it does:
 2. then, for each artifact name runyard keeps, uploads ``<dir>/<name>`` when it is a
    regular file (a symlink is not followed) modified since the command started, to
    ``$RUNYARD_ARTIFACT_URL/<name>`` with ``Authorization: Bearer $RUNYARD_ARTIFACT_TOKEN``,
-   streamed from the file. ``$RUNYARD_ARTIFACT_DIR`` (else ``$DBT_TARGET_PATH``, else
-   ``target``) is the folder.
+   streamed from the file (``{job}`` in the URL: the pod's Kubernetes Job name, from
+   ``$RUNYARD_K8S_JOB_NAME``, for a scheduled run). ``$RUNYARD_ARTIFACT_DIR`` (else
+   ``$DBT_TARGET_PATH``, else ``target``) is the folder.
 
 An upload that fails is reported on standard error and never changes the exit code: the
 run's outcome is the command's. Uploads are retried briefly and bounded in time, since
@@ -181,6 +182,12 @@ def main(args: list[str]) -> int:
     code = run_command(argv)
     url = os.environ.get("RUNYARD_ARTIFACT_URL", "")
     token = os.environ.get("RUNYARD_ARTIFACT_TOKEN", "")
+    if "{job}" in url:
+        # A scheduled run's pod: runyard knows its run by the pod's Kubernetes Job.
+        job = os.environ.get("RUNYARD_K8S_JOB_NAME", "")
+        url = url.replace("{job}", urllib.parse.quote(job, safe="")) if job else ""
+        if not job:
+            say("RUNYARD_K8S_JOB_NAME is not set; artifacts not uploaded")
     if url and token:
         folder = (
             os.environ.get("RUNYARD_ARTIFACT_DIR") or os.environ.get("DBT_TARGET_PATH") or "target"

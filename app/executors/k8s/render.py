@@ -126,6 +126,8 @@ class Launcher:
     image: str
     api_url: str
     credential: Callable[[RunRecord], str]
+    # A scheduled job's credential (org id, job id), for its CronJob's pods.
+    job_credential: Callable[[str, str], str] | None = None
 
 
 def launcher_from_settings(settings: Settings, store: Store | None) -> Launcher | None:
@@ -140,7 +142,9 @@ def launcher_from_settings(settings: Settings, store: Store | None) -> Launcher 
         grace = settings.artifact_upload_grace_seconds
         return artifacts.run_token(run.org_id, run.id, timeout, grace, utcnow())
 
-    return Launcher(settings.launcher_image, settings.internal_url, credential)
+    return Launcher(
+        settings.launcher_image, settings.internal_url, credential, artifacts.job_token
+    )
 
 
 LAUNCHER_PATH = "/runyard/bin/launcher.py"
@@ -271,13 +275,31 @@ class Manifests:
             return None
         argv = self._argv(project.kind, job.command)
         work = Workload.of_job(project, job, argv)
-        return render_cronjob(
+        namespace = self._namespace_for(project.org_slug)
+        cronjob = render_cronjob(
             self._templates,
             dataclasses.replace(work, overrides=self._shape(work.overrides)),
             name=cronjob_name(project.name, job.name),
-            namespace=self._namespace_for(project.org_slug),
+            namespace=namespace,
             labels=labels(project.org_slug, project.id, job.id),
         )
+        launcher = self._launcher
+        if launcher is not None and launcher.job_credential is not None and work.kind == "dbt":
+            # The run is not known when the CronJob is written: its pods name their
+            # Kubernetes Job (downward API) and carry the job's credential.
+            job_name = {
+                "name": "RUNYARD_K8S_JOB_NAME",
+                "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": JOB_NAME_FIELD}},
+            }
+            _with_launcher(
+                cronjob["spec"]["jobTemplate"],
+                self._templates,
+                launcher,
+                url=f"{launcher.api_url}/api/v1/runs/{namespace}~{{job}}/artifacts",
+                token=launcher.job_credential(project.org_id, job.id),
+                extra_env=[job_name],
+            )
+        return cronjob
 
     def job(self, run: RunRecord, org_slug: str) -> Obj:
         assert run.job_name and run.namespace, "a Kubernetes run has its Job name and namespace"
@@ -385,6 +407,28 @@ def add_launcher(job: Obj, templates: Templates, launcher: Launcher, run: RunRec
     and the command becomes ``python3 /runyard/bin/launcher.py -- <argv>``. The upload
     credential is the run's own (it can upload to this run only, until shortly after the
     run has ended) and goes in as an environment variable, like the job's secrets."""
+    _with_launcher(
+        job,
+        templates,
+        launcher,
+        url=f"{launcher.api_url}/api/v1/runs/{run.id}/artifacts",
+        token=launcher.credential(run),
+    )
+
+
+# Kubernetes labels every pod of a Job with the Job's name.
+JOB_NAME_FIELD = "metadata.labels['batch.kubernetes.io/job-name']"
+
+
+def _with_launcher(
+    job: Obj,
+    templates: Templates,
+    launcher: Launcher,
+    *,
+    url: str,
+    token: str,
+    extra_env: Sequence[Obj] = (),
+) -> None:
     parts = templates.launcher
     pod = job["spec"]["template"]["spec"]
     main = next(c for c in pod["containers"] if c["name"] == MAIN_CONTAINER)
@@ -397,11 +441,13 @@ def add_launcher(job: Obj, templates: Templates, launcher: Launcher, run: RunRec
     main["command"] = [LAUNCHER_PYTHON, LAUNCHER_PATH, "--"]
     env = {e["name"]: e for e in main.get("env") or []}
     for name, value in (
-        ("RUNYARD_ARTIFACT_URL", f"{launcher.api_url}/api/v1/runs/{run.id}/artifacts"),
-        (UPLOAD_TOKEN_ENV, launcher.credential(run)),
+        ("RUNYARD_ARTIFACT_URL", url),
+        (UPLOAD_TOKEN_ENV, token),
         ("RUNYARD_ARTIFACT_DIR", TARGET_DIR),
     ):
         env[name] = {"name": name, "value": value}
+    for entry in extra_env:
+        env[entry["name"]] = dict(entry)
     main["env"] = [env[name] for name in sorted(env)]
 
 
