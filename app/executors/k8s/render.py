@@ -142,9 +142,7 @@ def launcher_from_settings(settings: Settings, store: Store | None) -> Launcher 
         grace = settings.artifact_upload_grace_seconds
         return artifacts.run_token(run.org_id, run.id, timeout, grace, utcnow())
 
-    return Launcher(
-        settings.launcher_image, settings.internal_url, credential, artifacts.job_token
-    )
+    return Launcher(settings.launcher_image, settings.internal_url, credential, artifacts.job_token)
 
 
 LAUNCHER_PATH = "/runyard/bin/launcher.py"
