@@ -95,7 +95,8 @@ def document_problems(app: Litestar) -> None:
             if operation is None:
                 continue
             responses = dict(operation.responses or {})
-            if path.startswith("/api/"):
+            # /api/v1/schemas/: JSON Schemas for editors, public like the document itself.
+            if path.startswith("/api/") and not path.startswith("/api/v1/schemas/"):
                 for status, description in _API_ERRORS.items():
                     responses[status] = _problem_response(description)
             else:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
 from litestar import Response, get
 
 from app.jobfile import SCHEMA_PATH, schema
 
 # Built once: the schema is a constant of this runyard version.
-_BODY = msgspec.json.encode(schema())
+_SCHEMA = schema()
 
 
 @get(
@@ -19,10 +18,7 @@ _BODY = msgspec.json.encode(schema())
     summary="JSON Schema of runyard.yaml (runyard apply), for editors",
     tags=["schemas"],
     security=[],
+    media_type="application/schema+json",
 )
-async def jobfile_schema() -> Response[Any]:
-    return Response(
-        _BODY,
-        media_type="application/schema+json",
-        headers={"Cache-Control": "public, max-age=3600"},
-    )
+async def jobfile_schema() -> Response[dict[str, Any]]:
+    return Response(_SCHEMA, headers={"Cache-Control": "public, max-age=3600"})
