@@ -12,7 +12,8 @@ refused. A field left out takes the server's default, so the file describes the 
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import re
+from typing import Annotated, Any, Literal, get_args
 
 import msgspec
 import yaml
@@ -133,11 +134,30 @@ def load(text: str) -> JobFile:
     try:
         found = msgspec.convert(raw, JobFile)
     except msgspec.ValidationError as exc:
-        raise JobFileError([str(exc)]) from None
+        raise JobFileError([_with_choices(str(exc))]) from None
     problems = _duplicates(found)
     if problems:
         raise JobFileError(problems)
     return found
+
+
+# msgspec names a bad enum value and where it is, not what is allowed: add that.
+_CHOICES: dict[str, tuple[Any, ...]] = {
+    "kind": get_args(ProjectKind),
+    "concurrency_policy": get_args(ConcurrencyPolicy),
+    "webhook_events": get_args(WebhookEvent),
+    "on": get_args(DependencyCondition),
+    "version": (1,),
+}
+_ENUM_AT = re.compile(r"^Invalid enum value .* - at `\$(?:\.\w+|\[\d+\])*\.(\w+)(?:\[\d+\])?`$")
+
+
+def _with_choices(message: str) -> str:
+    found = _ENUM_AT.match(message)
+    if found and found.group(1) in _CHOICES:
+        allowed = ", ".join(str(c) for c in _CHOICES[found.group(1)])
+        return f"{message}; use one of: {allowed}"
+    return message
 
 
 def resolve(ref: FromEnv, where: str, environ: dict[str, str]) -> str:

@@ -184,8 +184,6 @@ def plan(
         if spec.deployed is not None and spec.deployed != was_deployed:
             change.deploy = spec.deployed
             change.fields.append(FieldChange("deployed", was_deployed, spec.deployed))
-        if current is not None:
-            change.body.pop("kind", None) if current["kind"] == spec.kind else None
         out.append(change)
         jobs = (
             {j["name"]: j for j in api.client.get(f"/api/v1/projects/{current['id']}/jobs")["jobs"]}

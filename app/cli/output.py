@@ -76,12 +76,6 @@ class Output:
         style = _STYLES.get(text)
         return f"[{style}]{text}[/{style}]" if style else text.replace("[", r"\[")
 
-    def status_text(self, status: str) -> str:
-        style = _STYLES.get(status)
-        if self._console is None or not style:
-            return status
-        return f"\033[{_ANSI[style]}m{status}\033[0m"
-
     # --- progress ------------------------------------------------------------------------
 
     @contextmanager
@@ -101,9 +95,6 @@ class Progress:
     def update(self, text: str) -> None:
         if self._status is not None:
             self._status.update(text)
-
-
-_ANSI = {"green": "32", "red": "31", "yellow": "33", "cyan": "36"}
 
 
 def _cell(value: Any) -> str:
