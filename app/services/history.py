@@ -75,7 +75,14 @@ def _document(raw: bytes) -> dict[str, Any] | None:
 
 
 def _split_id(unique_id: str) -> tuple[str, str]:
-    """(resource_type, name) of ``model.pkg.name``, ``test.pkg.name.hash``, ...."""
+    """(resource_type, name) of dbt's ``model.pkg.name``, ``test.pkg.name.hash``, ...; of
+    SQLMesh's ``"catalog"."schema"."model"`` (model, ``schema.model``) and
+    ``audit:<audit> on <model>`` (audit, the model)."""
+    if unique_id.startswith("audit:") and " on " in unique_id:
+        return "audit", unique_id.rsplit(" on ", 1)[1]
+    if unique_id.startswith('"'):
+        names = [part.strip('"') for part in unique_id.split('"."')]
+        return "model", ".".join(names[1:] if len(names) > 2 else names)
     parts = unique_id.split(".")
     if len(parts) >= 3:
         return parts[0], parts[2]

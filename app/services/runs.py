@@ -261,7 +261,9 @@ class RunService:
             snapshot,
             argv=list(parsed.argv),
             image_override=self._image(project, image, snapshot.image_override),
-            state=state if state is not None else self._defer_state(project, config, parsed),
+            state=self._state(
+                project, snapshot, parsed, state, replayed=replay_command is not None
+            ),
         )
         parsed_type = parsed.subcommand
         namespace = (
@@ -451,6 +453,32 @@ class RunService:
             defer_run_id=previous.defer_run_id if previous else None,
             defer_job_id=previous.defer_job_id if previous else None,
         )
+
+    def _state(
+        self,
+        project: Project,
+        snapshot: RunSnapshot,
+        parsed: ParsedCommand,
+        given: RunState | None,
+        *,
+        replayed: bool,
+    ) -> RunState | None:
+        """The dbt state a run starts with: a retry's (given), a rerun of a retry's (the
+        same again), or a deferring job's (its target's latest manifest)."""
+        state = given
+        if state is None and replayed and snapshot.state and snapshot.state.retry_run_id:
+            state = snapshot.state
+        if state is None:
+            state = self._defer_state(project, snapshot.job, parsed)
+        if state is not None and self._executor.name == "kubernetes":
+            # The pod has no way to fetch the state yet (docs/dbt.md, "Kubernetes").
+            raise Conflict(
+                "Retry and deferral (dbt --state) run on the local executor only for now: "
+                "on Kubernetes the pod cannot fetch the earlier run's artifacts yet. Rerun "
+                "the run instead (POST /api/v1/runs/{id}/rerun), or remove the job's "
+                "defer_to_job_id."
+            )
+        return state
 
     def _defer_state(
         self, project: Project, config: JobConfig, parsed: ParsedCommand
