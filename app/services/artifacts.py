@@ -121,8 +121,8 @@ class ArtifactService:
         source: BinaryIO,
         declared_bytes: int | None,
     ) -> ArtifactInfo:
+        run = self._authorize(run_id, credential)  # first: strangers learn nothing
         check_name(name)
-        run = self._authorize(run_id, credential)
         store = self._store.artifacts
         existing = store.info(run.id, name)
         left = (
@@ -191,8 +191,8 @@ class ArtifactService:
         )
 
     def open(self, principal: Principal, run_id: str, name: str) -> tuple[ArtifactInfo, BinaryIO]:
+        found_run = self._run_of(principal, run_id)  # another org's: 404 before all else
         check_name(name)
-        found_run = self._run_of(principal, run_id)
         info = self._store.artifacts.info(found_run, name)
         stream = self._store.artifacts.open(found_run, name) if info else None
         if info is None or stream is None:
@@ -205,10 +205,10 @@ class ArtifactService:
     def open_latest(
         self, principal: Principal, project_id: str, job_id: str, name: str
     ) -> tuple[str, ArtifactInfo, BinaryIO]:
-        check_name(name)
         job = self._store.jobs.get(principal.org_id, project_id, job_id)
         if job is None:
             raise NotFound(f"No job {job_id!r} in project {project_id!r} of your organization.")
+        check_name(name)
         run_id = self._store.artifacts.latest_successful_run(job.id, name)
         if run_id is not None:
             info = self._store.artifacts.info(run_id, name)
