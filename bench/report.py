@@ -47,14 +47,20 @@ def _k8s_sync(r: dict[str, Any]) -> list[Row]:
 
 
 def _local_overhead(r: dict[str, Any]) -> list[Row]:
-    return [
+    rows = [
         (
             "median direct / through runyard",
             f"{r['median_direct_seconds']} s / {r['median_runyard_seconds']} s",
             "",
         ),
         ("ratio (wall clock)", str(r["ratio"]), f"<= {r.get('goal', 1.1)}"),
-    ] + ([("ratio (CPU time)", str(r["cpu_ratio"]), "")] if "cpu_ratio" in r else [])
+    ]
+    rows += [("ratio (CPU time)", str(r["cpu_ratio"]), "")] if "cpu_ratio" in r else []
+    if "median_trigger_to_exec_ms" in r:
+        rows.append(
+            ("trigger to process start, median", f"{r['median_trigger_to_exec_ms']} ms", "< 100 ms")
+        )
+    return rows
 
 
 def _notify(r: dict[str, Any]) -> list[Row]:
@@ -69,15 +75,24 @@ def _notify(r: dict[str, Any]) -> list[Row]:
 
 
 def _load(r: dict[str, Any]) -> list[Row]:
-    return [
+    rows = [
         (
-            f"{r['clients']} clients, {r['seconds']} s",
-            f"{r['rps']} req/s, {r['server_errors']} server errors",
-            "0 server errors",
+            f"open loop at {r['rate']:.0f} req/s, {r['seconds']} s",
+            f"p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, {r['errors']} errors",
+            "0 errors",
         ),
         ("runs acknowledged / lost", f"{r['triggers']} / {r['lost_runs']}", "0 lost"),
-        ("reads p99", f"{r['reads_p99_ms']} ms", "< 100 ms"),
     ]
+    if r.get("steps"):
+        best = r.get("highest_rate_p99_under_goal")
+        rows.append(
+            (
+                f"highest rate with p99 under {r['goal_ms']:.0f} ms",
+                "none" if best is None else f"{best} req/s",
+                ">= 300 req/s",
+            )
+        )
+    return rows
 
 
 def _tracker(r: dict[str, Any]) -> list[Row]:
