@@ -223,6 +223,11 @@ class NodeSummary(msgspec.Struct, frozen=True, kw_only=True):
     message: str | None = None
 
 
+# The dbt commands whose runs may be retried (what dbt retry repeats, less run-operation,
+# whose macro the command policy allowlists, and clone and docs generate).
+RETRYABLE_DBT_COMMANDS = frozenset({"build", "run", "test", "seed", "snapshot", "compile"})
+
+
 class RunState(msgspec.Struct, frozen=True, kw_only=True):
     """Artifacts of earlier runs a dbt run starts with, placed by the executor in a state
     folder of the run's own and passed as ``--state <folder>``."""

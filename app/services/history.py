@@ -152,6 +152,13 @@ def parse_run_results(raw: bytes) -> list[NodeRow] | None:
 RETRYABLE_STATUSES = frozenset({"error", "fail", "skipped", "runtime error", "partial success"})
 
 
+def retried_command(raw: bytes) -> str | None:
+    """The dbt command a run_results.json records (``args.which``: build, run, ...)."""
+    document = _document(raw)
+    args = document.get("args") if document else None
+    return _text(args.get("which"), 40) if isinstance(args, dict) else None
+
+
 def retryable_nodes(raw: bytes) -> list[str] | None:
     """The unique ids ``dbt retry`` would run from this run_results.json (None: not one)."""
     rows = parse_run_results(raw)

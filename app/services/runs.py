@@ -31,6 +31,7 @@ from app.errors import (
 from app.ids import new_id, utcnow
 from app.models import (
     ACTIVE_STATUSES,
+    RETRYABLE_DBT_COMMANDS,
     RUN_STATUSES,
     Job,
     JobConfig,
@@ -52,6 +53,7 @@ from app.services.history import (
     ModelHistory,
     ModelsReport,
     Timeline,
+    retried_command,
     retryable_nodes,
 )
 from app.services.projects import image_refusal, require_writer
@@ -433,6 +435,14 @@ class RunService:
                 "stopped before running any node (a compile or connection error), or the "
                 f"artifacts never arrived. Run it again from the start instead (POST "
                 f"/api/v1/runs/{old.id}/rerun)."
+            )
+        command = retried_command(raw)
+        if command not in RETRYABLE_DBT_COMMANDS:
+            raise Conflict(
+                f"Run {old.id} ran dbt {command or 'an unknown command'}, which dbt retry "
+                "does not repeat here; retry covers "
+                + ", ".join(sorted(RETRYABLE_DBT_COMMANDS))
+                + f". Run it again instead (POST /api/v1/runs/{old.id}/rerun)."
             )
         nodes = retryable_nodes(raw)
         if nodes is None:
