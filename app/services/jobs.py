@@ -211,6 +211,14 @@ class JobService:
                 f"Job {job.name!r} is an upstream of {', '.join(sorted(dependants))}; "
                 "remove it from their depends_on first."
             )
+        deferring = [
+            j.name for j in self._store.jobs.for_project(project_id) if j.defer_to_job_id == job_id
+        ]
+        if deferring:
+            raise Conflict(
+                f"Job {job.name!r} is what {', '.join(sorted(deferring))} defer to "
+                "(defer_to_job_id); point them at another job or clear it first."
+            )
         self._store.jobs.delete(job_id)
         if project.deployed:
             # The job is gone from the database, the source of truth; if the cluster cannot

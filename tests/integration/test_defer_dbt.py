@@ -75,6 +75,15 @@ def test_defer_to_job_id_must_name_another_dbt_job_of_the_project(
     # Not itself either.
     response = client.put(f"{url}/{prod}", json={"defer_to_job_id": prod}, headers=admin_headers)
     assert_problem(response, 422, field="defer_to_job_id")
+    # A job others defer to stays until they stop deferring to it.
+    ci = job(client, admin_headers, project_id, "ci", "dbt build", defer_to_job_id=prod)
+    assert (
+        "defer"
+        in assert_problem(client.delete(f"{url}/{prod}", headers=admin_headers), 409)["detail"]
+    )
+    cleared = client.put(f"{url}/{ci}", json={"defer_to_job_id": None}, headers=admin_headers)
+    assert cleared.status_code == 200 and cleared.json()["defer_to_job_id"] is None
+    assert client.delete(f"{url}/{prod}", headers=admin_headers).status_code == 204
     sqlmesh = make_project(client, admin_headers, name="mesh", kind="sqlmesh")["id"]
     plan = job(client, admin_headers, sqlmesh, "plan", "sqlmesh run")
     body = {"name": "ci", "command": "sqlmesh run", "defer_to_job_id": plan}
