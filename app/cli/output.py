@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TextIO
 
 from rich.console import Console
+from rich.progress import Progress as RichProgress
+from rich.progress import SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 _STYLES = {
@@ -80,21 +82,30 @@ class Output:
 
     @contextmanager
     def progress(self, text: str) -> Iterator[Progress]:
-        """A live status line on a terminal's standard error; nothing in a pipe."""
+        """A live status line (spinner, text, elapsed time) on a terminal's standard error,
+        refreshed on its own while a request waits; nothing in a pipe."""
         if self._err_console is None:
             yield Progress(None)
             return
-        with self._err_console.status(text) as status:
-            yield Progress(status)
+        live = RichProgress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TimeElapsedColumn(),
+            console=self._err_console,
+            transient=True,
+        )
+        with live:
+            task = live.add_task(text, total=None)
+            yield Progress(lambda description: live.update(task, description=description))
 
 
 class Progress:
-    def __init__(self, status: Any) -> None:
-        self._status = status
+    def __init__(self, update: Callable[[str], None] | None) -> None:
+        self._update = update
 
     def update(self, text: str) -> None:
-        if self._status is not None:
-            self._status.update(text)
+        if self._update is not None:
+            self._update(text)
 
 
 def _cell(value: Any) -> str:

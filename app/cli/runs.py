@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from app.cli.common import Api, client_command, wait_options
+from app.cli.output import Progress
 from app.cli.waiting import Options, print_run, wait_for_run
 from app.exit_codes import EXIT_OK, EXIT_RUN_FAILED
 
@@ -94,11 +95,11 @@ def _follow_quietly(api: Api, run_id: str, opts: Options, skip_initial: bool) ->
     waiter = Waiter(api.client, run_id, opts, api.out)
     if skip_initial:
         waiter.skip_log = len(api.client.text(f"/api/v1/runs/{run_id}/logs"))
-    with api.out.progress(f"{run_id}") as progress:
-        try:
-            final = waiter.stream(progress)
-        except _Missing:
-            final = waiter.poll(progress)
+    quiet = Progress(None)  # the log is the progress
+    try:
+        final = waiter.stream(quiet)
+    except _Missing:
+        final = waiter.poll(quiet)
     if final["status"] not in TERMINAL_STATUSES:
         return EXIT_RUN_FAILED
     return EXIT_OK if final["status"] == "success" else EXIT_RUN_FAILED

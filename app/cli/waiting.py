@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import nullcontext
 from typing import Any, TextIO
 
 import click
 
 from app.cli.http import ApiError, RunyardClient
-from app.cli.output import Output
+from app.cli.output import Output, Progress
 from app.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED
 from app.models import TERMINAL_STATUSES as TERMINAL
 
@@ -81,7 +82,7 @@ class Waiter:
                 if _endpoint_missing(self.client, self.run_id, exc):
                     raise _Missing from None
                 raise
-            progress.update(f"{self.run_id} {run['status']} {self.elapsed()}")
+            progress.update(f"{self.run_id} {run['status']}")
             if run["status"] in TERMINAL:
                 return run
             left = self.remaining()
@@ -114,7 +115,7 @@ class Waiter:
                     self.log_stream.flush()
                 elif event in ("status", "end") and isinstance(data, dict):
                     run = data
-                    progress.update(f"{self.run_id} {run['status']} {self.elapsed()}")
+                    progress.update(f"{self.run_id} {run['status']}")
                     if event == "end":
                         return run
                 left = self.remaining()
@@ -143,7 +144,7 @@ class Waiter:
             run: dict[str, Any] = self.client.get(f"/api/v1/runs/{self.run_id}")
             if follower:
                 follower.poll()
-            progress.update(f"{self.run_id} {run['status']} {self.elapsed()}")
+            progress.update(f"{self.run_id} {run['status']}")
             left = self.remaining()
             if run["status"] in TERMINAL or (left is not None and left <= 0):
                 return run
@@ -154,7 +155,9 @@ class Waiter:
 def wait_for_run(client: RunyardClient, run_id: str, opts: Options, out: Output) -> int:
     waiter = Waiter(client, run_id, opts, out)
     try:
-        with out.progress(f"{run_id} waiting") as progress:
+        # With --follow the log is the progress: a live line would interleave with it.
+        live = nullcontext(Progress(None)) if opts.follow else out.progress(f"{run_id} waiting")
+        with live as progress:
             try:
                 run = waiter.stream(progress) if opts.follow else waiter.long_poll(progress)
             except _Missing:
