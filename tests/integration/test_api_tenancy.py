@@ -32,6 +32,10 @@ def _routes(client: TestClient[Any]) -> list[tuple[str, str]]:
             continue
         methods: set[str] = set(getattr(route, "methods", set()))
         for method in sorted(methods - {"HEAD", "OPTIONS"}):
+            # A pod uploads its artifacts with its run's own credential, not an API token: that
+            # route's refusals (forged, expired, another run's) are in test_artifacts_*.py.
+            if method == "POST" and route.path.endswith("/artifacts/{name:str}"):
+                continue
             found.append((method, route.path))
     return found
 

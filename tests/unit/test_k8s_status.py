@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.executors.k8s.live import read_logs
 from app.executors.k8s.status import (
     attempts_of,
     lost_outcome,
@@ -291,3 +292,28 @@ def test_json_lines_reassembles_events_split_across_chunks() -> None:
         {"type": "DELETED"},
         {},
     ]
+
+
+class _Pods:
+    """A JobSource of one pod whose launcher init container printed nothing."""
+
+    def list_jobs(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        return []
+
+    def read_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return None
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        spec = {"initContainers": [{"name": "launcher"}], "containers": [{"name": "main"}]}
+        return [
+            {"metadata": {"name": "p1", "creationTimestamp": "2026-01-01T00:00:00Z"}, "spec": spec}
+        ]
+
+    def pod_log(self, namespace: str, pod: str, container: str, tail: int | None) -> str | None:
+        return "" if container == "launcher" else "dbt says hello\n"
+
+
+def test_an_empty_init_container_log_adds_no_header() -> None:
+    """The launcher's init container prints nothing: the run's log stays the main
+    container's own text, without ``==> pod/container <==`` headers."""
+    assert read_logs(_Pods(), "org-acme", "job-1", None) == "dbt says hello\n"

@@ -13,7 +13,7 @@ import pytest
 
 from app.store import Store
 from app.store.db import Database
-from app.store.migrations import MIGRATIONS, Migration, RebuildError, rebuild_table
+from app.store.migrations import CURRENT_VERSION, MIGRATIONS, Migration, RebuildError, rebuild_table
 
 NOW = "2026-04-28T02:00:00Z"
 
@@ -90,7 +90,7 @@ def test_migration_6_drops_the_kind_check_and_keeps_everything_else(tmp_path: Pa
     before.close()
 
     store = Store(path)
-    assert store.migrate() == 6
+    assert store.migrate() == CURRENT_VERSION  # 6 and every later migration
     db = store.database
     assert _rows(db, "notifications") == notifications
     assert _rows(db, "notification_attempts") == attempts  # not emptied by a cascade

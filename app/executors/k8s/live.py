@@ -288,7 +288,7 @@ def read_logs(source: JobSource, namespace: str, job_name: str, tail: int | None
         pod_name = str((pod.get("metadata") or {}).get("name"))
         for container in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
             text = source.pod_log(namespace, pod_name, str(container.get("name")), tail)
-            if text is not None:
+            if text:  # an empty stream (the launcher's init container) adds no header
                 streams.append((f"{pod_name}/{container.get('name')}", text))
     if not streams:
         return None

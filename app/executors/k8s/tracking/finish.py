@@ -174,7 +174,9 @@ class Finisher:
                         kept.feed(chunk)
                 finally:
                     stream.close()
-                streams.append(LogStream(attempt.pod, container, kept.text()))
+                text = kept.text()
+                if text:  # an empty stream (the launcher's init container) adds no header
+                    streams.append(LogStream(attempt.pod, container, text))
         return streams
 
 
