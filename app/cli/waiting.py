@@ -19,6 +19,7 @@ from app.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_RUN_FAILED
 from app.models import TERMINAL_STATUSES as TERMINAL
 
 LONG_POLL_SECONDS = 30  # the server accepts 1-60
+QUIET_SECONDS = 60.0  # no event for this long on --follow: reconnect
 
 
 class Options:
@@ -100,37 +101,50 @@ class Waiter:
         return run
 
     def stream(self, progress: Any) -> dict[str, Any]:
-        """The run's log as it is written, until its end event (or --timeout)."""
-        read_timeout = 60.0
-        run: dict[str, Any] | None = None
-        try:
-            for event, data in self.client.events(
-                f"/api/v1/runs/{self.run_id}/events", read_timeout
-            ):
-                if event == "log" and isinstance(data, dict):
-                    text = str(data.get("text", ""))
-                    cut = min(len(text), self.skip_log)
-                    self.skip_log -= cut
-                    self.log_stream.write(text[cut:])
-                    self.log_stream.flush()
-                elif event in ("status", "end") and isinstance(data, dict):
-                    run = data
-                    progress.update(f"{self.run_id} {run['status']}")
-                    if event == "end":
-                        return run
-                left = self.remaining()
-                if left is not None and left <= 0:
-                    break
-        except ApiError as exc:
-            if _endpoint_missing(self.client, self.run_id, exc):
-                raise _Missing from None
-            raise
-        # The stream closed early (a restarting server) or --timeout passed: ask once.
-        current: dict[str, Any] = self.client.get(f"/api/v1/runs/{self.run_id}")
+        """The run's log as it is written, until its end event (or --timeout).
+
+        Each connection starts with the whole log so far, so a reconnection skips what was
+        printed. The stream has no keep-alives: a run quiet for QUIET_SECONDS, or a dropped
+        connection, means connecting again (after checking the run is still going)."""
+        shown = self.skip_log  # characters of the log printed (or skipped on purpose)
+        while True:
+            self.skip_log, received, again = shown, 0, False
+            try:
+                for event, data in self.client.events(
+                    f"/api/v1/runs/{self.run_id}/events", self._read_timeout()
+                ):
+                    if event == "log" and isinstance(data, dict):
+                        text = str(data.get("text", ""))
+                        received += len(text)
+                        cut = min(len(text), self.skip_log)
+                        self.skip_log -= cut
+                        self.log_stream.write(text[cut:])
+                        self.log_stream.flush()
+                    elif event in ("status", "end") and isinstance(data, dict):
+                        progress.update(f"{self.run_id} {data['status']}")
+                        if event == "end":
+                            return data
+                    elif event in ("timeout", "error"):  # quiet, or dropped for slowness
+                        again = True
+                    left = self.remaining()
+                    if left is not None and left <= 0:
+                        break
+            except ApiError as exc:
+                if _endpoint_missing(self.client, self.run_id, exc):
+                    raise _Missing from None
+                raise
+            shown = max(shown, received)
+            # Closed early (a restarting server), quiet, or --timeout passed: ask the run.
+            current: dict[str, Any] = self.client.get(f"/api/v1/runs/{self.run_id}")
+            left = self.remaining()
+            if current["status"] in TERMINAL or (left is not None and left <= 0):
+                return current
+            if not again:
+                time.sleep(0.5)  # the server closed the stream: do not hammer a restart
+
+    def _read_timeout(self) -> float:
         left = self.remaining()
-        if current["status"] in TERMINAL or (left is not None and left <= 0):
-            return current
-        return self.long_poll(progress)
+        return QUIET_SECONDS if left is None else max(0.5, min(QUIET_SECONDS, left + 0.5))
 
     def poll(self, progress: Any) -> dict[str, Any]:
         """For a server without /wait and /events: the run every 0.5 s to 2 s."""

@@ -428,3 +428,35 @@ def test_shell_completion_script() -> None:
         timeout=60,
     )
     assert "jobs" in words.stdout
+
+
+def test_follow_reconnects_after_a_quiet_spell_without_repeating_the_log(
+    setup: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The event stream has no keep-alives: after QUIET_SECONDS without an event the CLI
+    connects again, and the log the new connection starts with is not printed twice."""
+    from app.cli import main, waiting
+    from app.cli.http import RunyardClient
+
+    monkeypatch.setattr(waiting, "QUIET_SECONDS", 0.3)
+    connections: list[str] = []
+    original = RunyardClient.events
+
+    def counted(self: RunyardClient, path: str, read_timeout: float) -> Any:
+        connections.append(path)
+        return original(self, path, read_timeout)
+
+    monkeypatch.setattr(RunyardClient, "events", counted)
+    server, token = setup["server"], setup["token"]
+    code = main(
+        ["jobs", "trigger", "analytics", "slow", "--follow", "--url", server.url, "--token", token]
+    )
+    out = capsys.readouterr().out
+    assert code == 0
+    assert len(connections) >= 2  # dbt's start-up alone is quieter than 0.3 s
+    run_id = connections[0].split("/")[4]
+    stored = httpx.get(
+        f"{server.url}/api/v1/runs/{run_id}/logs", headers={"Authorization": f"Bearer {token}"}
+    ).text
+    assert out.startswith(stored)  # the whole log, each line once, then the summary
+    assert out.count("Completed successfully") == 1
