@@ -74,3 +74,16 @@ def test_images_outside_the_allowed_repositories_are_refused(
         f"/api/v1/projects/{project['id']}/jobs/{job['id']}/runs", headers=app.admin
     )
     assert runs.json()["total"] == 0
+
+
+def test_deferral_is_refused_on_kubernetes_until_pods_can_fetch_state(
+    emulator_app: App, emulator: Kube
+) -> None:
+    app = emulator_app
+    project = app.project()
+    prod = app.job(project["id"], schedule=None)
+    body = {"name": "ci", "command": "dbt build", "defer_to_job_id": prod["id"]}
+    response = app.client.post(
+        f"/api/v1/projects/{project['id']}/jobs", json=body, headers=app.admin
+    )
+    assert "local executor" in assert_problem(response, 422, field="defer_to_job_id")["detail"]
