@@ -8,6 +8,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import click
+from click.shell_completion import CompletionItem
 
 from app.cli.http import DEFAULT_URL, RunyardClient
 from app.cli.output import Output
@@ -75,3 +76,55 @@ def wait_options(func: F) -> F:
     for option in reversed(options):
         func = option(func)
     return func
+
+
+# --- shell completion of names -----------------------------------------------------------------
+
+
+def _completion_client(ctx: click.Context) -> Api | None:
+    try:
+        return Api(ctx.params.get("url"), ctx.params.get("token"), False)
+    except Exception:  # completion must never fail loudly
+        return None
+
+
+def complete_project(
+    ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Project names from the server (RUNYARD_URL, RUNYARD_TOKEN), for shell completion."""
+    api = _completion_client(ctx)
+    if api is None:
+        return []
+    try:
+        projects = api.client.get("/api/v1/projects", timeout=3)["projects"]
+    except Exception:  # no server, no token: complete nothing rather than print an error
+        return []
+    finally:
+        api.client.close()
+    return [
+        CompletionItem(p["name"], help=p.get("description") or p["kind"])
+        for p in projects
+        if p["name"].startswith(incomplete)
+    ]
+
+
+def complete_job(
+    ctx: click.Context, _param: click.Parameter, incomplete: str
+) -> list[CompletionItem]:
+    """Job names of the PROJECT already on the command line."""
+    api = _completion_client(ctx)
+    project = ctx.params.get("project")
+    if api is None or not project:
+        return []
+    try:
+        found = api.client.project(project)
+        jobs = api.client.get(f"/api/v1/projects/{found['id']}/jobs", timeout=3)["jobs"]
+    except Exception:
+        return []
+    finally:
+        api.client.close()
+    return [
+        CompletionItem(j["name"], help=j["command"][:60])
+        for j in jobs
+        if j["name"].startswith(incomplete)
+    ]

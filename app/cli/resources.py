@@ -9,7 +9,14 @@ from typing import Any, TypeVar
 
 import click
 
-from app.cli.common import Api, CliError, client_command, wait_options
+from app.cli.common import (
+    Api,
+    CliError,
+    client_command,
+    complete_job,
+    complete_project,
+    wait_options,
+)
 from app.cli.waiting import Options, wait_for_run
 from app.exit_codes import EXIT_OK, EXIT_USAGE
 
@@ -81,7 +88,7 @@ def projects_list(api: Api) -> int:
 
 
 @projects.command("show")
-@click.argument("project")
+@click.argument("project", shell_complete=complete_project)
 @client_command
 def projects_show(api: Api, project: str) -> int:
     """Show a project (by name or id)."""
@@ -119,7 +126,7 @@ def projects_create(api: Api, name: str, **fields: Any) -> int:
 
 
 @projects.command("update")
-@click.argument("project")
+@click.argument("project", shell_complete=complete_project)
 @click.option("--name", help="a new name")
 @_with(_project_options)
 @client_command
@@ -134,7 +141,7 @@ def projects_update(api: Api, project: str, **fields: Any) -> int:
 
 
 @projects.command("delete")
-@click.argument("project")
+@click.argument("project", shell_complete=complete_project)
 @click.option("--yes", is_flag=True, help="do not ask")
 @client_command
 def projects_delete(api: Api, project: str, yes: bool) -> int:
@@ -147,7 +154,7 @@ def projects_delete(api: Api, project: str, yes: bool) -> int:
 
 
 @projects.command("deploy")
-@click.argument("project")
+@click.argument("project", shell_complete=complete_project)
 @client_command
 def projects_deploy(api: Api, project: str) -> int:
     """Schedule the project's jobs (CronJobs on Kubernetes)."""
@@ -158,7 +165,7 @@ def projects_deploy(api: Api, project: str) -> int:
 
 
 @projects.command("undeploy")
-@click.argument("project")
+@click.argument("project", shell_complete=complete_project)
 @client_command
 def projects_undeploy(api: Api, project: str) -> int:
     """Stop scheduling the project's jobs."""
@@ -203,7 +210,7 @@ def _show_job(api: Api, job: dict[str, Any]) -> None:
 
 
 @jobs.command("list")
-@click.argument("project")
+@click.argument("project", shell_complete=complete_project)
 @client_command
 def jobs_list(api: Api, project: str) -> int:
     """List a project's jobs."""
@@ -228,8 +235,8 @@ def _job(api: Api, project: str, job: str) -> tuple[dict[str, Any], dict[str, An
 
 
 @jobs.command("show")
-@click.argument("project")
-@click.argument("job")
+@click.argument("project", shell_complete=complete_project)
+@click.argument("job", shell_complete=complete_job)
 @client_command
 def jobs_show(api: Api, project: str, job: str) -> int:
     """Show a job (project and job by name or id)."""
@@ -257,7 +264,7 @@ def _job_body(fields: dict[str, Any]) -> dict[str, Any]:
 
 
 @jobs.command("create")
-@click.argument("project")
+@click.argument("project", shell_complete=complete_project)
 @click.argument("name")
 @_with(_job_options)
 @client_command
@@ -270,8 +277,8 @@ def jobs_create(api: Api, project: str, name: str, **fields: Any) -> int:
 
 
 @jobs.command("update")
-@click.argument("project")
-@click.argument("job")
+@click.argument("project", shell_complete=complete_project)
+@click.argument("job", shell_complete=complete_job)
 @click.option("--name", help="a new name")
 @_with(_job_options)
 @client_command
@@ -296,8 +303,8 @@ def _set_enabled(api: Api, project: str, job: str, enabled: bool) -> int:
 
 
 @jobs.command("enable")
-@click.argument("project")
-@click.argument("job")
+@click.argument("project", shell_complete=complete_project)
+@click.argument("job", shell_complete=complete_job)
 @client_command
 def jobs_enable(api: Api, project: str, job: str) -> int:
     """Let the job's schedule fire again."""
@@ -305,8 +312,8 @@ def jobs_enable(api: Api, project: str, job: str) -> int:
 
 
 @jobs.command("disable")
-@click.argument("project")
-@click.argument("job")
+@click.argument("project", shell_complete=complete_project)
+@click.argument("job", shell_complete=complete_job)
 @client_command
 def jobs_disable(api: Api, project: str, job: str) -> int:
     """Stop the job's schedule (it can still be triggered)."""
@@ -314,8 +321,8 @@ def jobs_disable(api: Api, project: str, job: str) -> int:
 
 
 @jobs.command("delete")
-@click.argument("project")
-@click.argument("job")
+@click.argument("project", shell_complete=complete_project)
+@click.argument("job", shell_complete=complete_job)
 @click.option("--yes", is_flag=True, help="do not ask")
 @client_command
 def jobs_delete(api: Api, project: str, job: str, yes: bool) -> int:
@@ -328,8 +335,8 @@ def jobs_delete(api: Api, project: str, job: str, yes: bool) -> int:
 
 
 @jobs.command("status")
-@click.argument("project")
-@click.argument("job")
+@click.argument("project", shell_complete=complete_project)
+@click.argument("job", shell_complete=complete_job)
 @click.option("--window", help="add statistics over this window, e.g. 7d")
 @client_command
 def jobs_status(api: Api, project: str, job: str, window: str | None) -> int:
@@ -346,8 +353,8 @@ def jobs_status(api: Api, project: str, job: str, window: str | None) -> int:
 
 
 @jobs.command("versions")
-@click.argument("project")
-@click.argument("job")
+@click.argument("project", shell_complete=complete_project)
+@click.argument("job", shell_complete=complete_job)
 @client_command
 def jobs_versions(api: Api, project: str, job: str) -> int:
     """The job's configuration versions, newest first."""
@@ -373,8 +380,8 @@ def jobs_versions(api: Api, project: str, job: str) -> int:
 
 
 @jobs.command("trigger")
-@click.argument("project")
-@click.argument("job")
+@click.argument("project", shell_complete=complete_project)
+@click.argument("job", shell_complete=complete_job)
 @click.option("--command", "command_", help="command override for this run only")
 @click.option("--image", help="container image for this run only")
 @click.option("--idempotency-key", help="the same key within 24 h returns the same run")

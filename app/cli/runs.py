@@ -6,7 +6,7 @@ from typing import Any
 
 import click
 
-from app.cli.common import Api, client_command, wait_options
+from app.cli.common import Api, client_command, complete_job, complete_project, wait_options
 from app.cli.output import Progress
 from app.cli.waiting import Options, print_run, wait_for_run
 from app.exit_codes import EXIT_OK, EXIT_RUN_FAILED
@@ -18,8 +18,12 @@ def runs() -> None:
 
 
 @runs.command("list")
-@click.option("--project", help="only this project's runs (name or id)")
-@click.option("--job", help="only this job's runs (name or id; needs --project)")
+@click.option(
+    "--project", shell_complete=complete_project, help="only this project's runs (name or id)"
+)
+@click.option(
+    "--job", shell_complete=complete_job, help="only this job's runs (name or id; needs --project)"
+)
 @click.option("--status", help="only runs with this status")
 @click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
 @client_command

@@ -405,6 +405,31 @@ def test_wait_and_follow_use_the_servers_long_poll_and_events(setup: dict[str, A
     assert run_gets == []  # no polling of the run itself
 
 
+def test_shell_completion_of_project_and_job_names(setup: dict[str, Any]) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    env |= {"RUNYARD_URL": setup["server"].url, "RUNYARD_TOKEN": setup["token"]}
+
+    def complete(line: str) -> list[str]:
+        words = line.split(" ")
+        result = subprocess.run(
+            [sys.executable, "-m", "app.cli"],
+            capture_output=True,
+            text=True,
+            env=env
+            | {
+                "_RUNYARD_COMPLETE": "bash_complete",
+                "COMP_WORDS": line,
+                "COMP_CWORD": str(len(words) - 1),
+            },
+            timeout=60,
+        )
+        return [row.split(",", 1)[1] for row in result.stdout.splitlines()]
+
+    assert complete("runyard jobs trigger ana") == ["analytics"]
+    assert sorted(complete("runyard jobs trigger analytics b")) == ["broken", "build"]
+    assert complete("runyard runs list --project analytics --job sl") == ["slow"]
+
+
 def test_shell_completion_script() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "app.cli"],
