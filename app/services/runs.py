@@ -263,9 +263,10 @@ class RunService:
             snapshot,
             argv=list(parsed.argv),
             image_override=self._image(project, image, snapshot.image_override),
-            state=self._state(
-                project, snapshot, parsed, state, replayed=replay_command is not None
-            ),
+            # A Job the cluster already created runs as it was made: no state to add.
+            state=None
+            if job_name is not None
+            else self._state(project, snapshot, parsed, state, replayed=replay_command is not None),
         )
         parsed_type = parsed.subcommand
         namespace = (
