@@ -146,9 +146,7 @@ def test_hostile_uploads_are_refused_and_store_nothing(server: LiveServer) -> No
     other_run = _run(container, "acme")
     good = _credential(container, run_id)
 
-    forged = {
-        "Authorization": f"Bearer {TOKEN_PREFIX}9999999999.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
-    }
+    forged = {"Authorization": f"Bearer {TOKEN_PREFIX}9999999999." + "A" * 43}
     assert_problem(_upload(server, run_id, "manifest.json", b"{}", forged), 401)
     assert_problem(_upload(server, run_id, "manifest.json", b"{}", {}), 401)
     # Another run's credential, even of the same org.
