@@ -71,6 +71,13 @@ class JobSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_def
     ttl_seconds_after_finished: int = 21600
     concurrency_policy: ConcurrencyPolicy = "Forbid"
     depends_on: list[DependsOn] = msgspec.field(default_factory=list)
+    defer_to: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="a dbt job of the same project, by name: runs defer to its latest "
+            "successful manifest (--defer --state), for slim CI with state:modified+"
+        ),
+    ] = None
 
 
 class ProjectSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -86,6 +93,10 @@ class ProjectSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit
     resources: dict[str, Any] = msgspec.field(default_factory=dict)
     service_account: str | None = None
     template_overrides: dict[str, Any] = msgspec.field(default_factory=dict)
+    allowed_images: Annotated[
+        list[str],
+        msgspec.Meta(description="repository prefixes a trigger's image may come from"),
+    ] = msgspec.field(default_factory=list)
     slack_channel: str | None = None
     slack_webhook_url: FromEnv | None = None
     deployed: Annotated[

@@ -36,7 +36,8 @@ from app.jobfile import (
 )
 from app.models import DependencyCondition
 
-_NOT_COMPARED = {"name", "jobs", "deployed", "depends_on"}
+_NOT_COMPARED = {"name", "jobs", "deployed", "depends_on", "defer_to"}
+_UNCHANGED = object()
 
 
 @dataclass
@@ -59,6 +60,8 @@ class Change:
     deploy: bool | None = None
     # (job name or id, condition) to set
     depends_on: list[tuple[str, DependencyCondition]] | None = None
+    # the job (name or id) to defer to, None to stop deferring; _UNCHANGED: leave it
+    defer_to: object = _UNCHANGED
 
     @property
     def changes_something(self) -> bool:
@@ -243,6 +246,11 @@ def _plan_job(
             change.fields.append(
                 FieldChange("depends_on", [f"{n} ({o})" for n, o in have] or None, show or None)
             )
+    deferred = (current or {}).get("defer_to_job_id")
+    had = names_by_id.get(deferred, deferred) if deferred else None
+    if spec.defer_to != had:
+        change.defer_to = spec.defer_to
+        change.fields.append(FieldChange("defer_to", had, spec.defer_to))
     return change
 
 
@@ -256,10 +264,14 @@ def _ordered(jobs: list[JobSpec]) -> list[JobSpec]:
         if job.name in seen:
             return
         if job.name in path:
-            raise JobFileError([f"depends_on forms a cycle: {' -> '.join((*path, job.name))}"])
+            raise JobFileError(
+                [f"depends_on and defer_to form a cycle: {' -> '.join((*path, job.name))}"]
+            )
         for dep in job.depends_on:
             if dep.job in by_name:
                 visit(by_name[dep.job], (*path, job.name))
+        if job.defer_to in by_name:  # the job deferred to must exist first
+            visit(by_name[job.defer_to], (*path, job.name))
         seen.add(job.name)
         done.append(job)
 
@@ -318,6 +330,11 @@ def _send(api: Api, change: Change, project_ids: dict[str, str], job_ids: dict[s
             {"job_id": job_ids.get(f"{project}/{dep}", dep), "on": on}
             for dep, on in change.depends_on
         ]
+    if change.defer_to is not _UNCHANGED:
+        target = change.defer_to
+        body["defer_to_job_id"] = (
+            job_ids.get(f"{project}/{target}", target) if isinstance(target, str) else None
+        )
     if change.action == "create":
         job_ids[change.name] = api.client.post(base, {"name": name, **body})["id"]
     elif change.action == "update":

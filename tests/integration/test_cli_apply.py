@@ -209,3 +209,40 @@ def test_the_api_serves_the_files_json_schema(world: dict[str, Any]) -> None:
     assert job["required"] == ["name", "command"]
     assert job["properties"]["webhook_secret"]["anyOf"][0] == {"$ref": "#/$defs/FromEnv"}
     assert job["additionalProperties"] is False  # a misspelt field is flagged by editors
+
+
+SLIM_CI = """\
+projects:
+  - name: shop
+    kind: dbt
+    path: dbt_demo
+    allowed_images: [ghcr.io/acme/shop]
+    jobs:
+      - name: ci
+        command: dbt build --select state:modified+
+        defer_to: nightly
+      - name: nightly
+        command: dbt build --exclude tag:broken
+"""
+
+
+def test_apply_sets_deferral_by_name_and_allowed_images(world: dict[str, Any]) -> None:
+    """`defer_to` names a job of the file (listed after the job that defers to it, so apply
+    orders them), and `allowed_images` is a plain project field; both are idempotent."""
+    world["file"].write_text(SLIM_CI)
+    first = _apply(world)
+    assert first.returncode == 0, first.stderr
+    jobs = _jobs(world)
+    assert jobs["ci"]["defer_to_job_id"] == jobs["nightly"]["id"]
+    http: httpx.Client = world["http"]
+    project = http.get("/api/v1/projects").json()["projects"][0]
+    assert project["allowed_images"] == ["ghcr.io/acme/shop"]
+    second = _apply(world)
+    assert second.returncode == 0, second.stderr
+    assert "no changes" in second.stdout
+
+    world["file"].write_text(SLIM_CI.replace("        defer_to: nightly\n", ""))
+    third = _apply(world)
+    assert third.returncode == 0, third.stderr
+    assert "defer_to" in third.stdout
+    assert _jobs(world)["ci"]["defer_to_job_id"] is None
