@@ -1,10 +1,12 @@
 """Run artifacts over HTTP: the list and content of a run's artifacts, the latest successful
-copy of a job's, and the upload a run's pod makes with its own credential.
+copy of a job's, the upload a run's pod makes with its own credential, and the download of
+the run's dbt state (retry, deferral) by its pod with the same credential.
 
-The upload is not authenticated by an API token: the handler's opt ``own_credential``
-takes it out of the token middleware and the role guard (app/api/auth.py), and the
-service checks the run's upload credential instead. Its body is streamed from the socket
-to a scratch file on a worker thread, so memory does not grow with the artifact.
+Neither the upload nor the state download is authenticated by an API token: the handler's
+opt ``own_credential`` takes it out of the token middleware and the role guard
+(app/api/auth.py), and the service checks the run's upload credential instead. An upload's
+body is streamed from the socket to a scratch file on a worker thread, so memory does not
+grow with the artifact.
 """
 
 from __future__ import annotations
@@ -203,3 +205,26 @@ class ArtifactController(Controller):
             )
         )
         return _out(info)
+
+    @get(
+        "/api/v1/runs/{run_id:str}/state/{name:str}",
+        sync_to_thread=True,
+        media_type=JSON,
+        opt={OWN_CREDENTIAL: True},
+        security=[{"artifactUpload": []}],
+        summary="A file of the run's dbt state (retry, deferral), for the run's pod (the "
+        "launcher), with the run's upload credential",
+    )
+    def state_file(
+        self,
+        request: Request[Any, Any, Any],
+        store: Store,
+        settings: Settings,
+        run_id: str,
+        name: str,
+    ) -> Stream:
+        size, stream = _service_for(store, settings).state_file(run_id, name, _bearer(request))
+        headers = {"Cache-Control": "no-store"}
+        if size is not None:
+            headers["Content-Length"] = str(size)
+        return Stream(_chunks(stream), media_type=JSON, headers=headers)

@@ -10,6 +10,7 @@ from litestar.params import Parameter
 from app.api.auth import AnyRequest, provide_principal
 from app.api.params import parse_time
 from app.api.views import RunConfig, RunList, TriggerBody, run_list, run_out
+from app.errors import invalid
 from app.models import Principal, RunOut
 from app.services.runs import RunService
 
@@ -102,5 +103,13 @@ class RunController(Controller):
         run_id: str,
         data: TriggerBody | None = None,
     ) -> RunOut:
+        if data is not None and data.image is not None:
+            # A rerun replays its snapshot, image included: a different image is a new run.
+            raise invalid(
+                "image",
+                "a rerun replays its run's snapshot, including the image it ran; to run "
+                "another image, trigger the job with it (POST "
+                '/api/v1/projects/{project}/jobs/{job}/trigger with {"image": ...})',
+            )
         override = data.command_override if data else None
         return run_out(runs.rerun(principal, run_id, override))

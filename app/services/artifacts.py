@@ -7,18 +7,32 @@ this org and has not expired, the run is still active or ended less than the gra
 ago, the declared and actual sizes fit the per-file limit and what is left of the per-run
 budget, and the content is one JSON object (checked streaming, after it is written to a
 scratch file, before it becomes visible). A refused upload stores nothing.
+
+The same credential lets a run's pod download its dbt state (``state_file``): the stored
+artifacts of earlier runs its snapshot names (retry, deferral), exactly those and only
+while the run is active, sanitised as the local executor writes them (app/engines/state.py).
 """
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import BinaryIO
 
-from app.errors import BadRequest, Invalid, NotFound, RunyardError, Unauthorized
+from app.engines.state import (
+    RUN_RESULTS,
+    StateUnavailable,
+    missing_message,
+    state_content,
+    state_files,
+)
+from app.errors import BadRequest, Conflict, Invalid, NotFound, RunyardError, Unauthorized
+from app.executors.k8s.render import STATE_DIR
 from app.models import Principal, RunRecord
+from app.services.history import ModelHistory
 from app.store import Store
 from app.store.artifacts import (
     ARTIFACT_NAMES,
@@ -37,6 +51,12 @@ class TooLarge(RunyardError):
     status = 413
     title = "Request body too large"
     slug = "body-too-large"
+
+
+class NotRecordedYet(RunyardError):
+    status = 503
+    title = "Run not recorded yet"
+    slug = "run-not-recorded-yet"
 
 
 def _names() -> str:
@@ -80,7 +100,7 @@ class ArtifactService:
             self._clock(),
         )
 
-    def _authorize(self, run_id: str, credential: str) -> RunRecord:
+    def _authorize(self, run_id: str, credential: str, *, waiting: bool = False) -> RunRecord:
         refused = Unauthorized(
             "Send 'Authorization: Bearer <credential>' with the run's upload credential "
             f"(the pod's {UPLOAD_TOKEN_ENV}); it is valid for that run only, until shortly "
@@ -96,6 +116,14 @@ class ArtifactService:
             namespace, _, job_name = run_id.partition("~")
             found = artifacts.run_of_k8s_job(namespace, job_name) if job_name else None
             run = self._store.runs.record(found) if found else None
+            if run is None and job_name and waiting:
+                # A pod fetching its state can start before runyard has seen its Job; it
+                # asks again (the launcher waits up to two minutes).
+                raise NotRecordedYet(
+                    f"runyard has not recorded a run for Kubernetes Job {job_name[:80]!r} "
+                    "yet; ask again in a few seconds.",
+                    headers={"Retry-After": "5"},
+                )
             if run is None or not artifacts.job_token_matches(credential, run.org_id, run.job_id):
                 raise refused
         else:
@@ -150,7 +178,62 @@ class ArtifactService:
             "artifact stored",
             extra={"run_id": run.id, "artifact": name, "bytes": info.size},
         )
+        if name == RUN_RESULTS:
+            try:
+                # A pod's upload may land after the run's end was recorded: its nodes
+                # replace what the log said. The file is kept either way.
+                ModelHistory(self._store).artifact_stored(run.id, name)
+            except Exception:
+                log.exception(
+                    "model history could not use an uploaded run_results.json",
+                    extra={"run_id": run.id},
+                )
         return info
+
+    # --- a pod's dbt state ----------------------------------------------------------
+
+    def state_file(self, run_id: str, name: str, credential: str) -> tuple[int | None, BinaryIO]:
+        """One file of the run's dbt state, for its pod: (size when known, content). Only
+        the files the run's snapshot names (a retry's run_results.json, a deferral's
+        manifest.json), only while the run is active, only with the run's credential."""
+        run = self._authorize(run_id, credential, waiting=True)  # first: strangers learn nothing
+        check_name(name)
+        if run.status not in ("pending", "running"):
+            raise Conflict(
+                f"Run {run.id} is {run.status}: its pod fetches its state when it starts, "
+                "and the run has ended."
+            )
+        state = run.snapshot.state
+        if state is None:
+            defer = run.snapshot.job.defer_to_job_id
+            raise Conflict(
+                f"Run {run.id} starts with no dbt state"
+                + (
+                    f": its job defers to job {defer}, which had no successful run with a "
+                    "manifest.json when this run was recorded. Run that job first."
+                    if defer
+                    else " (it is neither a retry nor a run of a deferring job)."
+                )
+            )
+        files = state_files(state)
+        source = files.get(name)
+        if source is None:
+            raise NotFound(f"Run {run.id}'s state holds {', '.join(sorted(files))}, not {name}.")
+        store = self._store.artifacts
+        if name != RUN_RESULTS:
+            info = store.info(source, name)
+            stream = store.open(source, name) if info else None
+            if info is None or stream is None:
+                raise Conflict("Run " + run.id + " cannot start: " + missing_message(state, name))
+            return info.size, stream
+        raw = store.read(source, name)
+        if raw is None:
+            raise Conflict("Run " + run.id + " cannot start: " + missing_message(state, name))
+        try:
+            content = state_content(state, name, raw, STATE_DIR)
+        except StateUnavailable as exc:
+            raise Conflict(f"Run {run.id} cannot start: {exc}.") from None
+        return len(content), io.BytesIO(content)
 
     # --- reads for an org ---------------------------------------------------------------
 

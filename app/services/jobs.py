@@ -369,15 +369,6 @@ class JobService:
             return []
         if project.kind != "dbt":
             return [FieldError("defer_to_job_id", "deferral is dbt's (--defer --state)")]
-        if self._executor.name == "kubernetes":
-            # Pods cannot fetch the deferred-to manifest yet (docs/dbt.md, "Kubernetes").
-            return [
-                FieldError(
-                    "defer_to_job_id",
-                    "deferral runs on the local executor only for now: on Kubernetes the "
-                    "pod cannot fetch the other job's manifest yet",
-                )
-            ]
         if target == job.id or self._store.jobs.get(job.org_id, project.id, target) is None:
             return [
                 FieldError(

@@ -263,10 +263,14 @@ class RunService:
             snapshot,
             argv=list(parsed.argv),
             image_override=self._image(project, image, snapshot.image_override),
-            # A Job the cluster already created runs as it was made: no state to add.
-            state=None
-            if job_name is not None
-            else self._state(project, snapshot, parsed, state, replayed=replay_command is not None),
+            state=self._state(
+                project,
+                snapshot,
+                parsed,
+                state,
+                replayed=replay_command is not None,
+                cluster_made=job_name is not None,
+            ),
         )
         parsed_type = parsed.subcommand
         namespace = (
@@ -473,22 +477,26 @@ class RunService:
         given: RunState | None,
         *,
         replayed: bool,
+        cluster_made: bool = False,
     ) -> RunState | None:
         """The dbt state a run starts with: a retry's (given), a rerun of a retry's (the
-        same again), or a deferring job's (its target's latest manifest)."""
+        same again), or a deferring job's (its target's latest manifest). The executor
+        hands it to the run (local: a folder; Kubernetes: the pod's launcher downloads it
+        with the run's credential, serving exactly what is recorded here).
+
+        ``cluster_made``: a Job a CronJob already started is recorded, never refused; its
+        pod asks for the deferred-to manifest, so the state is recorded when there is one
+        (without one, the pod hears why and the run fails)."""
+        if cluster_made:
+            try:
+                return self._defer_state(project, snapshot.job, parsed)
+            except RunyardError:
+                return None
         state = given
         if state is None and replayed and snapshot.state and snapshot.state.retry_run_id:
             state = snapshot.state
         if state is None:
             state = self._defer_state(project, snapshot.job, parsed)
-        if state is not None and self._executor.name == "kubernetes":
-            # The pod has no way to fetch the state yet (docs/dbt.md, "Kubernetes").
-            raise Conflict(
-                "Retry and deferral (dbt --state) run on the local executor only for now: "
-                "on Kubernetes the pod cannot fetch the earlier run's artifacts yet. Rerun "
-                "the run instead (POST /api/v1/runs/{id}/rerun), or remove the job's "
-                "defer_to_job_id."
-            )
         return state
 
     def _defer_state(

@@ -76,9 +76,13 @@ def test_images_outside_the_allowed_repositories_are_refused(
     assert runs.json()["total"] == 0
 
 
-def test_deferral_is_refused_on_kubernetes_until_pods_can_fetch_state(
+def test_deferral_on_kubernetes_without_the_launcher_says_what_to_set(
     emulator_app: App, emulator: Kube
 ) -> None:
+    """A deferring job is saved on Kubernetes (its pods fetch the manifest through runyard's
+    launcher, tests/integration/test_k8s_state.py); without the launcher configured a run
+    could not get its state, so the trigger says which settings to set, and the run is
+    recorded as failed rather than run without its state."""
     app = emulator_app
     project = app.project()
     prod = app.job(project["id"], schedule=None)
@@ -86,4 +90,44 @@ def test_deferral_is_refused_on_kubernetes_until_pods_can_fetch_state(
     response = app.client.post(
         f"/api/v1/projects/{project['id']}/jobs", json=body, headers=app.admin
     )
-    assert "local executor" in assert_problem(response, 422, field="defer_to_job_id")["detail"]
+    assert response.status_code == 201, response.text
+    ci = response.json()
+    done = app.client.post(
+        f"/api/v1/projects/{project['id']}/jobs/{prod['id']}/trigger", headers=app.admin
+    ).json()["job_run_id"]
+    store = app.container.store
+    with store.database.write() as db:
+        db.conn.execute("UPDATE runs SET status = 'success' WHERE id = ?", (done,))
+    store.artifacts.put(done, "manifest.json", b'{"nodes": {}}', limit_bytes=1000)
+    refused = app.client.post(
+        f"/api/v1/projects/{project['id']}/jobs/{ci['id']}/trigger", headers=app.admin
+    )
+    assert "RUNYARD_LAUNCHER_IMAGE" in assert_problem(refused, 409)["detail"]
+    runs = app.client.get(
+        f"/api/v1/projects/{project['id']}/jobs/{ci['id']}/runs", headers=app.admin
+    ).json()
+    assert [r["status"] for r in runs["runs"]] == ["failed"], runs
+
+
+def test_a_rerun_refuses_an_image(emulator_app: App, emulator: Kube) -> None:
+    """A rerun replays its snapshot, image included: an image in its body is a 422, never
+    silently ignored, and nothing is started."""
+    app = emulator_app
+    project = app.project(allowed_images=["ghcr.io/acme/analytics"])
+    job = app.job(project["id"], schedule=None, concurrency_policy="Allow")
+    url = f"/api/v1/projects/{project['id']}/jobs/{job['id']}/trigger"
+    first = app.client.post(url, json={"image": PR_IMAGE}, headers=app.admin).json()
+    rerun = app.client.post(
+        f"/api/v1/runs/{first['job_run_id']}/rerun",
+        json={"image": "ghcr.io/acme/analytics:pr-43"},
+        headers=app.admin,
+    )
+    assert "replays" in assert_problem(rerun, 422, field="image")["detail"]
+    runs = app.client.get(
+        f"/api/v1/projects/{project['id']}/jobs/{job['id']}/runs", headers=app.admin
+    ).json()
+    assert runs["total"] == 1
+    # Without an image the rerun runs the image the run ran.
+    again = app.client.post(f"/api/v1/runs/{first['job_run_id']}/rerun", headers=app.admin)
+    assert again.status_code == 201, again.text
+    assert _main_image(emulator.job(again.json()["job_name"]) or {}) == PR_IMAGE

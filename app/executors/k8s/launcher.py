@@ -8,6 +8,11 @@ container runs ``python3 /runyard/bin/launcher.py -- <argv>`` (docs/artifacts.md
 
 What it does:
 
+0. when ``$RUNYARD_STATE_URL`` is set (a retry, a run of a deferring job), downloads each
+   file named in ``$RUNYARD_STATE_FILES`` from ``$RUNYARD_STATE_URL/<name>`` with the same
+   credential into ``$RUNYARD_STATE_DIR`` (``/runyard/state``), where dbt's ``--state``
+   points; if it cannot, it says why and exits 2 without starting the command (dbt would
+   fail without its state, or worse, build everything);
 1. runs ``argv`` (no shell), forwarding SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and
    SIGUSR2 to it, and exits with its exit code (128 + N when a signal N ended it), so
    Kubernetes' podFailurePolicy sees the command's own code;
@@ -161,6 +166,72 @@ def upload_artifacts(
     return uploaded
 
 
+STATE_DEADLINE_SECONDS = 120.0
+DEFAULT_STATE_DIR = "/runyard/state"
+
+
+def download_one(url: str, token: str, path: str, timeout: float) -> tuple[int, str, float]:
+    """GET url into path (a new file, streamed); (status, short reason, seconds to wait
+    before asking again when the server said so)."""
+    parts = urllib.parse.urlsplit(url)
+    connection = _connection(url, timeout)
+    try:
+        connection.request("GET", parts.path, headers={"Authorization": "Bearer " + token})
+        response = connection.getresponse()
+        if response.status != 200:
+            text = response.read(2000).decode("utf-8", "replace")
+            after = response.getheader("Retry-After") or ""
+            return response.status, text, float(after) if after.isdigit() else 0.0
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+        with os.fdopen(os.open(path, flags, 0o600), "wb") as out:
+            while True:
+                block = response.read(BLOCK)
+                if not block:
+                    break
+                out.write(block)
+        return 200, "", 0.0
+    finally:
+        connection.close()
+
+
+def fetch_state(url: str, token: str, names: list[str], folder: str, deadline: float) -> str:
+    """Download the run's state files into folder; "" when all arrived, else why not."""
+    try:
+        Path(folder).mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"cannot create {folder}: {exc.strerror or exc}"
+    for name in names:
+        if name not in ARTIFACT_NAMES:
+            return f"{name[:80]!r} is not a state file runyard serves"
+        path = Path(folder) / name
+        part = Path(str(path) + ".part")
+        attempt = 0
+        while True:
+            attempt += 1
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "out of time fetching " + name
+            try:
+                status, text, wait = download_one(
+                    url.rstrip("/") + "/" + name, token, str(part), min(left, 60)
+                )
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                status, text, wait = 0, str(exc), 0.0
+            if status == 200:
+                part.replace(path)
+                break
+            with contextlib.suppress(OSError):
+                part.unlink()
+            reason = f"{name} ({status or 'no answer'}): {text.strip()[:300]}"
+            # 503: runyard has not seen this pod's Job yet (a scheduled run); 5xx, 429 and
+            # no answer may pass. Anything else (401, 404, 409) will not.
+            if not (status == 0 or status >= 500 or status == 429):
+                return reason
+            say("fetching state " + reason + "; trying again")
+            time.sleep(max(0.0, min(wait or 2.0 * min(attempt, 5), deadline - time.monotonic())))
+    return ""
+
+
 def install(destination: str) -> int:
     """Copy this file to ``destination`` (the init container's job), readable by any uid."""
     temporary = Path(destination + ".part")
@@ -171,6 +242,18 @@ def install(destination: str) -> int:
     return 0
 
 
+def with_job(url: str) -> str:
+    """``{job}`` in a URL: the pod's Kubernetes Job name (a scheduled run's pod, whose run
+    runyard knows by its Job); "" when the pod does not know it."""
+    if "{job}" not in url:
+        return url
+    job = os.environ.get("RUNYARD_K8S_JOB_NAME", "")
+    if not job:
+        say("RUNYARD_K8S_JOB_NAME is not set; cannot reach runyard for this run")
+        return ""
+    return url.replace("{job}", urllib.parse.quote(job, safe=""))
+
+
 def main(args: list[str]) -> int:
     if len(args) == 2 and args[0] == "--install":
         return install(args[1])
@@ -178,16 +261,23 @@ def main(args: list[str]) -> int:
         say("usage: launcher.py -- COMMAND [ARG...]   or   launcher.py --install PATH")
         return 2
     argv = args[1:]
+    token = os.environ.get("RUNYARD_ARTIFACT_TOKEN", "")
+    state_url = with_job(os.environ.get("RUNYARD_STATE_URL", ""))
+    if os.environ.get("RUNYARD_STATE_URL"):
+        names = [n for n in os.environ.get("RUNYARD_STATE_FILES", "").split(",") if n]
+        folder = os.environ.get("RUNYARD_STATE_DIR") or DEFAULT_STATE_DIR
+        deadline = time.monotonic() + STATE_DEADLINE_SECONDS
+        if not state_url or not token:
+            failure = "no state URL or credential"
+        else:
+            failure = fetch_state(state_url, token, names, folder, deadline)
+        if failure:
+            say("cannot fetch the run's dbt state, so dbt was not started: " + failure)
+            return 2
+        say("state fetched: " + ", ".join(names))
     started_at = time.time()
     code = run_command(argv)
-    url = os.environ.get("RUNYARD_ARTIFACT_URL", "")
-    token = os.environ.get("RUNYARD_ARTIFACT_TOKEN", "")
-    if "{job}" in url:
-        # A scheduled run's pod: runyard knows its run by the pod's Kubernetes Job.
-        job = os.environ.get("RUNYARD_K8S_JOB_NAME", "")
-        url = url.replace("{job}", urllib.parse.quote(job, safe="")) if job else ""
-        if not job:
-            say("RUNYARD_K8S_JOB_NAME is not set; artifacts not uploaded")
+    url = with_job(os.environ.get("RUNYARD_ARTIFACT_URL", ""))
     if url and token:
         folder = (
             os.environ.get("RUNYARD_ARTIFACT_DIR") or os.environ.get("DBT_TARGET_PATH") or "target"

@@ -24,7 +24,8 @@ import msgspec
 import yaml
 
 from app.engines.environment import ENGINE_ENV
-from app.errors import FieldError, Invalid
+from app.engines.state import MANIFEST, state_args, state_files
+from app.errors import Conflict, FieldError, Invalid
 from app.executors.k8s.labels import (
     JOB_ANNOTATION,
     JOB_LABEL,
@@ -38,7 +39,7 @@ from app.executors.k8s.labels import (
     VERSION_ANNOTATION,
 )
 from app.ids import utcnow
-from app.models import REDACTED, Job, JobConfig, Project, ProjectKind, RunRecord
+from app.models import REDACTED, Job, JobConfig, Project, ProjectKind, RunRecord, RunState
 from app.naming import cronjob_name
 from app.ports import CommandParser
 from app.settings import Settings
@@ -53,6 +54,12 @@ TEMPLATES_DIR = Path(__file__).resolve().parents[3] / "k8s_templates"
 
 # Where the writable emptyDir volumes of job.yaml are mounted; the engines are pointed there.
 TARGET_DIR = "/runyard/target"
+# A retry's or a deferring run's dbt state, downloaded there by the launcher (an emptyDir).
+STATE_DIR = "/runyard/state"
+# What the launcher reads to fetch it (app/executors/k8s/launcher.py).
+STATE_URL_ENV = "RUNYARD_STATE_URL"
+STATE_FILES_ENV = "RUNYARD_STATE_FILES"
+STATE_DIR_ENV = "RUNYARD_STATE_DIR"
 LOG_DIR = "/runyard/logs"
 SCRATCH_DIR = "/tmp"  # noqa: S108 - an emptyDir of the pod, not the host's /tmp
 DBT_ONLY_VOLUMES = frozenset({"dbt-target", "dbt-logs"})
@@ -297,6 +304,15 @@ class Manifests:
                 token=launcher.job_credential(project.org_id, job.id),
                 extra_env=[job_name],
             )
+            if job.defer_to_job_id:
+                # Its runs fetch the deferred-to job's manifest as runyard recorded it for
+                # the run (the newest success when runyard saw the Job).
+                _with_state(
+                    cronjob["spec"]["jobTemplate"],
+                    url=f"{launcher.api_url}/api/v1/runs/{namespace}~{{job}}/state",
+                    files=[MANIFEST],
+                    args=state_args(RunState(defer_job_id=job.defer_to_job_id), STATE_DIR),
+                )
         return cronjob
 
     def job(self, run: RunRecord, org_slug: str) -> Obj:
@@ -311,6 +327,20 @@ class Manifests:
         )
         if self._launcher is not None and work.kind == "dbt":
             add_launcher(job, self._templates, self._launcher, run)
+        state = run.snapshot.state
+        if state is not None and work.kind == "dbt":
+            if self._launcher is None:
+                raise Conflict(
+                    "Retry and deferral on Kubernetes need runyard's launcher, which downloads "
+                    "the run's dbt state into its pod: set RUNYARD_LAUNCHER_IMAGE and "
+                    "RUNYARD_INTERNAL_URL (docs/artifacts.md), or rerun the run instead."
+                )
+            _with_state(
+                job,
+                url=f"{self._launcher.api_url}/api/v1/runs/{run.id}/state",
+                files=list(state_files(state)),
+                args=state_args(state, STATE_DIR),
+            )
         return job
 
 
@@ -446,6 +476,34 @@ def _with_launcher(
         env[name] = {"name": name, "value": value}
     for entry in extra_env:
         env[entry["name"]] = dict(entry)
+    main["env"] = [env[name] for name in sorted(env)]
+
+
+# The launcher downloads a run's dbt state here before it starts dbt (an emptyDir: the root
+# filesystem is read-only). A 5,000-model manifest is some 50-100 MB.
+STATE_VOLUME = "runyard-state"
+STATE_VOLUME_LIMIT = "1Gi"
+
+
+def _with_state(job: Obj, *, url: str, files: Sequence[str], args: Sequence[str]) -> None:
+    """A run that starts with dbt state (a retry, a deferring job): its launcher downloads
+    ``files`` from ``url`` (with the run's credential) into STATE_DIR before it starts dbt,
+    and dbt is given ``args`` (``--state``, and ``--defer`` for a deferral)."""
+    pod = job["spec"]["template"]["spec"]
+    main = next(c for c in pod["containers"] if c["name"] == MAIN_CONTAINER)
+    pod["volumes"] = [
+        *pod["volumes"],
+        {"name": STATE_VOLUME, "emptyDir": {"sizeLimit": STATE_VOLUME_LIMIT}},
+    ]
+    main["volumeMounts"] = [*main["volumeMounts"], {"name": STATE_VOLUME, "mountPath": STATE_DIR}]
+    main["args"] = [*(main.get("args") or []), *args]
+    env = {e["name"]: e for e in main.get("env") or []}
+    for name, value in (
+        (STATE_URL_ENV, url),
+        (STATE_FILES_ENV, ",".join(files)),
+        (STATE_DIR_ENV, STATE_DIR),
+    ):
+        env[name] = {"name": name, "value": value}
     main["env"] = [env[name] for name in sorted(env)]
 
 
