@@ -306,6 +306,10 @@ def test_a_scheduled_deferring_run_fetches_its_manifest_with_the_jobs_credential
     assert _state_volume(template)
     token = env["RUNYARD_ARTIFACT_TOKEN"]
     assert token is not None and token.startswith("ryj1.")
+    # Rendering again changes nothing in the cluster (the state parts are stable too).
+    kube.reset_requests()
+    report = container.executor.reconcile()  # type: ignore[attr-defined]
+    assert report.updated == 0 and report.failed == 0, report
 
     base = f"{INTERNAL_URL}/api/v1/runs/{kube.ns()}~{setup.project['name']}-nightly-2912345/state"
     # The pod may ask before runyard has seen its Job: "ask again", not a refusal.
