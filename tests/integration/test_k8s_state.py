@@ -280,7 +280,7 @@ def test_the_launcher_fetches_the_state_before_the_command(
 
 
 def test_a_scheduled_deferring_run_fetches_its_manifest_with_the_jobs_credential(
-    cluster: Cluster,
+    cluster: Cluster, tmp_path: Path
 ) -> None:
     setup = Setup(cluster)
     kube, container = cluster.kube, cluster.server.container
@@ -317,6 +317,27 @@ def test_a_scheduled_deferring_run_fetches_its_manifest_with_the_jobs_credential
     assert_problem(early, 503)
     assert early.headers["Retry-After"] == "5"
 
+    # The launcher itself, as the CronJob's pod runs it ({job} from the downward API),
+    # started before runyard has recorded the run: it waits and asks again.
+    marker = tmp_path / "ran.txt"
+    pod = subprocess.Popen(
+        ["python3", launcher_module.__file__, "--", "python3", "-c", FAKE_DBT, str(marker)],
+        env={
+            "PATH": os.environ["PATH"],
+            "RUNYARD_STATE_URL": env["RUNYARD_STATE_URL"].replace(INTERNAL_URL, cluster.server.url),
+            "RUNYARD_STATE_FILES": "manifest.json",
+            "RUNYARD_STATE_DIR": str(tmp_path / "state"),
+            "RUNYARD_ARTIFACT_TOKEN": token,
+            "RUNYARD_K8S_JOB_NAME": f"{setup.project['name']}-nightly-2912345",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert pod.stderr is not None
+    first = pod.stderr.readline()  # its first answer: runyard has not seen the Job yet
+    assert "(503)" in first and "trying again" in first, first
+
     # The CronJob's Job, as the tracker records it: the run records the deferred-to manifest.
     project = container.store.projects.get_any(setup.project["id"])
     job = container.store.jobs.get_any(ci["id"])
@@ -328,6 +349,10 @@ def test_a_scheduled_deferring_run_fetches_its_manifest_with_the_jobs_credential
     assert record.snapshot.state.defer_run_id == done_run
     got = setup.get(f"{base}/manifest.json", token)
     assert got.status_code == 200 and got.content == MANIFEST
+    _, err = pod.communicate(timeout=120)
+    assert pod.returncode == 0, err
+    assert "state fetched: manifest.json" in err
+    assert marker.read_text() == "manifest.json " + hashlib.sha256(MANIFEST).hexdigest()
     # Another job's credential may not read it.
     other = container.store.artifacts.job_token(record.org_id, prod["id"])
     assert_problem(setup.get(f"{base}/manifest.json", other), 401)
