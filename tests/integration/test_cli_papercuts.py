@@ -114,6 +114,9 @@ def test_the_demos_closing_commands_run_as_printed(
     # As `runyard demo` started from the virtualenv's script, the user's shell not having it
     # on PATH: printed commands must name it so that they run.
     monkeypatch.setattr(sys, "argv", [str(VENV_BIN / "runyard"), "demo"])
+    # The demo looks runyard up on the PATH it runs with, which is the user's shell's; ./dev
+    # (and so CI) puts the virtualenv on this process's PATH, which that user's does not have.
+    monkeypatch.setenv("PATH", _env()["PATH"])
     monkeypatch.chdir(tmp_path)
     out = io.StringIO()
     step = demo.Step("dbt-demo", "broken", "dbt run --select tag:broken", "failed")
