@@ -18,6 +18,7 @@ def snapshot(
     job: JobConfig | None = None,
     argv: list[str] | None = None,
     project_environment: dict[str, str] | None = None,
+    project_secret_environment: dict[str, str] | None = None,
 ) -> RunSnapshot:
     job = job or JobConfig(name="nightly", command="dbt build")
     return RunSnapshot(
@@ -28,6 +29,7 @@ def snapshot(
         service_account=None,
         template_overrides={},
         project_environment=project_environment or {},
+        project_secret_environment=project_secret_environment or {},
         project_resources={},
         job=job,
         job_version=1,

@@ -17,7 +17,7 @@ from cryptography.fernet import Fernet
 
 from app.ids import new_id, utcnow
 from app.logs import JsonFormatter, TextFormatter, remember_secrets
-from app.models import REDACTED, Job, Project, RunRecord, RunSnapshot
+from app.models import REDACTED, Job, Project, RunRecord
 from app.notify.outbound import OutboundPolicy
 from app.notify.slack import SlackSender
 from app.notify.webhook import WebhookSender
@@ -25,6 +25,7 @@ from app.secrets import SecretKeyError, box_for, key_file_for, split_secret
 from app.store import Store
 from app.store.jobs import config_of
 from app.store.migrations import MIGRATIONS
+from tests.factories import run_record, snapshot
 
 HEADER = "Bearer hdr-9f3c1a7e5b2d"
 ENV = "pw-4e8d2c6a0b1f"
@@ -93,39 +94,17 @@ def _job(store: Store, project: Project) -> Job:
 
 
 def _run(store: Store, project: Project, job: Job) -> RunRecord:
-    now = utcnow()
-    run = RunRecord(
-        id=new_id("run"),
+    run = run_record(
         org_id=project.org_id,
         project_id=project.id,
         job_id=job.id,
         job_name="analytics-nightly",
-        cronjob_name=None,
-        namespace=None,
-        job_type="build",
         status="running",
-        start_time=now,
-        end_time=None,
-        duration_seconds=None,
-        triggered_by="manual",
-        command=job.command,
-        job_version=1,
-        executor="local",
-        created_at=now,
-        updated_at=now,
-        snapshot=RunSnapshot(
+        start_time=utcnow(),
+        snapshot_=snapshot(
             project_name=project.name,
-            project_kind="dbt",
-            image=None,
-            path=None,
-            service_account=None,
-            template_overrides={},
-            project_environment={},
-            project_resources={},
-            project_secret_environment=dict(project.secret_environment),
             job=config_of(job),
-            job_version=1,
-            argv=["dbt", "build"],
+            project_secret_environment=dict(project.secret_environment),
         ),
     )
     assert store.runs.insert(run)
