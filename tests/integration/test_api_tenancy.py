@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from litestar.testing import TestClient
 
+from app.api.auth import OWN_CREDENTIAL
 from app.container import Container
 from app.ids import utcnow
 from tests.factories import run_record
@@ -32,9 +33,13 @@ def _routes(client: TestClient[Any]) -> list[tuple[str, str]]:
             continue
         methods: set[str] = set(getattr(route, "methods", set()))
         for method in sorted(methods - {"HEAD", "OPTIONS"}):
-            # A pod uploads its artifacts with its run's own credential, not an API token: that
-            # route's refusals (forged, expired, another run's) are in test_artifacts_*.py.
-            if method == "POST" and route.path.endswith("/artifacts/{name:str}"):
+            # A pod uploads its artifacts and fetches its dbt state with its run's own
+            # credential, not an API token: those routes' refusals (forged, expired, another
+            # run's) are in test_artifacts_k8s.py, test_artifacts_api.py and test_k8s_state.py.
+            if any(
+                handler.opt.get(OWN_CREDENTIAL) and method in handler.http_methods
+                for handler in getattr(route, "route_handlers", [])
+            ):
                 continue
             found.append((method, route.path))
     return found
