@@ -96,19 +96,28 @@ def _status(value: Any) -> str:
     return "success" if status == "ok" else status
 
 
-def parse_run_results(raw: bytes) -> list[NodeRow] | None:
-    """The nodes of a dbt ``run_results.json``; None when it is not one."""
+def _results(raw: bytes) -> list[tuple[dict[str, Any], str]] | None:
+    """The ``results`` entries of a dbt artifact that name a node, with its unique id; None
+    when the document is not one (or names more nodes than runyard keeps)."""
     document = _document(raw)
     entries = document.get("results") if document else None
     if not isinstance(entries, list) or len(entries) > MAX_NODES:
         return None
-    rows: list[NodeRow] = []
+    found = []
     for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        unique_id = _text(entry.get("unique_id"))
-        if not unique_id:
-            continue
+        unique_id = _text(entry.get("unique_id")) if isinstance(entry, dict) else None
+        if unique_id:
+            found.append((entry, unique_id))
+    return found
+
+
+def parse_run_results(raw: bytes) -> list[NodeRow] | None:
+    """The nodes of a dbt ``run_results.json``; None when it is not one."""
+    entries = _results(raw)
+    if entries is None:
+        return None
+    rows: list[NodeRow] = []
+    for entry, unique_id in entries:
         resource_type, name = _split_id(unique_id)
         timing = entry.get("timing")
         starts: list[datetime] = []
@@ -213,17 +222,11 @@ def _criteria(value: Any) -> dict[str, Any] | None:
 def parse_sources(raw: bytes, now: datetime) -> list[SourceFreshness] | None:
     """The sources of a dbt ``sources.json`` (``dbt source freshness``); None when it is
     not one."""
-    document = _document(raw)
-    entries = document.get("results") if document else None
-    if not isinstance(entries, list) or len(entries) > MAX_NODES:
+    entries = _results(raw)
+    if entries is None:
         return None
     found: list[SourceFreshness] = []
-    for entry in entries:
-        if not isinstance(entry, dict):
-            continue
-        unique_id = _text(entry.get("unique_id"))
-        if not unique_id:
-            continue
+    for entry, unique_id in entries:
         parts = unique_id.split(".")
         source_name, table_name = (parts[2], ".".join(parts[3:])) if len(parts) >= 4 else ("", "")
         loaded = _moment(entry.get("max_loaded_at"))
