@@ -19,6 +19,7 @@ from app.ids import new_id, utcnow
 from app.logs import JsonFormatter, TextFormatter, remember_secrets
 from app.models import REDACTED, Job, Project, RunRecord
 from app.notify.outbound import OutboundPolicy
+from app.notify.result import SendResult
 from app.notify.slack import SlackSender
 from app.notify.webhook import WebhookSender
 from app.secrets import SecretKeyError, box_for, key_file_for, split_secret
@@ -388,37 +389,25 @@ def test_runyards_own_log_lines_never_show_a_decrypted_secret() -> None:
 # --- DNS failures at send time ------------------------------------------------------------
 
 
-def test_a_name_that_does_not_resolve_is_retried_not_failed() -> None:
-    # .invalid never resolves (RFC 6761): a DNS outage looks the same to runyard.
+def _send_webhook(url: str) -> SendResult:
     sender = WebhookSender(OutboundPolicy(), timeout=2.0, per_host=1)
     try:
-        sent = sender.send(
-            "https://runyard-hook.invalid/hook",
-            b"{}",
-            event="failure",
-            delivery_id="ntf_x",
-            job_headers={},
-            secret=None,
+        return sender.send(
+            url, b"{}", event="failure", delivery_id="ntf_x", job_headers={}, secret=None
         )
     finally:
         sender.close()
+
+
+def test_a_name_that_does_not_resolve_is_retried_not_failed() -> None:
+    # .invalid never resolves (RFC 6761): a DNS outage looks the same to runyard.
+    sent = _send_webhook("https://runyard-hook.invalid/hook")
     assert sent.outcome == "retry", sent
     assert "could not be resolved" in (sent.error or "")
 
 
 def test_a_refused_address_still_fails_at_once() -> None:
-    sender = WebhookSender(OutboundPolicy(), timeout=2.0, per_host=1)
-    try:
-        sent = sender.send(
-            "http://127.0.0.1:9/hook",
-            b"{}",
-            event="failure",
-            delivery_id="ntf_x",
-            job_headers={},
-            secret=None,
-        )
-    finally:
-        sender.close()
+    sent = _send_webhook("http://127.0.0.1:9/hook")
     assert sent.outcome == "failed" and "loopback" in (sent.error or "")
 
 
