@@ -36,6 +36,7 @@ from app.notify.outbox import NotificationOutbox
 from app.ports import Executor, RunEvents
 from app.scheduler import Scheduler, fire_through
 from app.services.commands import CommandChecker
+from app.services.environments import EnvironmentService
 from app.services.jobs import JobService
 from app.services.projects import ProjectService
 from app.services.ratelimit import RateLimiter
@@ -131,6 +132,9 @@ class Container:
             paths=ProjectPaths(settings.projects_root_path),
         )
         self.jobs = JobService(self.store, self.executor, self.commands, self.outbound, clock)
+        self.environments = EnvironmentService(
+            self.store, self.executor, clock, paths=ProjectPaths(settings.projects_root_path)
+        )
         self.runs = RunService(
             self.store,
             self.executor,
@@ -183,7 +187,7 @@ class Container:
             return self.kubernetes.manifests
         from app.executors.k8s.gateway import build_manifests
 
-        return build_manifests(self.settings, self.commands)
+        return build_manifests(self.settings, self.commands, environments=self.store.environments)
 
     def start(self) -> None:
         """Start background work: the executor (re-attaching to runs, watches, reconcile),

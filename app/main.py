@@ -17,6 +17,7 @@ from app import __version__
 from app.api.artifacts import ArtifactController
 from app.api.auth import AuthMiddleware, provide_principal, writers_only
 from app.api.bodies import RunyardRequest
+from app.api.environments import EnvironmentController
 from app.api.health import health, ready
 from app.api.jobs import JobController
 from app.api.k8s import LiveJobController, job_manifest
@@ -53,6 +54,7 @@ def _services(container: Container) -> dict[str, Provide]:
     return {
         "projects": value(container.projects),
         "jobs": value(container.jobs),
+        "environments": value(container.environments),
         "runs": value(container.runs),
         "notifications": value(container.notifications),
         "store": value(container.store),
@@ -93,6 +95,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
         route_handlers=[
             ProjectController,
             JobController,
+            EnvironmentController,
             RunController,
             RunWaitController,
             ModelHistoryController,

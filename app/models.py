@@ -133,6 +133,65 @@ class Project(ProjectOut, kw_only=True):
     slack_webhook_url: str | None = None
 
 
+# --- environments -----------------------------------------------------------------------
+
+
+class SecretKeyRef(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One key of an existing Kubernetes Secret (rendered as ``valueFrom.secretKeyRef``)."""
+
+    secret: str
+    key: str
+
+
+class EnvironmentConfig(msgspec.Struct, kw_only=True):
+    """Where and how a project's jobs run: dev, staging, prod (docs/environments.md).
+    Every field left unset (None, empty) takes the project's value."""
+
+    name: str
+    description: str = ""
+    # dbt: --target; SQLMesh: the environment argument of plan/run.
+    target: str | None = None
+    # SQLMesh: --gateway.
+    gateway: str | None = None
+    image: str | None = None
+    path: str | None = None
+    environment: dict[str, str] = msgspec.field(default_factory=dict)
+    # Write-only, sealed at rest, masked in run logs, like a project's.
+    secret_environment: dict[str, str] = msgspec.field(default_factory=dict)
+    # Kubernetes: variables from keys of existing Secrets, and whole Secrets (envFrom).
+    # Only the references are stored: runyard never reads a Secret.
+    secret_env: dict[str, SecretKeyRef] = msgspec.field(default_factory=dict)
+    secret_env_from: list[str] = msgspec.field(default_factory=list)
+
+
+class EnvironmentOut(EnvironmentConfig, kw_only=True):
+    id: str
+    project_id: str
+    is_default: bool = False
+    created_at: datetime
+    updated_at: datetime
+
+
+class Environment(EnvironmentOut, kw_only=True):
+    org_id: str
+
+
+class RunEnvironment(msgspec.Struct, kw_only=True):
+    """The environment a run ran with, as its snapshot keeps it (secret values sealed)."""
+
+    id: str
+    name: str
+    target: str | None = None
+    gateway: str | None = None
+    environment: dict[str, str] = msgspec.field(default_factory=dict)
+    secret_environment: dict[str, str] = msgspec.field(default_factory=dict)
+    secret_env: dict[str, SecretKeyRef] = msgspec.field(default_factory=dict)
+    secret_env_from: list[str] = msgspec.field(default_factory=list)
+
+
+ENVIRONMENT_SECRET_MAPS = ("secret_environment",)
+
+
 # --- jobs -------------------------------------------------------------------------------
 
 
@@ -168,6 +227,11 @@ class JobConfig(msgspec.Struct, kw_only=True):
     # A dbt job of the same project whose latest successful manifest.json this job's runs
     # get as ``--defer --state <folder>`` (slim CI: ``--select state:modified+``).
     defer_to_job_id: str | None = None
+    # The project environment the job runs in (target, image or path, variables,
+    # credentials); None: the project's default environment (docs/environments.md).
+    environment_id: str | None = None
+    # Whether a trigger may run the job once in another environment of its project.
+    allow_environment_override: bool = False
 
 
 class JobOut(JobConfig, kw_only=True):
@@ -258,6 +322,9 @@ class RunSnapshot(msgspec.Struct, kw_only=True):
     # the project's image.
     image_override: str | None = None
     state: RunState | None = None
+    # The project environment the run ran with (its image and path are already in
+    # ``image`` and ``path``); None: a run recorded before environments existed.
+    environment: RunEnvironment | None = None
 
 
 class Run(msgspec.Struct, kw_only=True):

@@ -150,7 +150,16 @@ class JobController(Controller):
     ) -> Response[TriggerResult]:
         override = data.command_override if data else None
         image = data.image if data else None
-        result = runs.trigger(principal, project_id, job_id, override, idempotency_key, image)
+        result = runs.trigger(
+            principal,
+            project_id,
+            job_id,
+            override,
+            idempotency_key,
+            image,
+            environment_id=data.environment_id if data else None,
+            environment_name=data.environment if data else None,
+        )
         run = result.run
         if result.replayed:
             replay = TriggerResult(

@@ -57,9 +57,17 @@ def job_manifest(
     job = jobs.get(principal, project_id, job_id)
     manifest = manifests.cronjob(project, job)
     if manifest is not None:
-        # Applied with the secret variables' values; shown with them redacted.
+        # Applied with the secret variables' values; shown with them redacted. References
+        # to Kubernetes Secrets (secretKeyRef, envFrom) hold no value and show as they are.
+        environment = manifests.environment_of(project, job)
         manifest = redact_env(
-            manifest, [*project.secret_environment, *job.secret_environment, UPLOAD_TOKEN_ENV]
+            manifest,
+            [
+                *project.secret_environment,
+                *(environment.secret_environment if environment else ()),
+                *job.secret_environment,
+                UPLOAD_TOKEN_ENV,
+            ],
         )
     if manifest is None:
         raise Conflict(

@@ -111,5 +111,13 @@ class RunController(Controller):
                 "another image, trigger the job with it (POST "
                 '/api/v1/projects/{project}/jobs/{job}/trigger with {"image": ...})',
             )
+        if data is not None and (data.environment_id is not None or data.environment is not None):
+            # Likewise its environment: another environment is a new trigger.
+            raise invalid(
+                "environment",
+                "a rerun replays its run's snapshot, including its environment; to run in "
+                "another environment, trigger the job with it (POST "
+                '/api/v1/projects/{project}/jobs/{job}/trigger with {"environment": ...})',
+            )
         override = data.command_override if data else None
         return run_out(runs.rerun(principal, run_id, override))

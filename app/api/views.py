@@ -77,6 +77,10 @@ class TriggerBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Kubernetes: run this image instead of the project's (a pull request's build); it
     # must be under one of the project's allowed_images. Triggers only.
     image: str | None = None
+    # Run once in another environment of the project, by id or by name (the job must
+    # allow it: allow_environment_override). Triggers only.
+    environment_id: str | None = None
+    environment: str | None = None
 
 
 class TriggerResult(msgspec.Struct, kw_only=True):

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
+from app.engines.targets import with_target
 from app.errors import (
     ClusterError,
     ClusterUnavailable,
@@ -306,6 +307,7 @@ class JobService:
         errors += self._check_webhook(job)
         errors += self._check_dependencies(job)
         errors += self._check_defer(project, job)
+        errors += self._check_environment(project, job)
         if errors:
             raise Invalid(
                 "The job has invalid fields: "
@@ -389,6 +391,38 @@ class JobService:
                     "itself: remove --state and --defer-state from the command",
                 )
             ]
+        return []
+
+    def _check_environment(self, project: Project, job: Job) -> list[FieldError]:
+        """environment_id names an environment of the job's project, and the command can
+        run with its target (a command naming its own --target cannot)."""
+        environment = self._store.environments.of_job(project.id, job.environment_id)
+        if environment is None:
+            if job.environment_id is None:
+                return []  # a project without environments runs with its own settings
+            return [
+                FieldError(
+                    "environment_id",
+                    f"no environment {shown(job.environment_id)} in this project: name one "
+                    f"of GET /api/v1/projects/{project.id}/environments, or leave it out for "
+                    "the project's default",
+                )
+            ]
+        try:
+            parsed = self._commands.parse(project.kind, job.command)
+        except Invalid:
+            return []  # the command's own error is reported
+        try:
+            with_target(
+                self._commands,
+                project.kind,
+                parsed,
+                environment.target,
+                environment.gateway,
+                environment.name,
+            )
+        except Invalid as exc:
+            return [FieldError("command", exc.detail)]
         return []
 
     def _check_dependencies(self, job: Job) -> list[FieldError]:

@@ -172,6 +172,9 @@ class ProjectService:
         self._check(project, check_no_redacted("secret_environment", project.secret_environment))
         self._check_path(project)
         self._store.projects.save(project)
+        # Every project has a default environment, the one its jobs run in unless they name
+        # another: empty, so each of its fields is the project's (docs/environments.md).
+        self._store.environments.create_default(project.org_id, project.id, now)
         return project
 
     def update(self, principal: Principal, project_id: str, patch: ProjectPatch) -> Project:

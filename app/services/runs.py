@@ -19,6 +19,7 @@ import msgspec
 
 from app import metrics
 from app.cron import next_fire
+from app.engines.targets import with_target
 from app.errors import (
     ClusterError,
     ClusterUnavailable,
@@ -33,6 +34,7 @@ from app.models import (
     ACTIVE_STATUSES,
     RETRYABLE_DBT_COMMANDS,
     RUN_STATUSES,
+    Environment,
     Job,
     JobConfig,
     Principal,
@@ -47,6 +49,7 @@ from app.naming import cronjob_name, run_job_name
 from app.ports import Executor, Outcome
 from app.services.commands import CommandChecker
 from app.services.cursors import CursorCodec
+from app.services.environments import run_environment
 from app.services.history import (
     RUN_RESULTS,
     FreshnessReport,
@@ -99,10 +102,14 @@ class _Replayed(Exception):
         self.run = run
 
 
-def _request_hash(command_override: str | None, image: str | None = None) -> str:
+def _request_hash(
+    command_override: str | None, image: str | None = None, environment_id: str | None = None
+) -> str:
     body: dict[str, str | None] = {"command_override": command_override}
     if image is not None:  # keys used before triggers had an image keep their hash
         body["image"] = image
+    if environment_id is not None:
+        body["environment_id"] = environment_id
     return hashlib.sha256(msgspec.json.encode(body)).hexdigest()
 
 
@@ -166,14 +173,19 @@ class RunService:
         command_override: str | None = None,
         idempotency_key: str | None = None,
         image: str | None = None,
+        environment_id: str | None = None,
+        environment_name: str | None = None,
     ) -> Triggered:
         """A manual run. With an idempotency key, the same key within 24 hours returns the
-        run it started instead of starting another; reusing it for another body is a 422."""
+        run it started instead of starting another; reusing it for another body is a 422.
+        ``environment_id`` or ``environment_name``: run once in another environment of the
+        project, when the job allows it (allow_environment_override)."""
         require_writer(principal)
         project = self._project(principal, project_id)
         job = self._store.jobs.get(principal.org_id, project_id, job_id)
         if job is None:
             raise NotFound(f"No job with id {job_id!r} in project {project_id!r}.")
+        environment = self._one_off_environment(project, job, environment_id, environment_name)
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise invalid("Idempotency-Key", "use 1 to 255 characters")
         try:
@@ -184,6 +196,7 @@ class RunService:
                 command_override=command_override,
                 idempotency_key=idempotency_key,
                 image=image,
+                environment=environment,
             )
         except _Replayed as replay:
             return Triggered(replay.run, replayed=True)
@@ -231,6 +244,7 @@ class RunService:
         image: str | None = None,
         retry_of: str | None = None,
         state: RunState | None = None,
+        environment: Environment | None = None,
     ) -> RunRecord | None:
         """Record and launch a run. Returns None when a scheduled or dependency run is
         skipped (Forbid with a run active, or the slot already has a run).
@@ -241,7 +255,7 @@ class RunService:
         now = self._clock()
         if snapshot is None:
             assert job is not None
-            snapshot = self._snapshot(project, job)
+            snapshot = self._snapshot(project, job, environment)
         config = snapshot.job
         if command_override is not None:
             command = command_override
@@ -259,6 +273,7 @@ class RunService:
         else:
             command = config.command
             parsed = self._commands.parse(project.kind, command)
+        parsed = self._targeted(project, snapshot, parsed)
         snapshot = msgspec.structs.replace(
             snapshot,
             argv=list(parsed.argv),
@@ -301,7 +316,11 @@ class RunService:
             updated_at=now,
             snapshot=snapshot,
             idempotency_key=idempotency_key,
-            request_hash=_request_hash(command_override, image) if idempotency_key else None,
+            request_hash=(
+                _request_hash(command_override, image, environment.id if environment else None)
+                if idempotency_key
+                else None
+            ),
         )
         policy = config.concurrency_policy
         # A Job the cluster created (job_name) runs whatever runyard records: Forbid cannot
@@ -571,19 +590,75 @@ class RunService:
         still means the same argument list, else the argument list quoted for a shell
         (runs recorded before overrides were kept in ``command``)."""
         try:
-            if list(self._commands.parse(project.kind, old.command).argv) == old.snapshot.argv:
+            parsed = self._commands.parse(project.kind, old.command)
+            if list(self._targeted(project, old.snapshot, parsed).argv) == old.snapshot.argv:
                 return old.command
         except Invalid:
             pass
         return shlex.join(old.snapshot.argv)
 
-    def _snapshot(self, project: Project, job: Job) -> RunSnapshot:
+    def _targeted(
+        self, project: Project, snapshot: RunSnapshot, parsed: ParsedCommand
+    ) -> ParsedCommand:
+        """The command with its environment's target and gateway (engines/targets.py)."""
+        env = snapshot.environment
+        if env is None:
+            return parsed
+        return with_target(self._commands, project.kind, parsed, env.target, env.gateway, env.name)
+
+    def _one_off_environment(
+        self,
+        project: Project,
+        job: Job,
+        environment_id: str | None,
+        environment_name: str | None,
+    ) -> Environment | None:
+        """The environment a trigger names, when it may run the job there; None: the job's
+        own. Another project's environment is as unknown as another org's (404)."""
+        if environment_id is None and environment_name is None:
+            return None
+        repo = self._store.environments
+        if environment_id is not None:
+            found = repo.get(project.org_id, project.id, environment_id)
+            if found is not None and environment_name not in (None, found.name):
+                raise invalid(
+                    "environment",
+                    f"environment {environment_id!r} is named {found.name!r}, not "
+                    f"{environment_name!r}: give one of the two",
+                )
+        else:
+            assert environment_name is not None
+            found = repo.by_name(project.org_id, project.id, environment_name)
+        if found is None:
+            raise NotFound(
+                f"No environment {environment_id or environment_name!r} in project "
+                f"{project.id!r} (GET /api/v1/projects/{project.id}/environments lists them)."
+            )
+        own = repo.of_job(project.id, job.environment_id)
+        if own is not None and own.id == found.id:
+            return found
+        if not job.allow_environment_override:
+            raise Conflict(
+                f"Job {job.name!r} runs in environment {own.name if own else 'default'!r} "
+                f"only. To run it once in {found.name!r}, set allow_environment_override to "
+                "true on the job (PUT), then trigger again."
+            )
+        return found
+
+    def _snapshot(
+        self, project: Project, job: Job, environment: Environment | None = None
+    ) -> RunSnapshot:
+        """The run's frozen configuration, in the job's environment (or ``environment``, a
+        one-off trigger's): each of the environment's fields that is set wins over the
+        project's."""
+        env = environment or self._store.environments.of_job(project.id, job.environment_id)
         parsed = self._commands.parse(project.kind, job.command)
         return RunSnapshot(
             project_name=project.name,
             project_kind=project.kind,
-            image=project.image,
-            path=project.path,
+            image=(env.image if env is not None and env.image else project.image),
+            path=(env.path if env is not None and env.path else project.path),
+            environment=run_environment(env) if env is not None else None,
             service_account=project.service_account,
             template_overrides=project.template_overrides,
             project_environment=project.environment,

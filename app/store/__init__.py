@@ -6,6 +6,7 @@ from pathlib import Path
 
 from app.store.artifacts import ArtifactRepo
 from app.store.db import Database
+from app.store.environments import EnvironmentRepo
 from app.store.history import HistoryRepo
 from app.store.jobs import JobRepo
 from app.store.local import LocalRepo
@@ -25,6 +26,7 @@ class Store:
         self.orgs = OrgRepo(self.database)
         self.tokens = TokenRepo(self.database)
         self.projects = ProjectRepo(self.database)
+        self.environments = EnvironmentRepo(self.database)  # project environments
         self.jobs = JobRepo(self.database)
         self.runs = RunRepo(self.database)
         self.local = LocalRepo(self.database)  # local executor and scheduler state

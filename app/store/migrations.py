@@ -524,6 +524,46 @@ MIGRATIONS: tuple[Migration, ...] = (
             " WHERE json_type(config, '$.allowed_images') IS NULL",
         ),
     ),
+    Migration(
+        12,
+        "project environments (target, image or path, variables, credentials), a default "
+        "one per project, and the job's environment in stored configurations",
+        (
+            # config: the EnvironmentConfig document, secret values REDACTED; secrets: the
+            # sealed {"secret_environment": ...}. is_default: the one a job without an
+            # environment_id runs in (one per project).
+            """CREATE TABLE environments (
+                id TEXT PRIMARY KEY,
+                org_id TEXT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+                project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+                name TEXT NOT NULL,
+                is_default INTEGER NOT NULL DEFAULT 0,
+                config TEXT NOT NULL,
+                secrets TEXT,
+                created_at TEXT NOT NULL,
+                updated_at TEXT NOT NULL,
+                UNIQUE (project_id, name)
+            )""",
+            """CREATE UNIQUE INDEX environments_one_default ON environments (project_id)
+               WHERE is_default = 1""",
+            # Every existing project gets an empty default environment: each of its fields
+            # falls back to the project's, so the project's jobs run exactly as before.
+            """INSERT INTO environments
+                (id, org_id, project_id, name, is_default, config, created_at, updated_at)
+               SELECT 'env_' || lower(hex(randomblob(8))), org_id, id, 'default', 1,
+                 '{"name":"default","description":"","target":null,"gateway":null,'
+                 || '"image":null,"path":null,"environment":{},"secret_environment":{},'
+                 || '"secret_env":{},"secret_env_from":[]}',
+                 created_at, created_at
+               FROM projects""",
+            "UPDATE jobs SET config = json_set(config, '$.environment_id', NULL,"
+            " '$.allow_environment_override', json('false'))"
+            " WHERE json_type(config, '$.environment_id') IS NULL",
+            "UPDATE job_versions SET config = json_set(config, '$.environment_id', NULL,"
+            " '$.allow_environment_override', json('false'))"
+            " WHERE json_type(config, '$.environment_id') IS NULL",
+        ),
+    ),
 )
 
 CURRENT_VERSION = MIGRATIONS[-1].version

@@ -83,6 +83,8 @@ def _record(row: dict[str, Any], box: SecretBox) -> RunRecord:
     snapshot.job.webhook_headers = sealed.get("webhook_headers", {})
     snapshot.job.secret_environment = sealed.get("secret_environment", {})
     snapshot.project_secret_environment = sealed.get("project_secret_environment", {})
+    if snapshot.environment is not None:
+        snapshot.environment.secret_environment = sealed.get("environment_secret_environment", {})
     return RunRecord(**_run_fields(row), org_id=row["org_id"], snapshot=snapshot)
 
 
@@ -93,6 +95,11 @@ def _sealed_snapshot(snapshot: RunSnapshot, box: SecretBox) -> tuple[str, str | 
         job=redact_job_config(snapshot.job),
         project_secret_environment=redacted(snapshot.project_secret_environment),
     )
+    if snapshot.environment is not None:
+        public.environment = msgspec.structs.replace(
+            snapshot.environment,
+            secret_environment=redacted(snapshot.environment.secret_environment),
+        )
     return _encode(public).decode(), box.seal_json(_secrets_of(snapshot))
 
 
@@ -101,6 +108,9 @@ def _secrets_of(snapshot: RunSnapshot) -> dict[str, dict[str, str]]:
         "webhook_headers": snapshot.job.webhook_headers,
         "secret_environment": snapshot.job.secret_environment,
         "project_secret_environment": snapshot.project_secret_environment,
+        "environment_secret_environment": (
+            snapshot.environment.secret_environment if snapshot.environment else {}
+        ),
     }
 
 
@@ -323,7 +333,11 @@ class RunRepo:
         # them would blank ordinary words ("X-Team: data") out of every line.
         values = [
             value
-            for group in ("secret_environment", "project_secret_environment")
+            for group in (
+                "secret_environment",
+                "project_secret_environment",
+                "environment_secret_environment",
+            )
             for value in sealed.get(group, {}).values()
         ]
         found = mask_values(values)

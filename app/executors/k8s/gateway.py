@@ -35,6 +35,7 @@ from app.executors.k8s.sync import ClusterConflict
 from app.ports import CommandParser
 from app.settings import Settings, SettingsError
 from app.store import Store
+from app.store.environments import EnvironmentRepo
 from app.types import Obj
 
 log = logging.getLogger("runyard.kubernetes")
@@ -407,13 +408,25 @@ def _why(exc: BaseException) -> str:
 
 
 def build_manifests(
-    settings: Settings, commands: CommandParser, store: Store | None = None
+    settings: Settings,
+    commands: CommandParser,
+    store: Store | None = None,
+    environments: EnvironmentRepo | None = None,
 ) -> Manifests:
     """What runyard applies, rendered with the client's models where users supply shapes.
-    With the store, one-off dbt Jobs carry the artifact launcher when it is configured."""
+    With the store, one-off dbt Jobs carry the artifact launcher when it is configured.
+    CronJobs render in their job's environment (the store's, or ``environments``)."""
     templates = Templates.load(settings.k8s_templates)
     launcher = launcher_from_settings(settings, store)
-    return Manifests(templates, commands, settings.namespace_for, shape_overrides, launcher)
+    repo = environments or (store.environments if store is not None else None)
+    return Manifests(
+        templates,
+        commands,
+        settings.namespace_for,
+        shape_overrides,
+        launcher,
+        (lambda project, job: repo.of_job(project.id, job.environment_id)) if repo else None,
+    )
 
 
 def build_kubernetes_executor(

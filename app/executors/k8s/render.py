@@ -25,6 +25,7 @@ import yaml
 
 from app.engines.environment import ENGINE_ENV
 from app.engines.state import MANIFEST, state_args, state_files
+from app.engines.targets import with_target
 from app.errors import Conflict, FieldError, Invalid
 from app.executors.k8s.labels import (
     JOB_ANNOTATION,
@@ -39,7 +40,17 @@ from app.executors.k8s.labels import (
     VERSION_ANNOTATION,
 )
 from app.ids import utcnow
-from app.models import REDACTED, Job, JobConfig, Project, ProjectKind, RunRecord, RunState
+from app.models import (
+    REDACTED,
+    Environment,
+    Job,
+    JobConfig,
+    Project,
+    ProjectKind,
+    RunRecord,
+    RunState,
+    SecretKeyRef,
+)
 from app.naming import cronjob_name
 from app.ports import CommandParser
 from app.settings import Settings
@@ -173,13 +184,26 @@ class Workload:
     job_version: int
     argv: Sequence[str] = field(default_factory=list)
     project_secret_environment: Mapping[str, str] = field(default_factory=dict)
+    # The project environment's variables (between the project's and the job's), and its
+    # references to existing Secrets (docs/environments.md).
+    environment_variables: Mapping[str, str] = field(default_factory=dict)
+    environment_secret_variables: Mapping[str, str] = field(default_factory=dict)
+    secret_env: Mapping[str, SecretKeyRef] = field(default_factory=dict)
+    secret_env_from: Sequence[str] = field(default_factory=list)
 
     @classmethod
-    def of_job(cls, project: Project, job: Job, argv: Sequence[str]) -> Workload:
+    def of_job(
+        cls,
+        project: Project,
+        job: Job,
+        argv: Sequence[str],
+        environment: Environment | None = None,
+    ) -> Workload:
+        env = environment
         return cls(
             project_name=project.name,
             kind=project.kind,
-            image=project.image,
+            image=(env.image if env is not None and env.image else project.image),
             service_account=project.service_account,
             overrides=project.template_overrides,
             project_environment=project.environment,
@@ -188,11 +212,16 @@ class Workload:
             job_version=job.version,
             argv=list(argv),
             project_secret_environment=project.secret_environment,
+            environment_variables=env.environment if env else {},
+            environment_secret_variables=env.secret_environment if env else {},
+            secret_env=env.secret_env if env else {},
+            secret_env_from=env.secret_env_from if env else [],
         )
 
     @classmethod
     def of_run(cls, run: RunRecord) -> Workload:
         snap = run.snapshot
+        env = snap.environment
         return cls(
             project_name=snap.project_name,
             kind=snap.project_kind,
@@ -206,6 +235,10 @@ class Workload:
             job_version=snap.job_version,
             argv=list(snap.argv),
             project_secret_environment=snap.project_secret_environment,
+            environment_variables=env.environment if env else {},
+            environment_secret_variables=env.secret_environment if env else {},
+            secret_env=env.secret_env if env else {},
+            secret_env_from=env.secret_env_from if env else [],
         )
 
 
@@ -261,14 +294,22 @@ class Manifests:
         namespace_for: Callable[[str], str],
         shape_overrides: Callable[[Mapping[str, Any]], Mapping[str, Any]] = dict,
         launcher: Launcher | None = None,
+        environment_of: Callable[[Project, Job], Environment | None] | None = None,
     ) -> None:
         self._templates = templates
         self._launcher = launcher
+        # The environment a job runs in (the store's; None without one: the project's).
+        self._environment_of = environment_of
+
+        def argv(
+            kind: str, text: str, target: str | None, gateway: str | None, name: str
+        ) -> tuple[str, ...]:
+            parsed = commands.parse(kind, text)
+            return tuple(with_target(commands, kind, parsed, target, gateway, name).argv)
+
         # Validating a command costs ~0.4 ms; a deploy or a reconcile renders every job
         # again, and the policy is fixed for the life of the process.
-        self._argv = lru_cache(maxsize=8192)(
-            lambda kind, text: tuple(commands.parse(kind, text).argv)
-        )
+        self._argv = lru_cache(maxsize=8192)(argv)
         self._namespace_for = namespace_for
         # kubernetes.shape_overrides: a project's free-form volumes and tolerations as the
         # API would store them, so the rendered object equals the stored one.
@@ -278,8 +319,12 @@ class Manifests:
         """The job's CronJob, or None when the job has no schedule (it only runs on demand)."""
         if not job.schedule:
             return None
-        argv = self._argv(project.kind, job.command)
-        work = Workload.of_job(project, job, argv)
+        environment = self.environment_of(project, job)
+        target = environment.target if environment else None
+        gateway = environment.gateway if environment else None
+        name = environment.name if environment else ""
+        argv = self._argv(project.kind, job.command, target, gateway, name)
+        work = Workload.of_job(project, job, argv, environment)
         namespace = self._namespace_for(project.org_slug)
         cronjob = render_cronjob(
             self._templates,
@@ -314,6 +359,9 @@ class Manifests:
                     args=state_args(RunState(defer_job_id=job.defer_to_job_id), STATE_DIR),
                 )
         return cronjob
+
+    def environment_of(self, project: Project, job: Job) -> Environment | None:
+        return self._environment_of(project, job) if self._environment_of else None
 
     def job(self, run: RunRecord, org_slug: str) -> Obj:
         assert run.job_name and run.namespace, "a Kubernetes run has its Job name and namespace"
@@ -408,6 +456,10 @@ def _pod_spec(pod: Obj, work: Workload) -> None:
     if len(work.argv) > 1:
         main["args"] = list(work.argv[1:])
     main["env"] = _env(work)
+    if work.secret_env_from:
+        # Whole Secrets: runyard names them and never reads them. Variables in ``env``
+        # (runyard's own included) win over the same names from a Secret.
+        main["envFrom"] = [{"secretRef": {"name": name}} for name in work.secret_env_from]
     main["resources"] = _resources(work.project_resources, work.config.resources)
     if work.kind == "sqlmesh":
         # SQLMesh writes logs/ and .cache/ inside the project directory and has no setting
@@ -518,13 +570,32 @@ def _env(work: Workload) -> list[Obj]:
     values: dict[str, str] = {
         **permitted(work.project_environment),
         **permitted(work.project_secret_environment),
+        **permitted(work.environment_variables),
+        **permitted(work.environment_secret_variables),
         **permitted(work.config.environment),
         **permitted(work.config.secret_environment),
     }
+    # A key of an existing Secret, by reference (valueFrom.secretKeyRef): the credential
+    # never passes through runyard. It wins over a plain variable of the same name.
+    refs = {
+        name: ref
+        for name, ref in work.secret_env.items()
+        if permitted({name: ""}) and name not in POD_ENV and name not in DBT_ENV
+    }
+    for name in refs:
+        values.pop(name, None)
     values.update(POD_ENV)
     if work.kind == "dbt":
         values.update(DBT_ENV)
-    return [{"name": k, "value": v} if v else {"name": k} for k, v in sorted(values.items())]
+    entries: dict[str, Obj] = {
+        k: ({"name": k, "value": v} if v else {"name": k}) for k, v in values.items()
+    }
+    for name, ref in refs.items():
+        entries[name] = {
+            "name": name,
+            "valueFrom": {"secretKeyRef": {"name": ref.secret, "key": ref.key}},
+        }
+    return [entries[name] for name in sorted(entries)]
 
 
 def _resources(project: Mapping[str, Any], job: Mapping[str, Any]) -> Obj:

@@ -34,6 +34,16 @@ def project_dir(run: RunRecord, paths: ProjectPaths, org_slug: str) -> Path:
     swapped in since the project was saved is caught here), or a 422 that says how to
     set it."""
     snapshot = run.snapshot
+    environment = snapshot.environment
+    if environment is not None and (environment.secret_env or environment.secret_env_from):
+        # Kubernetes Secret references: a local process has no cluster to read them from,
+        # and running without the credentials would fail later, less clearly.
+        raise Invalid(
+            f"Environment {environment.name!r} takes credentials from Kubernetes Secrets "
+            "(secret_env, secret_env_from), which the local executor cannot read. Give them "
+            "in the environment's secret_environment instead.",
+            [FieldError("secret_env", "Kubernetes only")],
+        )
     if not snapshot.path:
         folder = paths.org_folder(org_slug)
         raise Invalid(
@@ -70,9 +80,13 @@ def build_env(
     env.setdefault("HOME", str(Path.home()))
     env.update({"LANG": "C.UTF-8", "TZ": "UTC"})
     snapshot = run.snapshot
+    # The project's, its environment's (docs/environments.md), then the job's.
+    environment = snapshot.environment
     for variables in (
         snapshot.project_environment,
         snapshot.project_secret_environment,
+        environment.environment if environment else {},
+        environment.secret_environment if environment else {},
         snapshot.job.environment,
         snapshot.job.secret_environment,
     ):
