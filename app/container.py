@@ -35,6 +35,7 @@ from app.notify.outbound import OutboundPolicy
 from app.notify.outbox import NotificationOutbox
 from app.ports import Executor, RunEvents
 from app.scheduler import Scheduler, fire_through
+from app.services.audit import AuditService
 from app.services.commands import CommandChecker
 from app.services.environments import EnvironmentService
 from app.services.jobs import JobService
@@ -119,7 +120,18 @@ class Container:
         else:
             self.executor = build_executor(self.executor_name, deps)
         # 3. The services.
-        self.retention = RetentionWorker(self.store, settings.run_retention_days, clock)
+        self.retention = RetentionWorker(
+            self.store,
+            settings.run_retention_days,
+            clock,
+            audit_days=settings.audit_retention_days,
+        )
+        self.audit = AuditService(
+            self.store,
+            cursor_key=self.store.database.box.derive(b"audit cursors"),
+            retention_days=settings.audit_retention_days,
+            clock=clock,
+        )
         self.tokens = TokenService(self.store)
         self.rate_limiter = RateLimiter(
             settings.rate_limit.requests, settings.rate_limit.per_seconds

@@ -15,6 +15,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 
 from app import __version__
 from app.api.artifacts import ArtifactController
+from app.api.audit import AuditController
 from app.api.auth import AuthMiddleware, provide_principal, writers_only
 from app.api.bodies import RunyardRequest
 from app.api.environments import EnvironmentController
@@ -56,6 +57,7 @@ def _services(container: Container) -> dict[str, Provide]:
         "jobs": value(container.jobs),
         "environments": value(container.environments),
         "runs": value(container.runs),
+        "audit_log": value(container.audit),
         "notifications": value(container.notifications),
         "store": value(container.store),
         "settings": value(container.settings),
@@ -103,6 +105,7 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             LiveJobController,
             job_manifest,
             NotificationController,
+            AuditController,
             health,
             ready,
             metrics,

@@ -68,12 +68,19 @@ def reserved_header(name: str) -> bool:
 
 
 class Principal(msgspec.Struct, frozen=True):
-    """Who is calling: the token's org and role."""
+    """Who is calling: the token's org and role, and its scope (docs/tokens.md)."""
 
     org_id: str
     org_slug: str
     role: Role
     token_id: str
+    token_name: str = ""
+    # A project-scoped token sees only this project (others answer 404 like another org).
+    project_id: str | None = None
+    # The actions the token may take (app/services/tokens.py ACTIONS); None: all its role
+    # allows.
+    actions: frozenset[str] | None = None
+    expires_at: datetime | None = None
 
     @property
     def can_write(self) -> bool:
@@ -95,6 +102,10 @@ class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     last_used_at: datetime | None = None
     revoked_at: datetime | None = None
+    expires_at: datetime | None = None
+    scope_project_id: str | None = None
+    scope_project_name: str | None = None
+    scope_actions: list[str] | None = None  # None: every action the role allows
 
 
 # --- projects ---------------------------------------------------------------------------

@@ -65,6 +65,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     command_policy: str | None = None
     missed_fire_policy: MissedFirePolicy = "skip"
     run_retention_days: int = 90
+    # Audit events older than this are pruned (0 keeps them forever); see docs/audit.md.
+    audit_retention_days: int = 365
     log_cap_bytes: int = 10 * 1024 * 1024
     reconcile_interval_seconds: float = 60.0
     # Directory of the CronJob and Job skeletons; None: the repository's k8s_templates/.

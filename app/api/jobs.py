@@ -30,6 +30,7 @@ from app.services.jobs import (
     JobService,
 )
 from app.services.runs import JobStatus, RunService
+from app.services.tokens import ACTION_OPT
 
 
 class JobController(Controller):
@@ -57,7 +58,7 @@ class JobController(Controller):
         )
         return Response(body, media_type=MediaType.JSON)
 
-    @post("/", sync_to_thread=True, summary="Create a job")
+    @post("/", sync_to_thread=True, summary="Create a job", opt={ACTION_OPT: "write"})
     def create_job(
         self, principal: Principal, jobs: JobService, project_id: str, data: JobCreate
     ) -> JobOut:
@@ -68,6 +69,7 @@ class JobController(Controller):
         sync_to_thread=True,
         status_code=200,
         summary="Enable many jobs of the project at once",
+        opt={ACTION_OPT: "write"},
     )
     def batch_enable(
         self, principal: Principal, jobs: JobService, project_id: str, data: BatchBody
@@ -79,6 +81,7 @@ class JobController(Controller):
         sync_to_thread=True,
         status_code=200,
         summary="Disable many jobs of the project at once",
+        opt={ACTION_OPT: "write"},
     )
     def batch_disable(
         self, principal: Principal, jobs: JobService, project_id: str, data: BatchBody
@@ -105,6 +108,7 @@ class JobController(Controller):
         "/{job_id:str}",
         sync_to_thread=True,
         summary="Update a job (only the supplied fields change)",
+        opt={ACTION_OPT: "write"},
     )
     def update_job(
         self,
@@ -116,7 +120,13 @@ class JobController(Controller):
     ) -> JobOut:
         return job_out(jobs.update(principal, project_id, job_id, data))
 
-    @delete("/{job_id:str}", sync_to_thread=True, status_code=204, summary="Delete a job")
+    @delete(
+        "/{job_id:str}",
+        sync_to_thread=True,
+        status_code=204,
+        summary="Delete a job",
+        opt={ACTION_OPT: "write"},
+    )
     def delete_job(
         self, principal: Principal, jobs: JobService, project_id: str, job_id: str
     ) -> None:
@@ -138,6 +148,7 @@ class JobController(Controller):
         sync_to_thread=True,
         status_code=201,
         summary="Start a one-off run of the job (Idempotency-Key header supported)",
+        opt={ACTION_OPT: "trigger"},
     )
     def trigger(
         self,

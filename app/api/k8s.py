@@ -14,6 +14,7 @@ import yaml
 from litestar import Controller, MediaType, Response, get
 from litestar.params import Parameter
 
+from app.api.auth import ORG_WIDE
 from app.errors import Conflict, RunyardError, invalid
 from app.executors.k8s.executor import KubernetesFeatures
 from app.executors.k8s.live import LIVE_STATUSES, LiveJobDetail, LiveJobList, LiveJobs
@@ -83,6 +84,8 @@ def job_manifest(
 class LiveJobController(Controller):
     path = "/api/v1/jobs"
     tags = ["kubernetes jobs"]
+    # Jobs by Kubernetes name across the org's namespace: not for a project-scoped token.
+    opt = {ORG_WIDE: True}
 
     @get(
         "/",

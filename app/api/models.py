@@ -11,6 +11,7 @@ from app.errors import invalid
 from app.models import Principal, RunOut
 from app.services.history import RESOURCE_TYPES, FreshnessReport, ModelsReport, Timeline
 from app.services.runs import RunService
+from app.services.tokens import ACTION_OPT
 
 DEFAULT_WINDOW = "30d"
 
@@ -73,6 +74,7 @@ class ModelHistoryController(Controller):
         sync_to_thread=True,
         status_code=201,
         summary="Run only what failed or was skipped in this run (dbt retry)",
+        opt={ACTION_OPT: "trigger"},
     )
     def retry(self, principal: Principal, runs: RunService, run_id: str) -> RunOut:
         return run_out(runs.retry(principal, run_id))

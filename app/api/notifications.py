@@ -9,8 +9,11 @@ from litestar import Controller, get, post
 
 from app.models import Principal
 from app.notify.outbox import NotificationOutbox
+from app.services import audit
 from app.services.projects import require_writer
 from app.services.runs import RunService
+from app.services.tokens import ACTION_OPT
+from app.store import Store
 from app.store.outbox import Attempt, Notification
 
 
@@ -74,17 +77,30 @@ class NotificationController(Controller):
         sync_to_thread=True,
         status_code=202,
         summary="Deliver a permanently failed notification again",
+        opt={ACTION_OPT: "write"},
     )
     def retry(
         self,
         principal: Principal,
         runs: RunService,
         notifications: NotificationOutbox,
+        store: Store,
         run_id: str,
         notification_id: str,
     ) -> NotificationOut:
         require_writer(principal)
-        runs.get(principal, run_id)
+        run = runs.get(principal, run_id)
         notification = notifications.retry(run_id, notification_id)
+        # The outbox (app/notify) sits below the services: the retry is recorded here.
+        audit.record(
+            store,
+            org_id=principal.org_id,
+            action="notification.retry",
+            object_type="notification",
+            object_id=notification.id,
+            object_name=f"{notification.kind} {notification.event} of run {run_id}",
+            diff=audit.field_diff({"state": "failed"}, {"state": notification.state}),
+            project_id=run.project_id,
+        )
         history = notifications.for_run(run_id)[1].get(notification.id, [])
         return _out(notification, history)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from litestar import Controller, delete, get, post, put
 
+from app.api.auth import ORG_WIDE
 from app.api.views import DeployResult, ProjectList, deploy_result, project_out
 from app.models import Principal, ProjectOut
 from app.services.projects import ProjectCreate, ProjectPatch, ProjectService
+from app.services.tokens import ACTION_OPT
 
 
 class ProjectController(Controller):
@@ -18,7 +20,12 @@ class ProjectController(Controller):
         found = [project_out(p) for p in projects.list_projects(principal)]
         return ProjectList(found, len(found))
 
-    @post("/", sync_to_thread=True, summary="Create a project")
+    @post(
+        "/",
+        sync_to_thread=True,
+        summary="Create a project",
+        opt={ACTION_OPT: "write", ORG_WIDE: True},
+    )
     def create_project(
         self, principal: Principal, projects: ProjectService, data: ProjectCreate
     ) -> ProjectOut:
@@ -34,6 +41,7 @@ class ProjectController(Controller):
         "/{project_id:str}",
         sync_to_thread=True,
         summary="Update a project (only the supplied fields change)",
+        opt={ACTION_OPT: "write"},
     )
     def update_project(
         self, principal: Principal, projects: ProjectService, project_id: str, data: ProjectPatch
@@ -45,6 +53,7 @@ class ProjectController(Controller):
         sync_to_thread=True,
         status_code=204,
         summary="Delete a project (?cascade=true to delete its jobs too)",
+        opt={ACTION_OPT: "write"},
     )
     def delete_project(
         self, principal: Principal, projects: ProjectService, project_id: str, cascade: bool = False
@@ -56,6 +65,7 @@ class ProjectController(Controller):
         sync_to_thread=True,
         status_code=200,
         summary="Make the project's schedules live (CronJobs on Kubernetes)",
+        opt={ACTION_OPT: "deploy"},
     )
     def deploy(
         self,
@@ -72,6 +82,7 @@ class ProjectController(Controller):
         sync_to_thread=True,
         status_code=200,
         summary="Remove the project's schedules",
+        opt={ACTION_OPT: "deploy"},
     )
     def undeploy(
         self,

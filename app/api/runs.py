@@ -13,6 +13,7 @@ from app.api.views import RunConfig, RunList, TriggerBody, run_list, run_out
 from app.errors import invalid
 from app.models import Principal, RunOut
 from app.services.runs import RunService
+from app.services.tokens import ACTION_OPT
 
 
 class RunController(Controller):
@@ -60,6 +61,7 @@ class RunController(Controller):
             run_id=run.id,
             job_version=run.job_version,
             config=runs.config(principal, run_id),
+            environment=runs.environment_of(principal, run_id),
         )
 
     @get(
@@ -86,6 +88,7 @@ class RunController(Controller):
         sync_to_thread=True,
         status_code=200,
         summary="Cancel a pending or running run",
+        opt={ACTION_OPT: "trigger"},
     )
     def cancel(self, principal: Principal, runs: RunService, run_id: str) -> RunOut:
         return run_out(runs.cancel(principal, run_id))
@@ -95,6 +98,7 @@ class RunController(Controller):
         sync_to_thread=True,
         status_code=201,
         summary="Run again from this run's configuration snapshot",
+        opt={ACTION_OPT: "trigger"},
     )
     def rerun(
         self,

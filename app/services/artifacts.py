@@ -33,6 +33,7 @@ from app.errors import BadRequest, Conflict, Invalid, NotFound, RunyardError, Un
 from app.executors.k8s.render import STATE_DIR
 from app.models import Principal, RunRecord
 from app.services.history import ModelHistory
+from app.services.tokens import require_run_in_scope
 from app.store import Store
 from app.store.artifacts import (
     ARTIFACT_NAMES,
@@ -241,6 +242,7 @@ class ArtifactService:
         run = self._store.runs.get(principal.org_id, run_id)
         if run is None:
             raise NotFound(f"No run with id {run_id!r} in your organization.")
+        require_run_in_scope(principal, run_id, run.project_id)
         return run.id
 
     def list(self, principal: Principal, run_id: str) -> list[ArtifactInfo]:

@@ -37,6 +37,7 @@ from app.models import (
 )
 from app.notify.outbound import OutboundPolicy
 from app.ports import Executor
+from app.services import audit
 from app.services.checks import (
     HEADER_NAME_RE,
     MAX_DESCRIPTION_LENGTH,
@@ -52,6 +53,7 @@ from app.services.checks import (
 )
 from app.services.commands import CommandChecker
 from app.services.projects import require_writer
+from app.services.tokens import require_project
 from app.store import Store
 
 log = logging.getLogger("runyard.jobs")
@@ -88,6 +90,7 @@ class JobService:
     # --- reads --------------------------------------------------------------------------
 
     def project(self, principal: Principal, project_id: str) -> Project:
+        require_project(principal, project_id)
         project = self._store.projects.get(principal.org_id, project_id)
         if project is None:
             raise NotFound(f"No project with id {project_id!r} in your organization.")
@@ -162,8 +165,25 @@ class JobService:
         secret_errors = check_no_redacted("webhook_headers", job.webhook_headers)
         secret_errors += check_no_redacted("secret_environment", job.secret_environment)
         self._validate(project, job, secret_errors)
-        self._store.jobs.insert(job)
+        with self._store.database.write():
+            self._store.jobs.insert(job)
+            self._audit(job, "job.create", None, job)
         return self._apply(project, job)
+
+    def _audit(self, job: Job, action: str, before: Job | None, after: Job | None) -> None:
+        audit.record(
+            self._store,
+            org_id=job.org_id,
+            action=action,
+            object_type="job",
+            object_id=job.id,
+            object_name=job.name,
+            diff=audit.field_diff(
+                before, after, ignore=("webhook_secret_set", "sync_error", "project_id")
+            ),
+            project_id=job.project_id,
+            clock=self._clock,
+        )
 
     def update(self, principal: Principal, project_id: str, job_id: str, patch: JobPatch) -> Job:
         require_writer(principal)
@@ -191,11 +211,13 @@ class JobService:
         updated.sync_state = "pending" if project.deployed else "not_deployed"
         updated.sync_error = None
         self._validate(project, updated, secret_errors)
-        if not self._store.jobs.update(updated, expected_version=current.version):
-            raise Conflict(
-                "The job was changed by another request at the same time; read it "
-                "again and repeat your change."
-            )
+        with self._store.database.write():
+            if not self._store.jobs.update(updated, expected_version=current.version):
+                raise Conflict(
+                    "The job was changed by another request at the same time; read it "
+                    "again and repeat your change."
+                )
+            self._audit(updated, "job.update", current, updated)
         if current.name != updated.name and project.deployed:
             # The CronJob's name follows the job's; the old one goes (or reconcile removes
             # it once the cluster answers).
@@ -220,7 +242,9 @@ class JobService:
                 f"Job {job.name!r} is what {', '.join(sorted(deferring))} defer to "
                 "(defer_to_job_id); point them at another job or clear it first."
             )
-        self._store.jobs.delete(job_id)
+        with self._store.database.write():
+            self._store.jobs.delete(job_id)
+            self._audit(job, "job.delete", job, None)
         if project.deployed:
             # The job is gone from the database, the source of truth; if the cluster cannot
             # be reached now, reconcile deletes the CronJob runyard no longer knows.

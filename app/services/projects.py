@@ -34,6 +34,7 @@ from app.models import (
 )
 from app.notify.outbound import OutboundPolicy
 from app.ports import Executor, SyncReport
+from app.services import audit
 from app.services.checks import (
     MAX_DESCRIPTION_LENGTH,
     check_channel,
@@ -46,6 +47,7 @@ from app.services.checks import (
     check_text,
 )
 from app.services.overrides import check_template_overrides
+from app.services.tokens import require_project, sees_project
 from app.store import Store
 
 log = logging.getLogger("runyard.projects")
@@ -147,13 +149,30 @@ class ProjectService:
         self._paths = paths
 
     def get(self, principal: Principal, project_id: str) -> Project:
+        require_project(principal, project_id)
         project = self._store.projects.get(principal.org_id, project_id)
         if project is None:
             raise NotFound(f"No project with id {project_id!r} in your organization.")
         return project
 
     def list_projects(self, principal: Principal) -> list[Project]:
-        return self._store.projects.for_org(principal.org_id)
+        found = self._store.projects.for_org(principal.org_id)
+        return [p for p in found if sees_project(principal, p.id)]
+
+    def _audit(
+        self, project: Project, action: str, before: Project | None, after: Project | None
+    ) -> None:
+        audit.record(
+            self._store,
+            org_id=project.org_id,
+            action=action,
+            object_type="project",
+            object_id=project.id,
+            object_name=project.name,
+            diff=audit.field_diff(before, after, ignore=("deployed", "slack_webhook_url_set")),
+            project_id=project.id,
+            clock=self._clock,
+        )
 
     def create(self, principal: Principal, body: ProjectCreate) -> Project:
         require_writer(principal)
@@ -175,6 +194,7 @@ class ProjectService:
         # Every project has a default environment, the one its jobs run in unless they name
         # another: empty, so each of its fields is the project's (docs/environments.md).
         self._store.environments.create_default(project.org_id, project.id, now)
+        self._audit(project, "project.create", None, project)
         return project
 
     def update(self, principal: Principal, project_id: str, patch: ProjectPatch) -> Project:
@@ -200,7 +220,9 @@ class ProjectService:
         self._check(updated, secret_errors)
         if "path" in changes:
             self._check_path(updated)
-        self._store.projects.save(updated)
+        with self._store.database.write():
+            self._store.projects.save(updated)
+            self._audit(updated, "project.update", current, updated)
         if updated.deployed:
             # Image, environment, resources and overrides flow into every CronJob. The change
             # is saved either way; if the cluster cannot take it now, its jobs are marked out
@@ -234,7 +256,9 @@ class ProjectService:
                 f"The project has {len(jobs)} job(s). Delete them first, or repeat "
                 "the request with ?cascade=true to delete the project and its jobs."
             )
-        self._store.projects.delete(project_id)
+        with self._store.database.write():
+            self._store.projects.delete(project_id)
+            self._audit(project, "project.delete", project, None)
         if project.deployed:
             # Gone from the database first; reconcile removes CronJobs left behind when the
             # cluster cannot be reached now.
@@ -265,7 +289,24 @@ class ProjectService:
         for job in self._store.jobs.for_project(project_id):
             if job.sync_state == "not_deployed":
                 self._store.jobs.set_sync(job.id, "in_sync", None)
+        self._audit_deploy(project, "project.deploy", report)
         return project, report
+
+    def _audit_deploy(self, project: Project, action: str, report: SyncReport) -> None:
+        audit.record(
+            self._store,
+            org_id=project.org_id,
+            action=action,
+            object_type="project",
+            object_id=project.id,
+            object_name=project.name,
+            diff=audit.field_diff(
+                {"deployed": action != "project.deploy"},
+                {"deployed": action == "project.deploy"},
+            ),
+            project_id=project.id,
+            clock=self._clock,
+        )
 
     def undeploy(self, principal: Principal, project_id: str) -> tuple[Project, SyncReport]:
         require_writer(principal)
@@ -275,6 +316,7 @@ class ProjectService:
         self._store.projects.set_deployed(project_id, False)
         for job in jobs:
             self._store.jobs.set_sync(job.id, "not_deployed", None)
+        self._audit_deploy(project, "project.undeploy", report)
         return msgspec.structs.replace(project, deployed=False), report
 
     def _check(self, project: Project, secret_errors: list[FieldError] | None = None) -> None:

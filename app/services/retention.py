@@ -1,5 +1,6 @@
 """Retention: finished runs, their logs and artifacts older than the configured age are
-pruned in the background. Active runs are never touched, whatever their age."""
+pruned in the background. Active runs are never touched, whatever their age. Audit events
+have their own age (``audit_days``)."""
 
 from __future__ import annotations
 
@@ -20,15 +21,24 @@ class RetentionWorker:
         days: int,
         clock: Callable[[], datetime],
         interval_seconds: float = 3600.0,
+        audit_days: int = 0,
     ) -> None:
         self._store = store
         self._days = days
+        self._audit_days = audit_days  # 0 keeps audit events forever
         self._clock = clock
         self._interval = interval_seconds
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def prune_once(self) -> int:
+        if self._audit_days > 0:
+            audit_cutoff = self._clock() - timedelta(days=self._audit_days)
+            pruned = self._store.audit.delete_older_than(audit_cutoff)
+            if pruned:
+                log.info("pruned old audit events", extra={"removed": pruned})
+        if self._days <= 0:
+            return 0
         cutoff = self._clock() - timedelta(days=self._days)
         removed = self._store.runs.delete_older_than(cutoff)
         if removed:
@@ -41,8 +51,8 @@ class RetentionWorker:
         return removed
 
     def start(self) -> None:
-        if self._days <= 0 or self._thread is not None:
-            return  # 0 keeps runs forever
+        if (self._days <= 0 and self._audit_days <= 0) or self._thread is not None:
+            return  # 0 keeps runs (and audit events) forever
         self._thread = threading.Thread(target=self._loop, name="runyard-retention", daemon=True)
         self._thread.start()
 

@@ -40,6 +40,7 @@ from app.models import (
     Principal,
     Project,
     Run,
+    RunEnvironment,
     RunRecord,
     RunSnapshot,
     RunState,
@@ -47,6 +48,7 @@ from app.models import (
 )
 from app.naming import cronjob_name, run_job_name
 from app.ports import Executor, Outcome
+from app.services import audit
 from app.services.commands import CommandChecker
 from app.services.cursors import CursorCodec
 from app.services.environments import run_environment
@@ -60,6 +62,7 @@ from app.services.history import (
     retryable_nodes,
 )
 from app.services.projects import image_refusal, require_writer
+from app.services.tokens import require_project, require_run_in_scope
 from app.store import RunPage, Store
 from app.store.jobs import config_of
 from app.tracker import RunListener, RunTracker
@@ -201,7 +204,23 @@ class RunService:
         except _Replayed as replay:
             return Triggered(replay.run, replayed=True)
         assert run is not None  # manual runs are refused with an error, never skipped
+        self._audit_run(run, "run.trigger", command_override=command_override, image=image)
         return Triggered(run, replayed=False)
+
+    def _audit_run(self, run: RunRecord, action: str, **details: object) -> None:
+        """Recorded once the run exists (its launch is not a database write to join)."""
+        given = {name: value for name, value in details.items() if value is not None}
+        audit.record(
+            self._store,
+            org_id=run.org_id,
+            action=action,
+            object_type="run",
+            object_id=run.id,
+            object_name=run.job_name or "",
+            diff=audit.field_diff(None, given) if given else None,
+            project_id=run.project_id,
+            clock=self._clock,
+        )
 
     def rerun(
         self, principal: Principal, run_id: str, command_override: str | None = None
@@ -210,6 +229,7 @@ class RunService:
         old = self._store.runs.record(run_id)
         if old is None or old.org_id != principal.org_id:
             raise NotFound(f"No run with id {run_id!r} in your organization.")
+        require_run_in_scope(principal, run_id, old.project_id)
         project = self._store.projects.get(principal.org_id, old.project_id)
         if project is None:
             raise Conflict("The run's project was deleted, so it cannot run again.")
@@ -224,6 +244,7 @@ class RunService:
             rerun_of=old.id,
         )
         assert run is not None
+        self._audit_run(run, "run.rerun", rerun_of=old.id, command_override=command_override)
         return run
 
     def start_run(
@@ -424,6 +445,7 @@ class RunService:
         old = self._store.runs.record(run_id)
         if old is None or old.org_id != principal.org_id:
             raise NotFound(f"No run with id {run_id!r} in your organization.")
+        require_run_in_scope(principal, run_id, old.project_id)
         if not old.is_terminal:
             raise Conflict(
                 f"Run {run_id} is still {old.status}; retry it once it has ended, or "
@@ -449,6 +471,7 @@ class RunService:
             state=state,
         )
         assert run is not None
+        self._audit_run(run, "run.retry", retry_of=old.id)
         return run
 
     def _retry_state(self, old: RunRecord) -> RunState:
@@ -694,6 +717,7 @@ class RunService:
     # --- reading ------------------------------------------------------------------------
 
     def _project(self, principal: Principal, project_id: str) -> Project:
+        require_project(principal, project_id)
         project = self._store.projects.get(principal.org_id, project_id)
         if project is None:
             raise NotFound(f"No project with id {project_id!r} in your organization.")
@@ -703,6 +727,7 @@ class RunService:
         run = self._store.runs.get(principal.org_id, run_id)
         if run is None:
             raise NotFound(f"No run with id {run_id!r} in your organization.")
+        require_run_in_scope(principal, run_id, run.project_id)
         return run
 
     def config(self, principal: Principal, run_id: str) -> JobConfig:
@@ -710,6 +735,14 @@ class RunService:
         record = self._store.runs.record(run_id)
         assert record is not None
         return record.snapshot.job
+
+    def environment_of(self, principal: Principal, run_id: str) -> RunEnvironment | None:
+        """The environment the run ran with, as its snapshot keeps it (secrets included:
+        the caller redacts them)."""
+        self.get(principal, run_id)
+        record = self._store.runs.record(run_id)
+        assert record is not None
+        return record.snapshot.environment
 
     def list_runs(
         self,
@@ -730,6 +763,11 @@ class RunService:
             raise NotFound(f"No job with id {job_id!r} in project {project_id!r}.")
         if status is not None and status not in RUN_STATUSES:
             raise invalid("status", "use one of " + ", ".join(RUN_STATUSES))
+        if principal.project_id is not None:
+            # A project-scoped token lists its project's runs, whatever it asked for.
+            if project_id is not None:
+                require_project(principal, project_id)
+            project_id = principal.project_id
         position = self._cursors.decode(principal.org_id, cursor) if cursor else None
         page = self._store.runs.page(
             principal.org_id,
@@ -785,7 +823,19 @@ class RunService:
                 "pending or running runs can be cancelled."
             )
         self._cancel_record(run_id, "cancelled by a user")
-        return self.get(principal, run_id)
+        cancelled = self.get(principal, run_id)
+        audit.record(
+            self._store,
+            org_id=principal.org_id,
+            action="run.cancel",
+            object_type="run",
+            object_id=run_id,
+            object_name=cancelled.job_name or "",
+            diff=audit.field_diff({"status": run.status}, {"status": cancelled.status}),
+            project_id=cancelled.project_id,
+            clock=self._clock,
+        )
+        return cancelled
 
     def _cancel_record(self, run_id: str, why: str) -> None:
         record = self._store.runs.record(run_id)

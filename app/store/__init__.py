@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from app.store.artifacts import ArtifactRepo
+from app.store.audit import AuditRepo
 from app.store.db import Database
 from app.store.environments import EnvironmentRepo
 from app.store.history import HistoryRepo
@@ -33,6 +34,7 @@ class Store:
         self.outbox = OutboxRepo(self.database)  # notifications (app/notify)
         self.artifacts = ArtifactRepo(self.database)  # run artifacts (files + rows)
         self.history = HistoryRepo(self.database)  # model history (node results per run)
+        self.audit = AuditRepo(self.database)  # who changed what (app/services/audit.py)
 
     def migrate(self) -> int:
         return self.database.migrate()

@@ -564,6 +564,37 @@ MIGRATIONS: tuple[Migration, ...] = (
             " WHERE json_type(config, '$.environment_id') IS NULL",
         ),
     ),
+    Migration(
+        13,
+        "scoped, expiring tokens and the audit trail",
+        (
+            # NULL: no expiry / every project of the org / every action the role allows.
+            "ALTER TABLE tokens ADD COLUMN expires_at TEXT",
+            "ALTER TABLE tokens ADD COLUMN scope_project_id TEXT"
+            " REFERENCES projects(id) ON DELETE CASCADE",
+            "ALTER TABLE tokens ADD COLUMN scope_actions TEXT",  # a JSON list of actions
+            # Who changed what: kept after the token, project or job is gone (no foreign
+            # keys but the org's), pruned by age (RUNYARD_AUDIT_RETENTION_DAYS).
+            """CREATE TABLE audit_events (
+                seq INTEGER PRIMARY KEY AUTOINCREMENT,
+                id TEXT NOT NULL UNIQUE,
+                org_id TEXT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+                at TEXT NOT NULL,
+                actor_token_id TEXT,
+                actor_name TEXT NOT NULL,
+                request_id TEXT,
+                source_address TEXT,
+                action TEXT NOT NULL,
+                object_type TEXT NOT NULL,
+                object_id TEXT NOT NULL,
+                object_name TEXT NOT NULL DEFAULT '',
+                project_id TEXT,
+                diff TEXT
+            )""",
+            "CREATE INDEX audit_by_org ON audit_events (org_id, seq DESC)",
+            "CREATE INDEX audit_by_age ON audit_events (at)",
+        ),
+    ),
 )
 
 CURRENT_VERSION = MIGRATIONS[-1].version

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 from app.ids import from_text, new_id, to_text, utcnow
@@ -49,27 +50,60 @@ class TokenRepo:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    def insert(self, *, org_id: str, role: Role, name: str, prefix: str, token_hash: str) -> str:
+    def insert(
+        self,
+        *,
+        org_id: str,
+        role: Role,
+        name: str,
+        prefix: str,
+        token_hash: str,
+        expires_at: datetime | None = None,
+        scope_project_id: str | None = None,
+        scope_actions: list[str] | None = None,
+    ) -> str:
         token_id = new_id("tok", 12)
         with self._db.write() as db:
             db.conn.execute(
-                "INSERT INTO tokens (id, org_id, role, name, prefix, token_hash, created_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (token_id, org_id, role, name, prefix, token_hash, to_text(utcnow())),
+                "INSERT INTO tokens (id, org_id, role, name, prefix, token_hash, created_at,"
+                " expires_at, scope_project_id, scope_actions)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    token_id,
+                    org_id,
+                    role,
+                    name,
+                    prefix,
+                    token_hash,
+                    to_text(utcnow()),
+                    to_text(expires_at) if expires_at else None,
+                    scope_project_id,
+                    None if scope_actions is None else json.dumps(scope_actions),
+                ),
             )
         return token_id
 
     def principal_for_hash(self, token_hash: str) -> Principal | None:
+        """The token's principal, expired or not (the caller tells an expired one apart)."""
         row = self._db.row(
-            "SELECT t.id, t.role, o.id AS org_id, o.slug"
+            "SELECT t.id, t.role, t.name, t.expires_at, t.scope_project_id, t.scope_actions,"
+            " o.id AS org_id, o.slug"
             " FROM tokens t JOIN orgs o ON o.id = t.org_id"
             " WHERE t.token_hash = ? AND t.revoked_at IS NULL",
             (token_hash,),
         )
         if row is None:
             return None
+        actions = row["scope_actions"]
         return Principal(
-            org_id=row["org_id"], org_slug=row["slug"], role=row["role"], token_id=row["id"]
+            org_id=row["org_id"],
+            org_slug=row["slug"],
+            role=row["role"],
+            token_id=row["id"],
+            token_name=row["name"],
+            project_id=row["scope_project_id"],
+            actions=None if actions is None else frozenset(json.loads(actions)),
+            expires_at=from_text(row["expires_at"]) if row["expires_at"] else None,
         )
 
     def touch(self, token_id: str, when: datetime) -> None:
@@ -80,7 +114,9 @@ class TokenRepo:
 
     def listing(self, org_slug: str | None = None) -> list[TokenInfo]:
         sql = (
-            "SELECT t.*, o.slug FROM tokens t JOIN orgs o ON o.id = t.org_id"
+            "SELECT t.*, o.slug, p.name AS project_name FROM tokens t"
+            " JOIN orgs o ON o.id = t.org_id"
+            " LEFT JOIN projects p ON p.id = t.scope_project_id"
             + (" WHERE o.slug = ?" if org_slug else "")
             + " ORDER BY o.slug, t.created_at"
         )
@@ -95,8 +131,22 @@ class TokenRepo:
                 created_at=from_text(r["created_at"]),
                 last_used_at=from_text(r["last_used_at"]) if r["last_used_at"] else None,
                 revoked_at=from_text(r["revoked_at"]) if r["revoked_at"] else None,
+                expires_at=from_text(r["expires_at"]) if r["expires_at"] else None,
+                scope_project_id=r["scope_project_id"],
+                scope_project_name=r["project_name"],
+                scope_actions=None
+                if r["scope_actions"] is None
+                else json.loads(r["scope_actions"]),
             )
             for r in rows
+        ]
+
+    def active(self, token_id_or_prefix: str) -> list[TokenInfo]:
+        """The unrevoked tokens with this id or prefix (what ``revoke`` would revoke)."""
+        return [
+            t
+            for t in self.listing()
+            if t.revoked_at is None and token_id_or_prefix in (t.id, t.prefix)
         ]
 
     def revoke(self, token_id_or_prefix: str) -> int:
