@@ -1,5 +1,5 @@
 """The ``runyard`` command: serve, tokens, reconcile, demo, apply, and the client commands
-(projects, jobs, runs) that talk to a runyard server over its API.
+(projects, jobs, runs, audit) that talk to a runyard server over its API.
 
 Exit codes (app/exit_codes.py): 0 success, 1 a run failed (client commands), 2 usage error,
 3 the server refused or could not be reached (or a local operation failed), 130 interrupted.
@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import click
 
 from app.cli.apply import apply
+from app.cli.audit import audit
 from app.cli.common import CliError
 from app.cli.http import ApiError
 from app.cli.local import demo, reconcile, serve, tokens
@@ -34,7 +35,7 @@ def cli() -> None:
     """
 
 
-for command in (serve, tokens, projects, jobs, runs, apply, reconcile, demo):
+for command in (serve, tokens, projects, jobs, runs, apply, audit, reconcile, demo):
     cli.add_command(command)
 
 

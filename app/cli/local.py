@@ -99,23 +99,49 @@ def tokens() -> None:
 @tokens.command("create")
 @click.option("--org", required=True, help="organization slug (created if new)")
 @click.option("--role", required=True, type=click.Choice(["admin", "viewer"]))
-@click.option("--name", default="", help="a note to recognise the token by")
-def tokens_create(org: str, role: str, name: str) -> int:
+@click.option("--name", default="", help="a name to recognise the token by (shown in the audit)")
+@click.option("--project", help="scope it to this project (name or id): no other is visible")
+@click.option(
+    "--actions",
+    help="only these actions, comma-separated: read, trigger, write, deploy, audit "
+    "(read is always included); default: all the role allows",
+)
+@click.option("--expires-in", help="lifetime, e.g. 90d, 12h or 2w; default: no expiry")
+def tokens_create(
+    org: str,
+    role: str,
+    name: str,
+    project: str | None,
+    actions: str | None,
+    expires_in: str | None,
+) -> int:
     """Create a token (printed once, alone on the last line of standard output)."""
     from app.errors import RunyardError
+    from app.services.audit import Actor, acting_as
 
     service = _token_service(create=True)
     try:
-        token, info = service.create(org, role, name)
+        with acting_as(Actor.cli()):  # the audit trail names the local operator "cli"
+            token, info = service.create(
+                org, role, name, project=project, actions=actions, expires_in=expires_in
+            )
     except RunyardError as exc:
         raise CliError(exc.detail, EXIT_USAGE) from None
+    scope = _scope(info.scope_project_name, info.scope_actions)
+    expiry = f", expires {info.expires_at:%Y-%m-%d %H:%M} UTC" if info.expires_at else ""
     click.echo(
-        f"Created {info.role} token {info.id} for org {info.org_slug}. It is shown once; "
-        "store it now.",
+        f"Created {info.role} token {info.id} for org {info.org_slug} ({scope}{expiry}). "
+        "It is shown once; store it now.",
         err=True,
     )
     click.echo(token)
     return EXIT_OK
+
+
+def _scope(project: str | None, actions: list[str] | None) -> str:
+    where = f"project {project}" if project else "all projects"
+    what = ",".join(actions) if actions is not None else "all actions"
+    return f"{where}; {what}"
 
 
 @tokens.command("list")
@@ -136,15 +162,16 @@ def tokens_list(org: str | None, as_json: bool) -> int:
         return value.strftime("%Y-%m-%d %H:%M") if value else "-"
 
     out.table(
-        ["ID", "ORG", "ROLE", "NAME", "PREFIX", "CREATED", "LAST USED", "REVOKED"],
+        ["ID", "ORG", "ROLE", "NAME", "SCOPE", "PREFIX", "EXPIRES", "LAST USED", "REVOKED"],
         [
             [
                 t.id,
                 t.org_slug,
                 t.role,
                 t.name,
+                _scope(t.scope_project_name, t.scope_actions),
                 t.prefix + "…",
-                when(t.created_at),
+                when(t.expires_at),
                 when(t.last_used_at),
                 when(t.revoked_at),
             ]
@@ -159,10 +186,12 @@ def tokens_list(org: str | None, as_json: bool) -> int:
 def tokens_revoke(token_id: str) -> int:
     """Revoke a token by id or prefix."""
     from app.errors import RunyardError
+    from app.services.audit import Actor, acting_as
 
     service = _token_service(create=False)
     try:
-        service.revoke(token_id)
+        with acting_as(Actor.cli()):
+            service.revoke(token_id)
     except RunyardError as exc:
         raise CliError(exc.detail, EXIT_REFUSED) from None
     click.echo(f"Revoked {token_id}. A running server stops accepting it within seconds.")
