@@ -7,6 +7,7 @@ from litestar import Controller, delete, get, post, put
 
 from app.models import Environment, EnvironmentOut, Principal, redacted
 from app.services.environments import EnvironmentCreate, EnvironmentPatch, EnvironmentService
+from app.services.tokens import ACTION_OPT
 
 
 class EnvironmentList(msgspec.Struct):
@@ -31,7 +32,12 @@ class EnvironmentController(Controller):
         found = [environment_out(e) for e in environments.list_environments(principal, project_id)]
         return EnvironmentList(found, len(found))
 
-    @post("/", sync_to_thread=True, summary="Create an environment")
+    @post(
+        "/",
+        sync_to_thread=True,
+        summary="Create an environment",
+        opt={ACTION_OPT: "write"},
+    )
     def create_environment(
         self,
         principal: Principal,
@@ -55,6 +61,7 @@ class EnvironmentController(Controller):
         "/{environment_id:str}",
         sync_to_thread=True,
         summary="Update an environment (only the supplied fields change)",
+        opt={ACTION_OPT: "write"},
     )
     def update_environment(
         self,
@@ -71,6 +78,7 @@ class EnvironmentController(Controller):
         sync_to_thread=True,
         status_code=204,
         summary="Delete an environment (not the default, nor one a job uses)",
+        opt={ACTION_OPT: "write"},
     )
     def delete_environment(
         self,

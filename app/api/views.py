@@ -18,6 +18,7 @@ from app.models import (
     Project,
     ProjectOut,
     Run,
+    RunEnvironment,
     RunOut,
     redact_job_config,
     redacted,
@@ -112,11 +113,18 @@ class RunConfig(msgspec.Struct, kw_only=True):
     run_id: str
     job_version: int
     config: JobConfig
+    # The project environment the run ran with (None: recorded before environments).
+    environment: RunEnvironment | None = None
 
     def __post_init__(self) -> None:
         # A run's snapshot carries the real values (its executor needs them); whoever
         # builds this answer from it, the answer shows them REDACTED.
         self.config = redact_job_config(self.config)
+        if self.environment is not None:
+            self.environment = msgspec.structs.replace(
+                self.environment,
+                secret_environment=redacted(self.environment.secret_environment),
+            )
 
 
 class Health(msgspec.Struct):

@@ -34,6 +34,7 @@ from app.models import (
     patch_of,
 )
 from app.ports import Executor
+from app.services import audit
 from app.services.checks import (
     MAX_DESCRIPTION_LENGTH,
     SUBDOMAIN_RE,
@@ -44,6 +45,7 @@ from app.services.checks import (
     shown,
 )
 from app.services.projects import require_writer
+from app.services.tokens import require_project
 from app.store import Store
 
 log = logging.getLogger("runyard.environments")
@@ -86,21 +88,18 @@ class EnvironmentService:
         executor: Executor,
         clock: Callable[[], datetime] = utcnow,
         paths: ProjectPaths | None = None,
-        record: Callable[..., None] | None = None,
     ) -> None:
         self._store = store
         self._executor = executor
         self._clock = clock
         self._paths = paths
-        # The audit trail's recorder, when there is one (app/services/audit.py).
-        self._record = record
 
     # --- reads --------------------------------------------------------------------------
 
     def project(self, principal: Principal, project_id: str) -> Project:
+        require_project(principal, project_id)  # a project-scoped token sees only its own
         project = self._store.projects.get(principal.org_id, project_id)
-        scoped = getattr(principal, "project_id", None)
-        if project is None or (scoped is not None and scoped != project_id):
+        if project is None:
             raise NotFound(f"No project with id {project_id!r} in your organization.")
         return project
 
@@ -135,8 +134,9 @@ class EnvironmentService:
             environment,
             check_no_redacted("secret_environment", environment.secret_environment),
         )
-        self._store.environments.save(environment)
-        self._audit(principal, "environment.create", project, environment)
+        with self._store.database.write():
+            self._store.environments.save(environment)
+            self._audit("environment.create", project, None, environment)
         return environment
 
     def update(
@@ -153,8 +153,9 @@ class EnvironmentService:
             )
         updated = msgspec.structs.replace(current, **changes, updated_at=self._clock())
         self._check(project, updated, secret_errors)
-        self._store.environments.save(updated)
-        self._audit(principal, "environment.update", project, updated, before=current)
+        with self._store.database.write():
+            self._store.environments.save(updated)
+            self._audit("environment.update", project, current, updated)
         if project.deployed:
             self._sync_jobs(project, updated)
         return updated
@@ -176,8 +177,9 @@ class EnvironmentService:
                 f"{', '.join(sorted(j.name for j in users))}; move them to another "
                 "environment (environment_id) or delete them first."
             )
-        self._store.environments.delete(environment.id)
-        self._audit(principal, "environment.delete", project, environment)
+        with self._store.database.write():
+            self._store.environments.delete(environment.id)
+            self._audit("environment.delete", project, environment, None)
 
     def _jobs_in(self, project: Project, environment: Environment) -> list[Job]:
         jobs = self._store.jobs.for_project(project.id)
@@ -201,23 +203,24 @@ class EnvironmentService:
 
     def _audit(
         self,
-        principal: Principal,
         action: str,
         project: Project,
-        environment: Environment,
-        before: Environment | None = None,
+        before: Environment | None,
+        after: Environment | None,
     ) -> None:
-        if self._record is None:
-            return
-        self._record(
-            principal,
-            action,
-            "environment",
-            environment.id,
-            environment.name,
-            project.id,
-            _public(before) if before is not None else None,
-            _public(environment) if action != "environment.delete" else None,
+        """Who changed which environment, in the change's transaction; secret values never
+        (app/services/audit.py)."""
+        changed = after or before
+        assert changed is not None
+        audit.record(
+            self._store,
+            org_id=project.org_id,
+            action=action,
+            object_type="environment",
+            object_id=changed.id,
+            object_name=changed.name,
+            diff=audit.field_diff(before, after, ignore=("project_id",)),
+            project_id=project.id,
         )
 
     # --- checks -------------------------------------------------------------------------
@@ -244,16 +247,6 @@ class EnvironmentService:
         if environment.path is not None and self._paths is not None:
             # Confined like a project's path: an existing folder in the org's folder.
             self._paths.resolve(project.org_slug, environment.path)
-
-
-def _public(environment: Environment) -> dict[str, object]:
-    """The environment as anyone may read it (secret values never)."""
-    fields = msgspec.to_builtins(
-        msgspec.convert(environment, EnvironmentConfig, from_attributes=True)
-    )
-    assert isinstance(fields, dict)
-    fields["secret_environment"] = sorted(environment.secret_environment)
-    return fields
 
 
 def _check_fields(project: Project, env: Environment) -> list[FieldError]:

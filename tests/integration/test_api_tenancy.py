@@ -70,6 +70,9 @@ def _seed(client: TestClient[Any], container: Container, headers: H) -> dict[str
         "name": "analytics-nightly-1",
         "job_name": "analytics-nightly-1",
         "notification_id": "ntf_unknown",
+        "environment_id": client.get(
+            f"/api/v1/projects/{project['id']}/environments", headers=headers
+        ).json()["environments"][0]["id"],
     }
 
 
@@ -84,6 +87,8 @@ def _body(method: str, path: str) -> dict[str, Any]:
     """A body that is valid for the route, so the answer is about access, not the body."""
     if method == "POST" and path.endswith("/jobs"):
         return {"name": "other", "command": "dbt run", "schedule": None}
+    if method == "POST" and path.endswith("/environments"):
+        return {"name": "other"}
     if method == "POST" and path.endswith("/projects"):
         return {"name": "other", "kind": "dbt"}
     if method == "PUT":
