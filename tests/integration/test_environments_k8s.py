@@ -21,7 +21,7 @@ from tests.integration.test_k8s_env import (  # noqa: F401 - fixtures
 Obj = dict[str, Any]
 PROD_IMAGE = "ghcr.io/acme/analytics:2.0"
 STAGING_IMAGE = "ghcr.io/acme/analytics:2.1-rc1"
-PROD_TOKEN = "prod-api-token-4f9a1c"  # noqa: S105 - a test value
+PROD_TOKEN = "prod-api-token-4f9a1c"
 
 
 def main_container(pod_spec: Obj) -> Obj:
