@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -155,23 +155,31 @@ def field_diff(
     return changes
 
 
+_MAX_AGE_SECONDS = 36600 * 86400  # the oldest ``since`` age: 100 years
+
+
 def parse_since(text: str | None, now: datetime) -> datetime | None:
     """``since``: an RFC 3339 time, or an age such as ``90m``, ``24h``, ``7d``."""
     if not text:
         return None
     units = {"m": 60, "h": 3600, "d": 86400}
-    if text[-1:] in units and text[:-1].isdigit() and len(text) <= 8:
-        return now - timedelta(seconds=int(text[:-1]) * units[text[-1]])
+    number = text[:-1]
+    if text[-1:] in units and number.isascii() and number.isdigit() and len(number) <= 6:
+        seconds = int(number) * units[text[-1]]
+        if seconds > _MAX_AGE_SECONDS:
+            raise Invalid(f"since {text!r}: at most 36600d (100 years); omit it for everything")
+        return now - timedelta(seconds=seconds)
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if moment.tzinfo is None:
+            raise Invalid(f"since {text[:40]!r}: give a time zone, e.g. a trailing Z for UTC")
+        # Compared as stored (UTC text): a time near year 1 or 9999 may not convert.
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise Invalid(
             f"since {text[:40]!r}: use an RFC 3339 time (2026-01-31T00:00:00Z) or an age "
             "such as 90m, 24h or 7d"
         ) from None
-    if moment.tzinfo is None:
-        raise Invalid(f"since {text[:40]!r}: give a time zone, e.g. a trailing Z for UTC")
-    return moment
 
 
 class AuditList(msgspec.Struct, frozen=True):

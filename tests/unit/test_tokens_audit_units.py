@@ -117,3 +117,45 @@ def test_an_expired_token_leaves_the_cache(tmp_path: Path) -> None:
         service.authenticate(token)
     assert "expired on 2026-01-01 01:00 UTC" in caught.value.detail
     assert "runyard tokens create" in caught.value.detail
+
+
+def test_since() -> None:
+    now = datetime(2026, 6, 1, 12, tzinfo=UTC)
+    assert audit.parse_since(None, now) is None
+    assert audit.parse_since("90m", now) == now - timedelta(minutes=90)
+    assert audit.parse_since("7d", now) == now - timedelta(days=7)
+    assert audit.parse_since("2026-01-31T00:00:00+02:00", now) == datetime(
+        2026, 1, 30, 22, tzinfo=UTC
+    )
+    for text in [
+        "yesterday",
+        "2026-01-31T00:00:00",  # no zone
+        "999999d",  # 2,700 years
+        "٣d",  # not an ASCII digit
+        "0001-01-01T00:00:00+14:00",  # before year 1 in UTC
+        "-5d",
+    ]:
+        with pytest.raises(Invalid):
+            audit.parse_since(text, now)
+
+
+def test_retention_prunes_old_audit_events(tmp_path: Path) -> None:
+    from app.services.retention import RetentionWorker
+
+    store = Store(tmp_path / "a.db")
+    store.migrate()
+    org = store.orgs.get_or_create("acme")
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    for age in (400, 10):
+        audit.record(
+            store,
+            org_id=org.id,
+            action="job.update",
+            object_type="job",
+            object_id=f"job_{age}",
+            clock=lambda age=age: now - timedelta(days=age),  # type: ignore[misc]
+        )
+    # Runs are kept forever (0) but the audit trail has its own age.
+    RetentionWorker(store, 0, lambda: now, audit_days=365).prune_once()
+    left = store.audit.page(org.id, before_seq=None, limit=10).events
+    assert [e.object_id for e in left] == ["job_10"]
