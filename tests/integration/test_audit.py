@@ -5,6 +5,7 @@ viewers and other orgs see none of it."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -194,3 +195,29 @@ def test_a_project_scoped_admin_reads_its_projects_entries_only(
     assert seen and {e["project_id"] for e in seen} == {changes["project"]["id"]}
     assert other["id"] not in {e["object_id"] for e in seen}
     scoped.close()
+
+
+def test_the_cli_shows_the_trail(
+    changes: dict[str, Any], live_server: LiveServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from app.cli import main
+
+    token, _ = live_server.container.tokens.create("acme", "admin", "auditor")
+    where = ["--url", live_server.url, "--token", token]
+    assert main(["audit", *where, "--actor", "deployer", "--object", "job"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [(r[1], r[2], r[3]) for r in rows] == [
+        ("deployer", "job.update", "nightly"),
+        ("deployer", "job.create", "nightly"),
+    ]
+    assert rows[0][4:6] == ["127.0.0.1", "req-put-1"]
+    assert 'schedule: "0 2 * * *" -> "0 3 * * *"' in rows[0][6]
+    assert main(["audit", *where, "--limit", "1", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert len(json.loads(captured.out)["items"]) == 1
+    assert "more: runyard audit --cursor" not in captured.out
+    assert main(["audit", *where, "--limit", "1"]) == 0
+    assert "more: runyard audit --cursor " in capsys.readouterr().err
+    viewer, _ = live_server.container.tokens.create("acme", "viewer", "v")
+    assert main(["audit", "--url", live_server.url, "--token", viewer]) == 3
+    assert "admin" in capsys.readouterr().err
