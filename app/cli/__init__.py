@@ -16,6 +16,7 @@ import click
 from app.cli.apply import apply
 from app.cli.audit import audit
 from app.cli.common import CliError
+from app.cli.environments import environments
 from app.cli.http import ApiError
 from app.cli.local import demo, reconcile, serve, tokens
 from app.cli.resources import jobs, projects
@@ -35,7 +36,7 @@ def cli() -> None:
     """
 
 
-for command in (serve, tokens, projects, jobs, runs, apply, audit, reconcile, demo):
+for command in (serve, tokens, projects, environments, jobs, runs, apply, audit, reconcile, demo):
     cli.add_command(command)
 
 

@@ -384,6 +384,10 @@ def jobs_versions(api: Api, project: str, job: str) -> int:
 @click.argument("job", shell_complete=complete_job)
 @click.option("--command", "command_", help="command override for this run only")
 @click.option("--image", help="container image for this run only")
+@click.option(
+    "--environment",
+    help="run once in another environment of the project (the job must allow it)",
+)
 @click.option("--idempotency-key", help="the same key within 24 h returns the same run")
 @wait_options
 @client_command
@@ -393,6 +397,7 @@ def jobs_trigger(
     job: str,
     command_: str | None,
     image: str | None,
+    environment: str | None,
     idempotency_key: str | None,
     wait: bool,
     follow: bool,
@@ -405,6 +410,8 @@ def jobs_trigger(
         body["command_override"] = command_
     if image:
         body["image"] = image
+    if environment:
+        body["environment"] = environment
     headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
     started = api.client.post(
         f"/api/v1/projects/{found['id']}/jobs/{current['id']}/trigger", body, headers
