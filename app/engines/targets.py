@@ -86,8 +86,8 @@ def with_target(
         )
         raise Invalid(
             f"The command cannot run in environment {environment_name!r}, which sets "
-            f"{given}: {refused.detail} A command run in an environment with a target must "
-            "not name its own (--target, --gateway or a SQLMesh environment): remove it from "
-            "the command, or clear the environment's target.",
+            f"{given}: {refused.detail.rstrip('.')}. A command run in an environment with a "
+            "target must not name its own (--target, --gateway or a SQLMesh environment): "
+            "remove it from the command, or clear the environment's target.",
             refused.errors,
         ) from None
