@@ -54,7 +54,7 @@ OWN_CREDENTIAL = "own_credential"
 # A handler whose opt sets this works across the org's projects by nature (creating a
 # project, the Kubernetes live Jobs by name): a project-scoped token may not use it.
 ORG_WIDE = "org_wide"
-READ_METHODS = frozenset({"GET", "HEAD"})
+READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 def action_of(handler: BaseRouteHandler, method: str | None) -> str | None:
@@ -118,6 +118,11 @@ async def writers_only(
     method = str(connection.scope.get("method") or "")
     action = action_of(handler, method)
     if not principal.can_write and (method in WRITE_METHODS or action not in (None, "read")):
+        if action == "audit":
+            raise Forbidden(
+                "The audit trail is for org admins: this token has the 'viewer' role. Use "
+                "a token with the 'admin' role."
+            )
         raise Forbidden(
             "This token has the 'viewer' role and can only read. Use a token "
             "with the 'admin' role to make changes."
