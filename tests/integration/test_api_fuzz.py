@@ -147,7 +147,15 @@ def _ids(client: Any) -> dict[str, str]:
             org_id=principal.org_id, project_id=project["id"], job_id=job["id"], status="failed"
         )
         assert CONTAINER.store.runs.insert(run)
-        _IDS.update(project_id=project["id"], job_id=job["id"], run_id=run.id)
+        environment = client.get(
+            f"/api/v1/projects/{project['id']}/environments", headers=headers
+        ).json()["environments"][0]
+        _IDS.update(
+            project_id=project["id"],
+            job_id=job["id"],
+            run_id=run.id,
+            environment_id=environment["id"],
+        )
     return _IDS
 
 
