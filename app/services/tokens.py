@@ -154,8 +154,10 @@ class TokenService:
             raise Invalid(f"name: at most {MAX_NAME} printable characters")
         scope_actions = parse_actions(actions, role)
         expires_at = self._clock() + parse_expires_in(expires_in) if expires_in else None
-        org = self._store.orgs.get_or_create(org_slug)
-        project_id = self._project_id(org.id, org_slug, project) if project else None
+        # A scope naming a project that is not there changes nothing (not even a new org).
+        existing = self._store.orgs.by_slug(org_slug)
+        project_id = self._project_id(existing.id if existing else None, org_slug, project)
+        org = existing or self._store.orgs.get_or_create(org_slug)
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         prefix = token[:12]
         token_role: Role = "admin" if role == "admin" else "viewer"
@@ -183,8 +185,10 @@ class TokenService:
             )
         return token, info
 
-    def _project_id(self, org_id: str, org_slug: str, project: str) -> str:
-        for candidate in self._store.projects.for_org(org_id):
+    def _project_id(self, org_id: str | None, org_slug: str, project: str | None) -> str | None:
+        if project is None:
+            return None
+        for candidate in self._store.projects.for_org(org_id) if org_id else []:
             if project in (candidate.id, candidate.name):
                 return candidate.id
         raise Invalid(

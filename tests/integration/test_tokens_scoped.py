@@ -167,6 +167,10 @@ def test_a_viewer_cannot_be_given_write_actions(container: Container) -> None:
         container.tokens.create("acme", "viewer", "ci", actions="trigger")
     with pytest.raises(Invalid, match="no project with that name"):
         container.tokens.create("acme", "admin", "ci", project="nope")
+    # Refused input changes nothing: not even the org it names is created.
+    with pytest.raises(Invalid, match="no project with that name"):
+        container.tokens.create("initech", "admin", "ci", project="analytics")
+    assert container.store.orgs.by_slug("initech") is None
 
 
 def test_cli_tokens_create_and_list(
