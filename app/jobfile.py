@@ -28,6 +28,7 @@ PROJECT_SECRET_MAPS = ("secret_environment",)
 PROJECT_SECRET_VALUES = ("slack_webhook_url",)
 JOB_SECRET_MAPS = ("secret_environment", "webhook_headers")
 JOB_SECRET_VALUES = ("webhook_secret",)
+ENVIRONMENT_SECRET_MAPS = ("secret_environment",)
 
 
 class FromEnv(msgspec.Struct, forbid_unknown_fields=True):
@@ -78,6 +79,47 @@ class JobSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_def
             "successful manifest (--defer --state), for slim CI with state:modified+"
         ),
     ] = None
+    environment_name: Annotated[
+        str | None,
+        msgspec.Meta(
+            description="the project environment the job runs in, by name (docs/"
+            "environments.md); null: the project's default environment"
+        ),
+    ] = None
+    allow_environment_override: Annotated[
+        bool, msgspec.Meta(description="whether a trigger may run it once in another")
+    ] = False
+
+
+class SecretRefSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A key of an existing Kubernetes Secret."""
+
+    secret: str
+    key: str
+
+
+class EnvironmentSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    """A project environment (docs/environments.md); fields left out are the project's."""
+
+    name: str
+    description: str = ""
+    target: Annotated[
+        str | None, msgspec.Meta(description="dbt --target / SQLMesh environment")
+    ] = None
+    gateway: Annotated[str | None, msgspec.Meta(description="SQLMesh --gateway")] = None
+    image: Annotated[str | None, msgspec.Meta(description="container image (Kubernetes)")] = None
+    path: Annotated[
+        str | None, msgspec.Meta(description="the project's directory (local executor)")
+    ] = None
+    environment: dict[str, str] = msgspec.field(default_factory=dict)
+    secret_environment: dict[str, FromEnv] = msgspec.field(default_factory=dict)
+    secret_env: Annotated[
+        dict[str, SecretRefSpec],
+        msgspec.Meta(description="Kubernetes: variables from keys of existing Secrets"),
+    ] = msgspec.field(default_factory=dict)
+    secret_env_from: Annotated[
+        list[str], msgspec.Meta(description="Kubernetes: existing Secrets, every key a variable")
+    ] = msgspec.field(default_factory=list)
 
 
 class ProjectSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
@@ -103,6 +145,7 @@ class ProjectSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit
         bool | None,
         msgspec.Meta(description="deploy (true) or undeploy (false); leave out to keep as is"),
     ] = None
+    environments: list[EnvironmentSpec] = msgspec.field(default_factory=list)
     jobs: list[JobSpec] = msgspec.field(default_factory=list)
 
 
@@ -181,6 +224,11 @@ def resolve(ref: FromEnv, where: str, environ: dict[str, str]) -> str:
     return environ[ref.from_env]
 
 
+def environment_where(project: str, name: str) -> str:
+    """How an environment is named in messages and plans (a job is ``project/job``)."""
+    return f"{project}/environments/{name}"
+
+
 def references(spec: ProjectSpec) -> list[tuple[str, FromEnv]]:
     """Every secret reference of a project and its jobs, with where it is."""
     found: list[tuple[str, FromEnv]] = []
@@ -195,6 +243,9 @@ def references(spec: ProjectSpec) -> list[tuple[str, FromEnv]]:
                 found.append((f"{prefix}.{field}", ref))
 
     collect(spec.name, spec, PROJECT_SECRET_MAPS, PROJECT_SECRET_VALUES)
+    for environment in spec.environments:
+        collect(environment_where(spec.name, environment.name), environment,
+                ENVIRONMENT_SECRET_MAPS, ())  # fmt: skip
     for job in spec.jobs:
         collect(f"{spec.name}/{job.name}", job, JOB_SECRET_MAPS, JOB_SECRET_VALUES)
     return found
@@ -226,6 +277,9 @@ def _literal_secrets(raw: dict[str, Any]) -> list[str]:
     projects = raw.get("projects")
     for i, project in enumerate(projects if isinstance(projects, list) else []):
         check(f"projects[{i}]", project, PROJECT_SECRET_MAPS, PROJECT_SECRET_VALUES)
+        environments = project.get("environments") if isinstance(project, dict) else None
+        for e, environment in enumerate(environments if isinstance(environments, list) else []):
+            check(f"projects[{i}].environments[{e}]", environment, ENVIRONMENT_SECRET_MAPS, ())
         jobs = project.get("jobs") if isinstance(project, dict) else None
         for j, job in enumerate(jobs if isinstance(jobs, list) else []):
             check(f"projects[{i}].jobs[{j}]", job, JOB_SECRET_MAPS, JOB_SECRET_VALUES)
@@ -239,6 +293,9 @@ def _duplicates(found: JobFile) -> list[str]:
         if project.name in seen:
             problems.append(f"project {project.name!r} is listed twice")
         seen.add(project.name)
+        envs = [environment.name for environment in project.environments]
+        for name in sorted({n for n in envs if envs.count(n) > 1}):
+            problems.append(f"environment {project.name}/{name} is listed twice")
         names = [job.name for job in project.jobs]
         for name in sorted({n for n in names if names.count(n) > 1}):
             problems.append(f"job {project.name}/{name} is listed twice")

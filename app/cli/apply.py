@@ -11,13 +11,26 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
-import msgspec
 
+from app.cli.apply_environments import (
+    Environments,
+    environment_field,
+    plan_environments,
+    send_environment,
+)
+from app.cli.apply_plan import (
+    UNCHANGED,
+    Change,
+    FieldChange,
+    Secrets,
+    compare,
+    plain,
+    secret_changes,
+)
 from app.cli.common import Api, CliError, client_command
 from app.cli.http import ApiError
 from app.exit_codes import EXIT_OK, EXIT_USAGE
@@ -26,139 +39,17 @@ from app.jobfile import (
     JOB_SECRET_VALUES,
     PROJECT_SECRET_MAPS,
     PROJECT_SECRET_VALUES,
-    FromEnv,
     JobFileError,
     JobSpec,
     ProjectSpec,
     load,
-    references,
-    resolve,
 )
-from app.models import DependencyCondition
-
-_NOT_COMPARED = {"name", "jobs", "deployed", "depends_on", "defer_to"}
-_UNCHANGED = object()
-
-
-@dataclass
-class FieldChange:
-    field: str
-    old: Any  # for a secret: never a value, only "set" / "changed" / "removed" / None
-    new: Any
-    secret: bool = False
-
-
-@dataclass
-class Change:
-    resource: str  # "project" or "job"
-    name: str  # "analytics" or "analytics/build"
-    action: str  # "create", "update", "delete", "unlisted" (not in the file, no --prune)
-    fields: list[FieldChange] = field(default_factory=list)
-    body: dict[str, Any] = field(default_factory=dict)
-    project_id: str | None = None
-    job_id: str | None = None
-    deploy: bool | None = None
-    # (job name or id, condition) to set
-    depends_on: list[tuple[str, DependencyCondition]] | None = None
-    # the job (name or id) to defer to, None to stop deferring; _UNCHANGED: leave it
-    defer_to: object = _UNCHANGED
-
-    @property
-    def changes_something(self) -> bool:
-        return self.action in ("create", "delete") or bool(self.fields)
-
-
-class _Secrets:
-    """The file's secret references resolved against the environment, all up front: an unset
-    variable stops the apply before anything is sent."""
-
-    def __init__(self, specs: list[ProjectSpec], environ: dict[str, str]) -> None:
-        self._values: dict[str, str] = {}
-        problems: list[str] = []
-        for spec in specs:
-            for where, ref in references(spec):
-                try:
-                    self._values[where] = resolve(ref, where, environ)
-                except JobFileError as exc:
-                    problems += exc.problems
-        if problems:
-            raise JobFileError(problems)
-
-    def value(self, where: str) -> str:
-        return self._values[where]
-
-
-def _plain(spec: msgspec.Struct, secret_fields: tuple[str, ...]) -> dict[str, Any]:
-    """The non-secret fields the server stores, with the file's value (or its default)."""
-    skip = _NOT_COMPARED | set(secret_fields)
-    return {
-        name: msgspec.to_builtins(getattr(spec, name))
-        for name in spec.__struct_fields__
-        if name not in skip
-    }
-
-
-def _secret_changes(
-    where: str,
-    spec: msgspec.Struct,
-    current: dict[str, Any] | None,
-    maps: tuple[str, ...],
-    values: tuple[str, ...],
-    secrets: _Secrets,
-    update_secrets: bool,
-) -> tuple[list[FieldChange], dict[str, Any]]:
-    """What to send of the secrets, and how to show it (never the values)."""
-    changes: list[FieldChange] = []
-    body: dict[str, Any] = {}
-    for name in maps:
-        wanted: dict[str, FromEnv] = getattr(spec, name)
-        have = set((current or {}).get(name) or {})
-        sent: dict[str, str | None] = {}
-        for key in sorted(wanted):
-            if key not in have:
-                changes.append(FieldChange(f"{name}.{key}", None, "set", True))
-            elif update_secrets:
-                changes.append(FieldChange(f"{name}.{key}", "set", "replaced", True))
-            else:
-                continue
-            sent[key] = secrets.value(f"{where}.{name}.{key}")
-        for key in sorted(have - set(wanted)):
-            changes.append(FieldChange(f"{name}.{key}", "set", "removed", True))
-            sent[key] = None
-        if sent:
-            body[name] = sent
-    for name in values:
-        ref = getattr(spec, name)
-        is_set = bool((current or {}).get(f"{name}_set"))
-        if ref is not None and (not is_set or update_secrets):
-            changes.append(FieldChange(name, "set" if is_set else None, "set", True))
-            body[name] = secrets.value(f"{where}.{name}")
-        elif ref is None and is_set:
-            changes.append(FieldChange(name, "set", "removed", True))
-            body[name] = None
-    return changes, body
-
-
-def _compare(
-    spec: msgspec.Struct, wanted: dict[str, Any], current: dict[str, Any] | None
-) -> tuple[list[FieldChange], dict[str, Any]]:
-    """The fields to send and show. A create sends every field but shows only those the file
-    sets (the specs omit defaults when encoded)."""
-    given = msgspec.to_builtins(spec)
-    changes, body = [], {}
-    for name, value in wanted.items():
-        old = None if current is None else current.get(name)
-        if current is None or old != value:
-            body[name] = value
-            if current is not None or name in given:
-                changes.append(FieldChange(name, old, value))
-    return changes, body
 
 
 def plan(
     api: Api,
     specs: list[ProjectSpec],
-    secrets: _Secrets,
+    secrets: Secrets,
     *,
     update_secrets: bool,
     prune: bool,
@@ -168,10 +59,10 @@ def plan(
     out: list[Change] = []
     for spec in specs:
         current = existing.get(spec.name)
-        fields, body = _compare(
-            spec, _plain(spec, PROJECT_SECRET_MAPS + PROJECT_SECRET_VALUES), current
+        fields, body = compare(
+            spec, plain(spec, PROJECT_SECRET_MAPS + PROJECT_SECRET_VALUES), current
         )
-        s_fields, s_body = _secret_changes(
+        s_fields, s_body = secret_changes(
             spec.name, spec, current, PROJECT_SECRET_MAPS, PROJECT_SECRET_VALUES, secrets,
             update_secrets,
         )  # fmt: skip
@@ -183,11 +74,20 @@ def plan(
             body | s_body,
             project_id=None if current is None else current["id"],
         )
+        env_changes, env_after, environments = plan_environments(
+            api,
+            spec,
+            None if current is None else current["id"],
+            secrets,
+            update_secrets=update_secrets,
+            prune=prune,
+        )
         was_deployed = bool(current and current.get("deployed"))
         if spec.deployed is not None and spec.deployed != was_deployed:
             change.deploy = spec.deployed
             change.fields.append(FieldChange("deployed", was_deployed, spec.deployed))
         out.append(change)
+        out += env_changes  # before the jobs that run in them
         jobs = (
             {j["name"]: j for j in api.client.get(f"/api/v1/projects/{current['id']}/jobs")["jobs"]}
             if current is not None
@@ -196,7 +96,15 @@ def plan(
         names_by_id = {j["id"]: name for name, j in jobs.items()}
         for job in _ordered(spec.jobs):
             out.append(
-                _plan_job(spec.name, job, jobs.get(job.name), names_by_id, secrets, update_secrets)
+                _plan_job(
+                    spec.name,
+                    job,
+                    jobs.get(job.name),
+                    names_by_id,
+                    secrets,
+                    update_secrets,
+                    environments,
+                )
             )
         listed = {job.name for job in spec.jobs}
         for name, job in sorted(jobs.items()):
@@ -210,6 +118,7 @@ def plan(
                         job_id=job["id"],
                     )
                 )
+        out += env_after  # after the jobs have left them
     return out
 
 
@@ -218,12 +127,13 @@ def _plan_job(
     spec: JobSpec,
     current: dict[str, Any] | None,
     names_by_id: dict[str, str],
-    secrets: _Secrets,
+    secrets: Secrets,
     update_secrets: bool,
+    environments: Environments,
 ) -> Change:
     where = f"{project}/{spec.name}"
-    fields, body = _compare(spec, _plain(spec, JOB_SECRET_MAPS + JOB_SECRET_VALUES), current)
-    s_fields, s_body = _secret_changes(
+    fields, body = compare(spec, plain(spec, JOB_SECRET_MAPS + JOB_SECRET_VALUES), current)
+    s_fields, s_body = secret_changes(
         where, spec, current, JOB_SECRET_MAPS, JOB_SECRET_VALUES, secrets, update_secrets
     )
     change = Change(
@@ -251,6 +161,13 @@ def _plan_job(
     if spec.defer_to != had:
         change.defer_to = spec.defer_to
         change.fields.append(FieldChange("defer_to", had, spec.defer_to))
+    changed, shown = environment_field(
+        spec.environment_name, environments.name_of((current or {}).get("environment_id"))
+    )
+    if changed:
+        change.environment = environments.reference(project, spec.name, spec.environment_name)
+        if shown is not None:
+            change.fields.append(shown)
     return change
 
 
@@ -286,10 +203,15 @@ def execute(api: Api, changes: list[Change]) -> None:
     fix the file and apply again)."""
     project_ids: dict[str, str] = {}
     job_ids: dict[str, str] = {}
+    environment_ids: dict[str, str] = {}
     deploys: list[tuple[Change, bool]] = []
     for index, change in enumerate(changes):
         try:
-            _send(api, change, project_ids, job_ids)
+            if change.resource == "environment":
+                project = change.name.partition("/")[0]
+                send_environment(api, change, project_ids[project], environment_ids)
+            else:
+                _send(api, change, project_ids, job_ids, environment_ids)
         except ApiError as exc:
             raise _stopped(exc, change, index) from None
         if change.deploy is not None:
@@ -312,7 +234,13 @@ def _stopped(exc: ApiError, change: Change, index: int) -> ApiError:
     )
 
 
-def _send(api: Api, change: Change, project_ids: dict[str, str], job_ids: dict[str, str]) -> None:
+def _send(
+    api: Api,
+    change: Change,
+    project_ids: dict[str, str],
+    job_ids: dict[str, str],
+    environment_ids: dict[str, str],
+) -> None:
     if change.resource == "project":
         if change.action == "create":
             made = api.client.post("/api/v1/projects", {"name": change.name, **change.body})
@@ -330,10 +258,15 @@ def _send(api: Api, change: Change, project_ids: dict[str, str], job_ids: dict[s
             {"job_id": job_ids.get(f"{project}/{dep}", dep), "on": on}
             for dep, on in change.depends_on
         ]
-    if change.defer_to is not _UNCHANGED:
+    if change.defer_to is not UNCHANGED:
         target = change.defer_to
         body["defer_to_job_id"] = (
             job_ids.get(f"{project}/{target}", target) if isinstance(target, str) else None
+        )
+    if change.environment is not UNCHANGED:
+        target = change.environment
+        body["environment_id"] = (
+            environment_ids.get(f"{project}/{target}", target) if isinstance(target, str) else None
         )
     if change.action == "create":
         job_ids[change.name] = api.client.post(base, {"name": name, **body})["id"]
@@ -421,7 +354,7 @@ def apply(api: Api, path: Path, dry_run: bool, prune: bool, update_secrets: bool
         raise CliError(f"cannot read {path}: {exc.strerror}", EXIT_USAGE) from None
     try:
         spec = load(text)
-        secrets = _Secrets(spec.projects, dict(os.environ))
+        secrets = Secrets(spec.projects, dict(os.environ))
         changes = plan(api, spec.projects, secrets, update_secrets=update_secrets, prune=prune)
     except JobFileError as exc:
         raise CliError(f"{path}:\n  " + "\n  ".join(exc.problems), EXIT_USAGE) from None
