@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,7 @@ from app.models import (
     CONCURRENCY_POLICIES,
     JOB_SECRET_MAPS,
     WEBHOOK_EVENTS,
+    Dependency,
     Job,
     JobConfig,
     JobVersion,
@@ -53,7 +54,7 @@ from app.services.checks import (
 )
 from app.services.commands import CommandChecker
 from app.services.projects import require_writer
-from app.services.tokens import require_project
+from app.services.tokens import require_project, sees_project
 from app.store import Store
 
 log = logging.getLogger("runyard.jobs")
@@ -119,7 +120,9 @@ class JobService:
 
     def dependencies(self, principal: Principal, project_id: str, job_id: str) -> Dependencies:
         job = self.get(principal, project_id, job_id)
-        return dependencies_of(job, self._store.jobs.for_org(principal.org_id))
+        org_jobs = self._store.jobs.for_org(principal.org_id)
+        # A project-scoped token sees no job of another project, here either.
+        return dependencies_of(job, [j for j in org_jobs if sees_project(principal, j.project_id)])
 
     # --- writes -------------------------------------------------------------------------
 
@@ -164,6 +167,7 @@ class JobService:
         )
         secret_errors = check_no_redacted("webhook_headers", job.webhook_headers)
         secret_errors += check_no_redacted("secret_environment", job.secret_environment)
+        secret_errors += self._scope_errors(principal, job, [])
         self._validate(project, job, secret_errors)
         with self._store.database.write():
             self._store.jobs.insert(job)
@@ -210,6 +214,7 @@ class JobService:
         updated.webhook_secret_set = bool(updated.webhook_secret)
         updated.sync_state = "pending" if project.deployed else "not_deployed"
         updated.sync_error = None
+        secret_errors += self._scope_errors(principal, updated, current.depends_on)
         self._validate(project, updated, secret_errors)
         with self._store.database.write():
             if not self._store.jobs.update(updated, expected_version=current.version):
@@ -277,6 +282,24 @@ class JobService:
         return job
 
     # --- checks -------------------------------------------------------------------------
+
+    def _scope_errors(
+        self, principal: Principal, job: Job, kept: Collection[Dependency]
+    ) -> list[FieldError]:
+        """A project-scoped token may not make a job depend on another project's job: to
+        it, those do not exist (worded as the org-wide check words a missing one). Links
+        already there (made by an org-wide token) may stay."""
+        if principal.project_id is None:
+            return []
+        had = {d.job_id for d in kept}
+        in_scope = {j.id for j in self._store.jobs.for_project(principal.project_id)}
+        return [
+            FieldError(
+                f"depends_on[{i}].job_id", f"no other job {shown(d.job_id)} in your organization"
+            )
+            for i, d in enumerate(job.depends_on)
+            if d.job_id not in had and d.job_id not in in_scope
+        ]
 
     def _validate(self, project: Project, job: Job, errors: list[FieldError]) -> None:
         """_check's findings and the secret fields', reported together."""

@@ -245,3 +245,30 @@ def test_scope_matrix_over_every_route(
     assert project.status_code == 200 and project.json()["description"] == "the warehouse"
     jobs = client.get(f"/api/v1/projects/{ids['project_id']}/jobs", headers=admin_headers)
     assert jobs.json()["total"] == 1
+
+
+def test_a_scoped_token_sees_and_makes_no_links_to_other_projects(
+    client: TestClient[Any],
+    container: Container,
+    admin_headers: dict[str, str],
+    two_projects: dict[str, Any],
+) -> None:
+    mine, job, theirs = two_projects["mine"], two_projects["my_job"], two_projects["their_job"]
+    base = f"/api/v1/projects/{mine['id']}/jobs"
+    # An org-wide admin links the two projects: analytics' job runs after finance's.
+    link = {"depends_on": [{"job_id": theirs["id"]}]}
+    assert client.put(f"{base}/{job['id']}", json=link, headers=admin_headers).status_code == 200
+    upstream = client.get(f"{base}/{job['id']}/dependencies", headers=admin_headers).json()
+    assert [u["job_name"] for u in upstream["upstream"]] == ["nightly"]
+    token, _ = container.tokens.create("acme", "admin", "ci", project="analytics")
+    ci = _bearer(token)
+    seen = client.get(f"{base}/{job['id']}/dependencies", headers=ci).json()
+    assert seen["upstream"] == [] and seen["downstream"] == []
+    # The link it cannot see stays through its changes; it cannot make a new one.
+    kept = client.put(f"{base}/{job['id']}", json={"description": "x"}, headers=ci)
+    assert kept.status_code == 200
+    assert [d["job_id"] for d in kept.json()["depends_on"]] == [theirs["id"]]
+    new = {"name": "after", "command": "dbt run", "depends_on": [{"job_id": theirs["id"]}]}
+    refused = assert_problem(client.post(base, json=new, headers=ci), 422, field="depends_on")
+    assert "no other job" in str(refused["errors"])
+    assert client.get(base, headers=admin_headers).json()["total"] == 1
