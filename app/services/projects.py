@@ -273,10 +273,11 @@ class ProjectService:
     def deploy(self, principal: Principal, project_id: str) -> tuple[Project, SyncReport]:
         require_writer(principal)
         project = self.get(principal, project_id)
-        if project.kind and project.image is None and self._executor.name == "kubernetes":
+        if self._executor.name == "kubernetes" and self._without_image(project):
             raise Invalid(
                 "The project has no image: set 'image' to the container image that "
-                "holds the project before deploying it to Kubernetes.",
+                "holds the project (or an image on each environment its jobs run in) before "
+                "deploying it to Kubernetes.",
                 [FieldError("image", "required to deploy on Kubernetes")],
             )
         self._store.projects.set_deployed(project_id, True)
@@ -307,6 +308,22 @@ class ProjectService:
             project_id=project.id,
             clock=self._clock,
         )
+
+    def _without_image(self, project: Project) -> bool:
+        """Whether some job would run without an image: the project has none and the
+        environment of a job (or the default one, with no jobs yet) has none either."""
+        if project.image is not None:
+            return False
+        environments = self._store.environments
+        jobs = self._store.jobs.for_project(project.id)
+        if not jobs:
+            default = environments.default(project.id)
+            return default is None or default.image is None
+        for job in jobs:
+            environment = environments.of_job(project.id, job.environment_id)
+            if environment is None or environment.image is None:
+                return True
+        return False
 
     def undeploy(self, principal: Principal, project_id: str) -> tuple[Project, SyncReport]:
         require_writer(principal)

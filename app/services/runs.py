@@ -204,7 +204,13 @@ class RunService:
         except _Replayed as replay:
             return Triggered(replay.run, replayed=True)
         assert run is not None  # manual runs are refused with an error, never skipped
-        self._audit_run(run, "run.trigger", command_override=command_override, image=image)
+        self._audit_run(
+            run,
+            "run.trigger",
+            command_override=command_override,
+            image=image,
+            environment=environment.name if environment is not None else None,
+        )
         return Triggered(run, replayed=False)
 
     def _audit_run(self, run: RunRecord, action: str, **details: object) -> None:
@@ -675,6 +681,12 @@ class RunService:
         one-off trigger's): each of the environment's fields that is set wins over the
         project's."""
         env = environment or self._store.environments.of_job(project.id, job.environment_id)
+        if env is None and job.environment_id is not None:
+            # Never run a job meant for one environment with the project's settings instead.
+            raise Conflict(
+                f"Job {job.name!r} runs in environment {job.environment_id}, which no longer "
+                "exists; set the job's environment_id to an environment of the project."
+            )
         parsed = self._commands.parse(project.kind, job.command)
         return RunSnapshot(
             project_name=project.name,

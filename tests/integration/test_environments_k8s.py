@@ -209,3 +209,21 @@ def test_a_command_with_its_own_target_cannot_join_an_environment_with_one(
     assert "remove it from the command" in body["detail"]
     # Without an environment target, the command's own --target is fine, as it always was.
     app.job(project["id"], name="own", command="dbt build --target dev")
+
+
+def test_a_project_without_an_image_deploys_when_its_jobs_environments_have_one(
+    emulator_app: App, emulator: Kube
+) -> None:
+    app = emulator_app
+    project = app.project(image=None)
+    prod = environment(app, project["id"], name="prod", target="prod", image=PROD_IMAGE)
+    app.job(project["id"], name="prod-nightly", environment_id=prod["id"])
+    app.deploy(project["id"])
+    main = cronjob_container(emulator.cronjob("analytics-prod-nightly") or {})
+    assert main["image"] == PROD_IMAGE
+
+    # A job in the default environment (no image there, none on the project) cannot run.
+    app.client.post(f"/api/v1/projects/{project['id']}/undeploy", headers=app.admin)
+    app.job(project["id"], name="plain", schedule=None)
+    response = app.client.post(f"/api/v1/projects/{project['id']}/deploy", headers=app.admin)
+    assert_problem(response, 422, field="image")
