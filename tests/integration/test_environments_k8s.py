@@ -138,6 +138,13 @@ def test_prod_and_staging_render_their_targets_images_and_secret_references(
 
     # runyard stores references only: it never asked the cluster for a Secret.
     assert emulator.fake is not None
+    assert emulator.fake.requests
+    assert not [r for r in emulator.fake.requests if "/secrets" in r.path]
+
+    # What the cluster stores equals what runyard renders: reconcile writes nothing.
+    emulator.reset_requests()
+    app.executor.reconcile()
+    assert emulator.writes() == 0
     assert not [r for r in emulator.fake.requests if "/secrets" in r.path]
 
 
