@@ -10,6 +10,7 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, RedocRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
@@ -40,6 +41,20 @@ _PROMETHEUS = PrometheusConfig(
     group_path=True,
     exclude_unhandled_paths=True,
     exclude=["/metrics", "/health"],
+)
+
+# The API reference at /schema: Redoc from runyard's own copy (app/web/static/vendor/,
+# VENDORED.md there), without web fonts or a remote favicon, so it works offline and the page
+# names no other host. The schema itself stays at /schema/openapi.json (and .yaml).
+_SCHEMA_PAGES = (
+    RedocRenderPlugin(
+        path="/",
+        js_url="/static/vendor/redoc.standalone.js",
+        google_fonts=False,
+        favicon="",
+    ),
+    JsonRenderPlugin(),
+    YamlRenderPlugin(),
 )
 
 
@@ -140,5 +155,6 @@ def create_app(settings: Settings | None = None, container: Container | None = N
                 }
             ),
             security=[{"bearer": []}],
+            render_plugins=_SCHEMA_PAGES,
         ),
     )
