@@ -123,6 +123,26 @@ def _store(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _ui(r: dict[str, Any]) -> list[Row]:
+    run = r["run_page"]
+    rows = [
+        (
+            f"run page of a {r['nodes']:,}-node run, p50 / p95",
+            f"{run['p50_ms']} ms / {run['p95_ms']} ms",
+            f"p95 < {r['goal_p95_ms']:.0f} ms",
+        )
+    ]
+    rows += [
+        (
+            f"{name} page weight (HTML, CSS, JS)",
+            f"{page['total_bytes'] / 1024:.0f} KB",
+            f"< {r['goal_page_bytes'] // 1024} KB",
+        )
+        for name, page in r["pages"].items()
+    ]
+    return rows
+
+
 def _generic(r: dict[str, Any]) -> list[Row]:
     return [
         (key, str(value), "")
@@ -139,6 +159,7 @@ KNOWN: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "load": _load,
     "tracker": _tracker,
     "store": _store,
+    "ui": _ui,
 }
 
 
