@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from anyio import to_thread
 from litestar import Litestar
@@ -13,6 +14,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, RedocRenderPlugin, YamlRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
+from litestar.static_files import create_static_files_router
 
 from app import __version__
 from app.api.artifacts import ArtifactController
@@ -34,6 +36,9 @@ from app.api.runs import RunController
 from app.api.schemas import jobfile_schema
 from app.container import Container
 from app.settings import Settings
+from app.web.pages import PageController, SignInController, root
+from app.web.render import STATIC
+from app.web.sessions import SessionManager
 
 _PROMETHEUS = PrometheusConfig(
     app_name="runyard",
@@ -79,6 +84,16 @@ def _services(container: Container) -> dict[str, Provide]:
     }
 
 
+def _ui_sessions(container: Container) -> SessionManager:
+    """Web UI sessions (app/web/sessions.py): cookies signed with a key of their own."""
+    return SessionManager(
+        container.store,
+        container.tokens,
+        container.store.database.box.derive(b"web ui session cookies"),
+        timedelta(hours=container.settings.ui_session_hours),
+    )
+
+
 def create_app(settings: Settings | None = None, container: Container | None = None) -> Litestar:
     """Build the app. Pass a container to share one with the caller (tests, the demo);
     otherwise one is built from ``settings`` (or the environment) and owned by the app."""
@@ -86,7 +101,15 @@ def create_app(settings: Settings | None = None, container: Container | None = N
     owned = container is None
     container = container or Container(settings)
     # read_cache: bodies of hot reads served from the event loop (app/api/read_cache.py).
-    state = State({"container": container, "read_cache": ReadCache(container.store.database)})
+    ui_sessions = _ui_sessions(container)
+    state = State(
+        {
+            "container": container,
+            "read_cache": ReadCache(container.store.database),
+            # The UI's error pages read the session outside dependency injection.
+            "ui_sessions": ui_sessions,
+        }
+    )
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -119,10 +142,18 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             ready,
             metrics,
             jobfile_schema,
+            # The web UI (docs/ui.md): pages at /ui, its CSS and JavaScript at /static.
+            SignInController,
+            PageController,
+            root,
+            create_static_files_router(
+                path="/static", directories=[STATIC], include_in_schema=False
+            ),
         ],
         dependencies={
             "principal": Provide(provide_principal, sync_to_thread=False),
             **_services(container),
+            "ui_sessions": Provide(lambda: ui_sessions, sync_to_thread=False, use_cache=True),
         },
         exception_handlers=EXCEPTION_HANDLERS,
         # Outermost first: request ids and HTTP metrics also see 401s and 429s.
