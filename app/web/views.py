@@ -47,6 +47,7 @@ class JobRow:
     job: Job
     status: JobStatus
     spark: Chart
+    last_ended: Run | None
     failing: bool
 
 
@@ -72,14 +73,19 @@ def overview(
             week = runs.list_runs(
                 principal, project_id=project.id, job_id=job.id, since=since, limit=60
             ).runs
-            last = status.last_run
+            # Failing now: the last run that ended failed (a run under way since has not
+            # fixed anything yet).
+            ended = next((r for r in week if r.is_terminal), None)
+            if ended is None and status.last_run is not None and status.last_run.is_terminal:
+                ended = status.last_run
             rows.append(
                 JobRow(
                     project=project,
                     job=job,
                     status=status,
                     spark=sparkline(week),
-                    failing=last is not None and last.status in FAILING,
+                    last_ended=ended,
+                    failing=ended is not None and ended.status in FAILING,
                 )
             )
     return Overview(projects=found, rows=rows)
