@@ -25,11 +25,11 @@ AnyRequest = Request[Any, Any, Any]
 
 # A local UI path to come back to after signing in: no scheme, no host, no "//", no
 # backslash (browsers read "/\evil" as "//evil"), nothing outside /ui.
-_LOCAL_UI = re.compile(r"^/ui(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?$")
+_LOCAL_UI = re.compile(r"/ui(?:/[A-Za-z0-9._~!$&'()*+,;=:@%/?-]*)?")
 
 
 def local_ui_path(value: str | None) -> str | None:
-    if not value or len(value) > 1000 or not _LOCAL_UI.match(value):
+    if not value or len(value) > 1000 or not _LOCAL_UI.fullmatch(value):
         return None
     if "//" in value or ".." in value:
         return None
