@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 from datetime import timedelta
 
 from anyio import to_thread
-from litestar import Litestar
-from litestar.datastructures import State
+from litestar import Litestar, Router
+from litestar.datastructures import ResponseHeader, State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, RedocRenderPlugin, YamlRenderPlugin
@@ -37,7 +37,7 @@ from app.api.schemas import jobfile_schema
 from app.container import Container
 from app.settings import Settings
 from app.web.pages import PageController, SignInController, root
-from app.web.render import STATIC
+from app.web.render import STATIC, static_headers
 from app.web.sessions import SessionManager
 
 _PROMETHEUS = PrometheusConfig(
@@ -61,6 +61,25 @@ _SCHEMA_PAGES = (
     JsonRenderPlugin(),
     YamlRenderPlugin(),
 )
+# What the reference may load: only runyard's own files. Redoc's init call is an inline
+# script and its styles are injected <style> elements (hence 'unsafe-inline'); its search
+# runs in a blob: worker. The bundle's menu footer shows a logo from Redocly's CDN: img-src
+# blocks it in the browser, so the page makes no request to another host.
+_SCHEMA_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; worker-src 'self' blob:; connect-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+)
+
+
+def _schema_router() -> Router:
+    """The router Litestar puts the /schema pages on (one per app: registering mutates it)."""
+    return Router(
+        path="/schema",
+        route_handlers=[],
+        include_in_schema=False,
+        response_headers=[ResponseHeader(name="Content-Security-Policy", value=_SCHEMA_CSP)],
+    )
 
 
 def _services(container: Container) -> dict[str, Provide]:
@@ -147,7 +166,10 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             PageController,
             root,
             create_static_files_router(
-                path="/static", directories=[STATIC], include_in_schema=False
+                path="/static",
+                directories=[STATIC],
+                include_in_schema=False,
+                after_request=static_headers,
             ),
         ],
         dependencies={
@@ -187,5 +209,6 @@ def create_app(settings: Settings | None = None, container: Container | None = N
             ),
             security=[{"bearer": []}],
             render_plugins=_SCHEMA_PAGES,
+            openapi_router=_schema_router(),
         ),
     )

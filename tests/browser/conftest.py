@@ -138,6 +138,7 @@ class Page:
 
 @pytest.fixture
 def page(driver: WebDriver, ui: World, request: pytest.FixtureRequest) -> Iterator[Page]:
-    # Each test starts signed out, whatever the last one did.
+    # Each test starts signed out on a blank page, whatever the last one did.
+    driver.get("about:blank")
     driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
     yield Page(driver, ui, request.node.name)

@@ -92,8 +92,9 @@ def test_another_org_gets_not_found_for_this_orgs_run_and_job(
 ) -> None:
     page.sign_in("other")
     page.open("/ui/")
+    page.wait(lambda: page.path == "/ui/", "globex's overview")
     assert not page.all(f'[data-job-id="{ui.job_id}"]')
-    assert "nightly" not in page.text("jobs")
+    assert "nightly" not in page.driver.page_source
     page.open(f"/ui/runs/{failed_run}")
     assert not page.all("#run-status") and not page.all("#run-log")
     assert "broken_orders" not in page.driver.page_source

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from tests.browser.conftest import Page
@@ -39,6 +40,7 @@ def test_a_wrong_token_is_refused_and_grants_nothing(page: Page, ui: World) -> N
     assert "ryd_not-a-token-at-all" not in page.driver.page_source  # not echoed back
     with session_client(page.driver, ui.url) as http:
         assert http.get("/ui/").status_code == 303
+    with httpx.Client(base_url=ui.url, timeout=30) as http:
         form = http.get("/ui/signin")
         refused = http.post(
             "/ui/signin", data={"token": "ryd_nope", "csrf_token": csrf_of(form.text)}

@@ -190,10 +190,12 @@ def world() -> Iterator[World]:
 
 
 def sign_in(driver: WebDriver, url: str, token: str) -> None:
-    """Through the sign-in form, as a person would."""
+    """Through the sign-in form, as a person would (the one on the page when the browser
+    was sent there, so its ``next`` is kept)."""
     from selenium.webdriver.common.by import By
 
-    driver.get(f"{url}/ui/signin")
+    if "/ui/signin" not in driver.current_url:
+        driver.get(f"{url}/ui/signin")
     field = driver.find_element(By.ID, "signin-token")
     field.clear()
     field.send_keys(token)
@@ -227,7 +229,7 @@ def session_client(driver: WebDriver, url: str) -> httpx.Client:
     return httpx.Client(base_url=url, cookies=cookies, timeout=30, follow_redirects=False)
 
 
-RUN_URL = re.compile(r"/ui/runs/(run_[A-Za-z0-9]+)$")
+RUN_URL = re.compile(r"^/ui/runs/(run_[A-Za-z0-9]+)(?:\?.*)?$")
 _CSRF = re.compile(
     r"<input[^>]*name=\"csrf_token\"[^>]*value=\"([^\"]*)\""
     r"|<input[^>]*value=\"([^\"]*)\"[^>]*name=\"csrf_token\""

@@ -31,6 +31,9 @@ def test_schema_page_names_no_other_host_and_its_script_is_served(
     head = page.text.split("<body", 1)[0]
     assert "http://" not in head and "https://" not in head and "//" not in "".join(loads)
     assert "Redoc.init(" in page.text
+    # The bundle itself names a logo on Redocly's CDN: the policy keeps the browser from it.
+    policy = page.headers["content-security-policy"]
+    assert "default-src 'self'" in policy and "img-src 'self' data:;" in policy, policy
 
     script = client.get("/static/vendor/redoc.standalone.js")
     assert script.status_code == 200, script.status_code
