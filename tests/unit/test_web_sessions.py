@@ -12,6 +12,7 @@ from litestar import Request
 
 from app.errors import Forbidden, Unauthorized
 from app.services.tokens import TokenService
+from app.settings import Settings, SettingsError
 from app.store import Store
 from app.web.common import ActionForm, local_ui_path, session_of, writer_of
 from app.web.sessions import SESSION_COOKIE, SessionManager, SignInRequired
@@ -261,3 +262,11 @@ def test_stale_sessions_are_deleted_after_a_week(
     clock.now += timedelta(days=8)
     sessions.sign_in(token)
     assert store.database.scalar("SELECT count(*) FROM ui_sessions") == 1
+
+
+def test_session_lifetime_setting() -> None:
+    assert Settings.from_env({}).ui_session_hours == 12
+    assert Settings.from_env({"RUNYARD_UI_SESSION_HOURS": "0.5"}).ui_session_hours == 0.5
+    for bad in ("0", "-1", "721", "soon"):
+        with pytest.raises(SettingsError, match="RUNYARD_UI_SESSION_HOURS"):
+            Settings.from_env({"RUNYARD_UI_SESSION_HOURS": bad})
