@@ -135,7 +135,12 @@ def _ui(r: dict[str, Any]) -> list[Row]:
     rows += [
         (
             f"{name} page weight (HTML, CSS, JS)",
-            f"{page['total_bytes'] / 1024:.0f} KB",
+            f"{page.get('total_bytes_before_log', page['total_bytes']) / 1024:.0f} KB"
+            + (
+                f" (+ {page['log_bytes_in_html'] / 1024:.0f} KB of log)"
+                if page.get("log_bytes_in_html")
+                else ""
+            ),
             f"< {r['goal_page_bytes'] // 1024} KB",
         )
         for name, page in r["pages"].items()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Generator, Iterator
 from pathlib import Path
@@ -85,6 +86,8 @@ def failed_run(ui: World) -> str:
 def driver(
     browser_available: None, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WebDriver]:
+    # Screenshots of an earlier session would pass for this one's.
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)
     made = make_driver(tmp_path_factory.mktemp("chromium-profile"))
     yield made
     made.quit()

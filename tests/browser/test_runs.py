@@ -1,5 +1,5 @@
-"""A failed real dbt run, found from the overview; an admin's retry and rerun; a viewer's and
-another org's view of the same run."""
+"""A failed real dbt run, found from the overview; an admin's retry and rerun (each cancelled
+from its own page); a viewer's and another org's view of the same run."""
 
 from __future__ import annotations
 
@@ -52,17 +52,25 @@ def _new_run_from(page: Page, button: str, old: str) -> str:
     return str(found)
 
 
-def test_an_admin_retries_and_reruns_a_failed_run(page: Page, ui: World, failed_run: str) -> None:
+def _cancel_here(page: Page, ui: World, run_id: str) -> None:
+    """Cancel the run whose page is open (dbt takes seconds to start: it is still active)."""
+    page.by_id("btn-cancel").click()
+    page.wait(lambda: page.driver.switch_to.alert, "the confirmation").accept()
+    page.wait(lambda: "cancelled" in page.text("run-status"), "the run to show cancelled", 30)
+    assert ui.run(run_id)["status"] == "cancelled"
+
+
+def test_an_admin_retries_reruns_and_cancels(page: Page, ui: World, failed_run: str) -> None:
     page.sign_in("admin")
     retry = _new_run_from(page, "btn-retry", failed_run)
-    assert ui.run(retry)["retry_of"] == failed_run
-    # dbt retry runs only what failed: the broken model again (and the failing test).
-    assert ui.wait(retry)["status"] == "failed"
+    made = ui.run(retry)
+    assert made["retry_of"] == failed_run and made["triggered_by"] == "retry", made
+    _cancel_here(page, ui, retry)
 
     rerun = _new_run_from(page, "btn-rerun", failed_run)
     again = ui.run(rerun)
-    assert again["rerun_of"] == failed_run and again["command"] == "dbt build"
-    ui.wait(rerun)
+    assert again["rerun_of"] == failed_run and again["command"] == "dbt build", again
+    _cancel_here(page, ui, rerun)
 
 
 def test_a_viewer_sees_no_controls_and_cannot_post_them(

@@ -128,7 +128,8 @@ class World:
         self.job_id = self.job(self.project_id, "nightly", "dbt build")
         self.slow_project_id = self.project("slowpoke", write_slow_project(acme / "slowpoke"))
         self.slow_job_id = self.job(self.slow_project_id, "steps", "dbt run")
-        self.failed_run_id = ""
+        # Started now, waited for by the tests that need it: dbt takes a while to start.
+        self._build = self.trigger(self.project_id, self.job_id)
 
     def project(self, name: str, path: Path) -> str:
         response = self.api.post(
@@ -168,10 +169,9 @@ class World:
     def failed_build(self) -> str:
         """A finished run of ``dbt build`` on the example project: failed, at
         ``broken_orders`` (a Conversion Error) and the singular test."""
-        run = self.wait(self.trigger(self.project_id, self.job_id))
+        run = self.wait(self._build)
         assert run["status"] == "failed", run
-        self.failed_run_id = str(run["id"])
-        return self.failed_run_id
+        return self._build
 
     def close(self) -> None:
         self.api.close()
