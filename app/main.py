@@ -110,6 +110,7 @@ def _ui_sessions(container: Container) -> SessionManager:
         container.tokens,
         container.store.database.box.derive(b"web ui session cookies"),
         timedelta(hours=container.settings.ui_session_hours),
+        limiter=container.rate_limiter,
     )
 
 

@@ -103,7 +103,9 @@ def _runyard_error(request: AnyRequest, exc: RunyardError) -> Response[Any]:
         if local_ui_path(exc.detail) and exc.detail not in ("/ui", "/ui/"):
             target += "?next=" + quote(exc.detail, safe="/")
         return see_other(target)
-    return _error_page(request, exc.status, exc.title, exc.detail)
+    response = _error_page(request, exc.status, exc.title, exc.detail)
+    response.headers.update(exc.headers)  # Retry-After of a 429
+    return response
 
 
 def _http_error(request: AnyRequest, exc: HTTPException) -> Response[Any]:

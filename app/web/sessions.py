@@ -24,6 +24,7 @@ import msgspec
 from app.errors import RunyardError
 from app.ids import utcnow
 from app.models import Principal
+from app.services.ratelimit import RateLimiter
 from app.services.tokens import TokenService
 from app.store import Store
 
@@ -56,9 +57,12 @@ class SessionManager:
         key: bytes,
         lifetime: timedelta,
         clock: Callable[[], datetime] = utcnow,
+        limiter: RateLimiter | None = None,
     ) -> None:
         self._store = store
         self._tokens = tokens
+        # A session spends its token's request budget, as the token would on the API.
+        self._limiter = limiter
         self._key = key
         self.lifetime = lifetime
         self._clock = clock
@@ -112,6 +116,8 @@ class SessionManager:
         row = self._store.sessions.active(_hash(session_id), self._clock())
         if row is None:
             return None
+        if self._limiter is not None:
+            self._limiter.take(row.principal.token_id)  # RateLimited: a 429 page
         return UiSession(
             principal=row.principal, csrf_token=row.csrf_secret, expires_at=row.expires_at
         )

@@ -8,6 +8,7 @@ from urllib.parse import quote
 import pytest
 
 from app.container import Container
+from app.settings import RateLimit
 from tests.conftest import ContainerFactory, LiveServer
 from tests.integration.web_helpers import browser, csrf_of, seed, sign_in
 
@@ -180,5 +181,21 @@ def test_secure_cookie_behind_an_https_public_url(container_factory: ContainerFa
                 c for c in signed.headers.get_list("set-cookie") if "runyard_session=" in c
             )
             assert "Secure" in session_cookie and "HttpOnly" in session_cookie
+    finally:
+        server.stop()
+
+
+def test_a_session_spends_its_tokens_rate_limit(container_factory: ContainerFactory) -> None:
+    container = container_factory(rate_limit=RateLimit.parse("8/minute"))
+    token, _ = container.tokens.create("acme", "viewer")
+    server = LiveServer(container).start()
+    try:
+        with browser(server.url) as client:
+            assert sign_in(client, token).status_code == 303  # one request of the token's
+            answers = [client.get("/ui/") for _ in range(10)]
+            refused = [a for a in answers if a.status_code == 429]
+            assert refused and all(a.status_code in (200, 429) for a in answers)
+            assert refused[0].headers["retry-after"]
+            assert "text/html" in refused[0].headers["content-type"]
     finally:
         server.stop()
