@@ -432,6 +432,25 @@ class RunService:
         assert run is not None
         return run
 
+    def retry_refusal(self, principal: Principal, run_id: str) -> str | None:
+        """Why ``retry`` would refuse this run (its 409's message), or None when it would
+        start one; checks what ``retry`` checks and starts nothing (the web UI offers the
+        button only where it applies)."""
+        old = self._store.runs.record(run_id)
+        if old is None or old.org_id != principal.org_id:
+            raise NotFound(f"No run with id {run_id!r} in your organization.")
+        if not old.is_terminal:
+            return f"Run {run_id} is still {old.status}."
+        if old.status == "success":
+            return f"Run {run_id} succeeded: nothing failed, so there is nothing to retry."
+        if old.snapshot.project_kind == "sqlmesh":
+            return None
+        try:
+            self._retry_state(old)
+        except Conflict as exc:
+            return exc.detail
+        return None
+
     def _retry_state(self, old: RunRecord) -> RunState:
         raw = self._store.artifacts.read(old.id, RUN_RESULTS)
         if raw is None:

@@ -211,14 +211,12 @@ class RunPage:
     log_length: int
     log_clipped: bool
     log_search: str
+    # Why retry from failure does not apply (None: it does); asked only of failed runs.
+    retry_refusal: str | None
 
     @property
     def active(self) -> bool:
         return self.run.status in ACTIVE_STATUSES
-
-    @property
-    def retryable(self) -> bool:
-        return self.run.is_terminal and self.run.status != "success"
 
 
 def _node_order(node: TimelineNode) -> tuple[int, float, str]:
@@ -256,6 +254,9 @@ def run_page(
     start = (node_page - 1) * NODES_PER_PAGE
     found, history = notifications.for_run(run.id)
     text = runs.logs(principal, run_id, search=search or None)
+    refusal = None
+    if run.is_terminal and run.status != "success":
+        refusal = runs.retry_refusal(principal, run_id)
     clipped = len(text) > LOG_PAGE_CHARS
     return RunPage(
         run=run,
@@ -273,6 +274,7 @@ def run_page(
         log_length=len(text),
         log_clipped=clipped,
         log_search=search,
+        retry_refusal=refusal,
     )
 
 

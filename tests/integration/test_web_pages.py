@@ -118,6 +118,21 @@ def test_run_page_shows_failure_nodes_log_timeline_and_config(
     assert 'id="btn-rerun"' in html and 'id="btn-retry"' in html and 'id="btn-cancel"' not in html
 
 
+def test_retry_is_offered_only_where_it_applies(
+    container: Container, live_server: LiveServer
+) -> None:
+    world = seed(container)
+    with _signed_in(live_server, world.token) as client:
+        ok = client.get(f"/ui/runs/{world.ok_run_id}").text
+        assert 'id="btn-rerun"' in ok and 'id="btn-retry"' not in ok
+        assert 'id="retry-refusal"' not in ok  # success: nothing to explain
+        # Without its run_results.json, dbt cannot tell what to retry: no button, and why.
+        container.store.artifacts.delete(world.failed_run_id, "run_results.json")
+        failed = unescape(client.get(f"/ui/runs/{world.failed_run_id}").text)
+        assert 'id="btn-retry"' not in failed and 'id="btn-rerun"' in failed
+        assert "has no run_results.json" in failed
+
+
 def test_a_long_run_page_is_paginated_and_light(
     container: Container, live_server: LiveServer
 ) -> None:

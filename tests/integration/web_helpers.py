@@ -3,6 +3,7 @@ timings), and a browser-like HTTP session that signs in through the form."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -97,6 +98,14 @@ def seed(container: Container, org: str = "acme", nodes: int = 3) -> Seeded:
         for i, r in enumerate(results)
     ]
     container.store.history.record(failed.id, job.id, start, rows, "artifacts")
+    # What dbt wrote: retry from failure applies to this run.
+    results_json = {
+        "args": {"which": "build"},
+        "results": [{"unique_id": results[0].unique_id, "status": "error"}],
+    }
+    container.store.artifacts.put(
+        failed.id, "run_results.json", json.dumps(results_json).encode(), limit_bytes=10**6
+    )
     container.store.runs.append_log(
         failed.id, "12:00:01 Running with dbt\n12:00:05 ERROR model_0000\n", 10**7, start
     )
