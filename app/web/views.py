@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from app.engines.results import FAILED_STATUSES
 from app.errors import NotFound
 from app.ids import utcnow
 from app.models import ACTIVE_STATUSES, Job, JobVersion, Principal, Project, Run, redact_job_config
@@ -220,11 +221,8 @@ class RunPage:
 
 
 def _node_order(node: TimelineNode) -> tuple[int, float, str]:
-    failed = 0 if node.status in FAILED_NODE else 1
+    failed = 0 if node.status in FAILED_STATUSES else 1
     return (failed, -(node.duration_seconds or 0.0), node.unique_id)
-
-
-FAILED_NODE = frozenset({"error", "fail", "runtime error", "failed", "partial success"})
 
 
 def run_page(
