@@ -82,6 +82,7 @@ def test_a_viewer_sees_no_controls_and_cannot_post_them(
         page.wait(lambda p=path: page.path == p, path)
         controls = [e.get_attribute("id") for e in page.all('[id^="btn-"]')]
         assert controls == [], f"{path} shows a viewer {controls}"
+        assert page.by_id("signout").is_displayed(), f"{path} has no way to sign out"
     # The forms are not there, and forging one is refused and starts nothing.
     before = ui.api.get(f"/api/v1/projects/{ui.project_id}/jobs/{ui.job_id}/runs").json()
     with session_client(page.driver, ui.url) as http:
