@@ -665,6 +665,7 @@ class RunService:
         since: datetime | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        results: bool = True,
     ) -> RunPage:
         if (
             project_id is not None
@@ -683,6 +684,7 @@ class RunService:
             since=since,
             cursor=position,
             limit=max(1, min(limit, 200)),
+            results=results,
         )
         # The store's cursor is a position in a sequence all orgs share: never hand it out.
         opaque = (

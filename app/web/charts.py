@@ -64,23 +64,44 @@ def run_history(runs: Sequence[Run], height: float = 120.0) -> Chart:
     return Chart(width=max(step * len(ordered), step), height=height, bars=bars)
 
 
-def sparkline(runs: Sequence[Run], height: float = 20.0) -> Chart:
-    """A small bar per run of the last seven days (oldest left), height by duration."""
+@dataclass(frozen=True, slots=True)
+class SparkPath:
+    css: str
+    d: str  # one SVG path drawing every bar of this status
+    label: str
+
+
+@dataclass(frozen=True, slots=True)
+class Spark:
+    width: float
+    height: float
+    paths: list[SparkPath]
+    label: str
+
+
+def sparkline(runs: Sequence[Run], height: float = 20.0) -> Spark:
+    """A small bar per run (oldest left), height by duration: one path per status, so a
+    row of the overview costs a few hundred bytes however many runs it shows."""
     ordered = list(reversed(runs))
     longest = max((r.duration_seconds or 0.0 for r in ordered), default=0.0)
-    step, width = 5.0, 4.0
-    bars = [
-        Bar(
-            x=index * step,
-            y=height - _height(run.duration_seconds, longest, height),
-            width=width,
-            height=_height(run.duration_seconds, longest, height),
-            css=status_class(run.status),
-            label=f"{run.status} {duration(run.duration_seconds)}",
+    step, width = 5, 4
+    by_status: dict[str, list[str]] = {}
+    for index, run in enumerate(ordered):
+        tall = _height(run.duration_seconds, longest, height)
+        by_status.setdefault(run.status, []).append(
+            f"M{index * step} {height:g}v-{tall:g}h{width}V{height:g}z"
         )
-        for index, run in enumerate(ordered)
+    paths = [
+        SparkPath(
+            css=status_class(status),
+            d="".join(parts),
+            label=f"{len(parts)} {status}",
+        )
+        for status, parts in sorted(by_status.items())
     ]
-    return Chart(width=max(step * len(ordered), step), height=height, bars=bars)
+    counts = ", ".join(p.label for p in paths)
+    label = f"The last {len(ordered)} runs, oldest first: {counts}" if ordered else "No runs"
+    return Spark(width=max(step * len(ordered), step), height=height, paths=paths, label=label)
 
 
 @dataclass(frozen=True, slots=True)

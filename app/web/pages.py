@@ -177,10 +177,11 @@ class PageController(Controller):
         projects: ProjectService,
         jobs: JobService,
         runs: RunService,
+        page: Annotated[int, Parameter(ge=1, le=100_000)] = 1,
     ) -> Response[str]:
         ui = session_of(request, ui_sessions)
-        page = views.overview(ui.principal, projects, jobs, runs)
-        return html("overview.html", ui=ui, page=page, title="Overview")
+        view = views.overview(ui.principal, projects, jobs, runs, page)
+        return html("overview.html", ui=ui, page=view, title="Overview")
 
     @get("/jobs/{job_id:str}", sync_to_thread=True)
     def job(

@@ -25,10 +25,12 @@ from app.services.projects import ProjectService
 from app.services.runs import JobStatus, RunService
 from app.store.jobs import config_of
 from app.store.outbox import Attempt, Notification
-from app.web.charts import FAILING, Chart, Gantt, gantt, run_history, sparkline
+from app.web.charts import FAILING, Chart, Gantt, Spark, gantt, run_history, sparkline
 
 WEEK = timedelta(days=7)
 HISTORY_RUNS = 50
+SPARK_RUNS = 40  # the overview's sparkline: the last 7 days' runs, at most this many
+JOBS_PER_PAGE = 100  # the overview's jobs table (what is failing lists every job)
 NODES_PER_PAGE = 200
 # The page shows the end of a long log; the whole of it is one link away (log.txt).
 LOG_PAGE_CHARS = 200_000
@@ -47,49 +49,77 @@ class JobRow:
     project: Project
     job: Job
     status: JobStatus
-    spark: Chart
-    last_ended: Run | None
-    failing: bool
+    spark: Spark
+
+
+@dataclass
+class FailingJob:
+    project: Project
+    job: Job
+    run: Run  # the last run that ended, which failed
+    running: bool  # a run has started since
 
 
 @dataclass
 class Overview:
     projects: list[Project]
-    rows: list[JobRow]
+    failing: list[FailingJob]
+    rows: list[JobRow]  # this page's jobs
+    total: int
+    page: int
+    pages: int
 
-    @property
-    def failing(self) -> list[JobRow]:
-        return [r for r in self.rows if r.failing]
+
+def _last_ended(
+    principal: Principal, project: Project, job: Job, runs: RunService
+) -> FailingJob | None:
+    """The job if the last run of it that ended failed (a run under way since has not fixed
+    anything yet)."""
+    recent = runs.list_runs(
+        principal, project_id=project.id, job_id=job.id, limit=10, results=False
+    ).runs
+    ended = next((r for r in recent if r.is_terminal), None)
+    if ended is None or ended.status not in FAILING:
+        return None
+    running = any(not r.is_terminal for r in recent[: recent.index(ended)])
+    return FailingJob(project=project, job=job, run=ended, running=running)
 
 
 def overview(
-    principal: Principal, projects: ProjectService, jobs: JobService, runs: RunService
+    principal: Principal,
+    projects: ProjectService,
+    jobs: JobService,
+    runs: RunService,
+    page: int = 1,
 ) -> Overview:
-    rows: list[JobRow] = []
+    """What is failing (every job), then a page of jobs with their statistics."""
     found = projects.list_projects(principal)
+    every = [(p, j) for p in found for j in jobs.list_jobs(principal, p.id)]
+    failing = [f for p, j in every if (f := _last_ended(principal, p, j, runs)) is not None]
+    pages = max(1, -(-len(every) // JOBS_PER_PAGE))
+    page = min(max(1, page), pages)
     since = utcnow() - WEEK
-    for project in found:
-        for job in jobs.list_jobs(principal, project.id):
-            status = runs.status(principal, project.id, job.id, WEEK, "7d")
-            week = runs.list_runs(
-                principal, project_id=project.id, job_id=job.id, since=since, limit=60
-            ).runs
-            # Failing now: the last run that ended failed (a run under way since has not
-            # fixed anything yet).
-            ended = next((r for r in week if r.is_terminal), None)
-            if ended is None and status.last_run is not None and status.last_run.is_terminal:
-                ended = status.last_run
-            rows.append(
-                JobRow(
-                    project=project,
-                    job=job,
-                    status=status,
-                    spark=sparkline(week),
-                    last_ended=ended,
-                    failing=ended is not None and ended.status in FAILING,
-                )
+    rows = []
+    for project, job in every[(page - 1) * JOBS_PER_PAGE : page * JOBS_PER_PAGE]:
+        week = runs.list_runs(
+            principal,
+            project_id=project.id,
+            job_id=job.id,
+            since=since,
+            limit=SPARK_RUNS,
+            results=False,
+        ).runs
+        rows.append(
+            JobRow(
+                project=project,
+                job=job,
+                status=runs.status(principal, project.id, job.id, WEEK, "7d"),
+                spark=sparkline(week),
             )
-    return Overview(projects=found, rows=rows)
+        )
+    return Overview(
+        projects=found, failing=failing, rows=rows, total=len(every), page=page, pages=pages
+    )
 
 
 # --- job ------------------------------------------------------------------------------
@@ -114,7 +144,7 @@ def job_page(principal: Principal, job_id: str, jobs: JobService, runs: RunServi
     project = jobs.project(principal, job.project_id)
     status = runs.status(principal, project.id, job.id, WEEK, "7d")
     recent = runs.list_runs(
-        principal, project_id=project.id, job_id=job.id, limit=HISTORY_RUNS
+        principal, project_id=project.id, job_id=job.id, limit=HISTORY_RUNS, results=False
     ).runs
     report = runs.models(principal, project.id, job.id, timedelta(days=30), "30d", ["model"])
     slowest = report.models[:10]

@@ -12,7 +12,7 @@ from html import unescape
 import httpx
 
 from app.container import Container
-from app.services.jobs import JobPatch
+from app.services.jobs import JobCreate, JobPatch
 from tests.conftest import LiveServer
 from tests.integration.web_helpers import Seeded, browser, csrf_of, seed, sign_in
 
@@ -295,3 +295,25 @@ def test_static_files_and_unknown_pages(container: Container, live_server: LiveS
         assert response.status_code == 404
         assert response.headers["content-type"].startswith("text/html")
         assert 'id="signout"' in response.text  # the error page keeps the header
+
+
+def test_overview_pages_its_jobs_but_lists_every_failure(
+    container: Container, live_server: LiveServer
+) -> None:
+    world = seed(container)  # "nightly", failing, sorts after the ones below
+    for i in range(100):
+        container.jobs.create(
+            world.principal, world.project_id, JobCreate(name=f"a-job-{i:03d}", command="dbt run")
+        )
+    with _signed_in(live_server, world.token) as client:
+        first = client.get("/ui/")
+        second = client.get("/ui/?page=2")
+    assert first.text.count("<tr data-job-id=") == 100
+    assert second.text.count("<tr data-job-id=") == 1
+    assert "101 jobs in 1 projects (page 1 of 2)" in first.text
+    assert 'href="/ui/?page=2"' in first.text
+    # The failing job is on page 2 of the table, and in "failing now" on every page.
+    assert f'<tr data-job-id="{world.job_id}">' in second.text
+    failing = first.text[first.text.index('id="failing-now"') : first.text.index('id="jobs"')]
+    assert f'href="/ui/jobs/{world.job_id}"' in failing and "a run is under way" in failing
+    assert len(first.content) < 300_000

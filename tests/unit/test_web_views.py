@@ -44,7 +44,23 @@ def test_run_history_bars_link_to_runs_oldest_first() -> None:
     assert tallest.href == "/ui/runs/run_old" and "success" in tallest.label
     assert all(b.height >= 2 for b in chart.bars)  # an unfinished run is still clickable
     assert chart.bars[1].css == "status status-failed" and "10s" in chart.bars[1].label
-    assert sparkline([]).bars == []
+    assert sparkline([]).paths == [] and sparkline([]).label == "No runs"
+
+
+def test_sparkline_is_one_path_per_status() -> None:
+    runs = [
+        run_record(org_id="o", status="failed", duration_seconds=10.0),
+        run_record(org_id="o", status="success", duration_seconds=20.0),
+        run_record(org_id="o", status="success", duration_seconds=5.0),
+    ]
+    spark = sparkline(runs)  # newest first: oldest (5 s) drawn at x=0
+    assert [(p.css, p.label) for p in spark.paths] == [
+        ("status status-failed", "1 failed"),
+        ("status status-success", "2 success"),
+    ]
+    success = spark.paths[1].d
+    assert success == "M0 20v-5h4V20zM5 20v-20h4V20z"
+    assert spark.label == "The last 3 runs, oldest first: 1 failed, 2 success"
 
 
 def _node(i: int, offset: float | None, seconds: float | None) -> TimelineNode:
