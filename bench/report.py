@@ -128,7 +128,13 @@ def _ui(r: dict[str, Any]) -> list[Row]:
     rows = [
         (
             f"run page of a {r['nodes']:,}-node run, p50 / p95",
-            f"{run['p50_ms']} ms / {run['p95_ms']} ms",
+            f"{run['p50_ms']} ms / {run['p95_ms']} ms"
+            + (
+                f" (server CPU {run['server_cpu_ms_per_request']} ms a request, load "
+                f"{r.get('load_average_1m')})"
+                if run.get("server_cpu_ms_per_request") is not None
+                else ""
+            ),
             f"p95 < {r['goal_p95_ms']:.0f} ms",
         )
     ]

@@ -273,6 +273,15 @@ def log_bytes_in(html: str) -> int:
     return len(match.group(1).encode()) if match else 0
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of a process (Linux /proc), or None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--samples", type=int, default=200)
@@ -306,11 +315,13 @@ def main() -> int:
                 for _ in range(10):  # warm-up
                     client.get(run_path)
                 durations = []
+                cpu_before = _cpu_seconds(server.pid)
                 for _ in range(args.samples):
                     began = time.perf_counter()
                     response = client.get(run_path)
                     durations.append((time.perf_counter() - began) * 1000)
                     assert response.status_code == 200, response.status_code
+                cpu_after = _cpu_seconds(server.pid)
                 durations.sort()
                 pages = {
                     "overview": weigh(client, "/ui/"),
@@ -330,6 +341,11 @@ def main() -> int:
             "p50_ms": round(statistics.median(durations), 1),
             "p95_ms": round(durations[int(len(durations) * 0.95) - 1], 1),
             "max_ms": round(durations[-1], 1),
+            # The server process's CPU time per request: what the page costs, whatever
+            # else the machine was doing meanwhile (the wall-clock figures include that).
+            "server_cpu_ms_per_request": round((cpu_after - cpu_before) * 1000 / args.samples, 1)
+            if cpu_before is not None and cpu_after is not None
+            else None,
         },
         "pages": pages,
         # Other work on the machine shows in the tail: say how busy it was.
