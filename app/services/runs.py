@@ -154,6 +154,9 @@ class RunService:
         # Model history, timelines and freshness (app/services/history.py): a run's node
         # results are kept when it finishes.
         self.history = ModelHistory(store)
+        # retry_refusal's answers for dbt runs by (run id, sha256 of its run_results.json):
+        # reading a 2,000-node run_results.json costs more than rendering the whole page.
+        self._refusals: dict[tuple[str, str], str | None] = {}
         tracker.on_finished.append(self.history.run_finished)
 
     # --- starting runs ------------------------------------------------------------------
@@ -445,11 +448,20 @@ class RunService:
             return f"Run {run_id} succeeded: nothing failed, so there is nothing to retry."
         if old.snapshot.project_kind == "sqlmesh":
             return None
+        info = self._store.artifacts.info(old.id, RUN_RESULTS)
+        key = (old.id, info.sha256) if info else None
+        if key is not None and key in self._refusals:
+            return self._refusals[key]
         try:
             self._retry_state(old)
+            answer = None
         except Conflict as exc:
-            return exc.detail
-        return None
+            answer = exc.detail
+        if key is not None:
+            if len(self._refusals) > 1000:
+                self._refusals.clear()
+            self._refusals[key] = answer
+        return answer
 
     def _retry_state(self, old: RunRecord) -> RunState:
         raw = self._store.artifacts.read(old.id, RUN_RESULTS)
@@ -648,6 +660,14 @@ class RunService:
         if run is None:
             raise NotFound(f"No run with id {run_id!r} in your organization.")
         return run
+
+    def record_of(self, principal: Principal, run_id: str) -> RunRecord:
+        """The run with its snapshot, in one read (a page that shows both). The snapshot
+        holds the real secret values, as ``config`` does: callers show it redacted."""
+        record = self._store.runs.record(run_id)
+        if record is None or record.org_id != principal.org_id:
+            raise NotFound(f"No run with id {run_id!r} in your organization.")
+        return record
 
     def config(self, principal: Principal, run_id: str) -> JobConfig:
         self.get(principal, run_id)

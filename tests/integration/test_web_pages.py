@@ -13,7 +13,9 @@ import httpx
 
 from app.container import Container
 from app.services.jobs import JobCreate, JobPatch
+from app.store.jobs import config_of
 from tests.conftest import LiveServer
+from tests.factories import run_record, snapshot
 from tests.integration.web_helpers import Seeded, browser, csrf_of, seed, sign_in
 
 BUTTONS = ("btn-trigger", "btn-toggle", "btn-deploy", "btn-cancel", "btn-rerun", "btn-retry")
@@ -317,3 +319,40 @@ def test_overview_pages_its_jobs_but_lists_every_failure(
     failing = first.text[first.text.index('id="failing-now"') : first.text.index('id="jobs"')]
     assert f'href="/ui/jobs/{world.job_id}"' in failing and "a run is under way" in failing
     assert len(first.content) < 300_000
+
+
+def test_run_and_job_pages_never_show_secret_values(
+    container: Container, live_server: LiveServer
+) -> None:
+    world = seed(container)
+    container.jobs.update(
+        world.principal,
+        world.project_id,
+        world.job_id,
+        JobPatch(
+            secret_environment={"DBT_ENV_SECRET_PASSWORD": "hunter2-job-secret"},
+            webhook_headers={"Authorization": "Bearer hunter2-header"},
+        ),
+    )
+    job = container.jobs.find(world.principal, world.job_id)
+    taken = snapshot(
+        job=config_of(job), project_secret_environment={"WAREHOUSE_KEY": "hunter2-project"}
+    )
+    run = run_record(
+        org_id=world.principal.org_id,
+        project_id=world.project_id,
+        job_id=world.job_id,
+        status="failed",
+        snapshot_=taken,
+    )
+    container.store.runs.insert(run)
+    with _signed_in(live_server, world.token) as client:
+        pages = [
+            client.get(f"/ui/runs/{run.id}"),
+            client.get(f"/ui/jobs/{world.job_id}"),
+            client.get(f"/ui/jobs/{world.job_id}/diff?from=1&to=2"),
+        ]
+    for page in pages:
+        assert page.status_code == 200
+        assert "hunter2" not in page.text
+    assert '"DBT_ENV_SECRET_PASSWORD": "********"' in unescape(pages[0].text)
