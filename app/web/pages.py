@@ -16,7 +16,7 @@ from litestar.params import Body, Parameter
 from litestar.response import Redirect
 
 from app.api.auth import OWN_CREDENTIAL
-from app.errors import Forbidden, Unauthorized
+from app.errors import Forbidden, NotFound, Unauthorized
 from app.notify.outbox import NotificationOutbox
 from app.services.jobs import JobService
 from app.services.projects import ProjectService
@@ -251,6 +251,11 @@ class PageController(Controller):
         text = runs.logs(ui.principal, run_id)
         headers = SECURITY_HEADERS | {"Content-Disposition": f'inline; filename="{run_id}.log"'}
         return Response(text, media_type=MediaType.TEXT, headers=headers)
+
+    @get("/{rest:path}", sync_to_thread=False)
+    def unknown(self, rest: str) -> Response[str]:
+        """Any other /ui address: a 404 page rather than the API's JSON problem."""
+        raise NotFound(f"There is no page at /ui{rest[:200]}.")
 
     # --- actions (admins; CSRF-checked forms) ---------------------------------------------
 

@@ -297,6 +297,9 @@ def test_static_files_and_unknown_pages(container: Container, live_server: LiveS
         assert response.status_code == 404
         assert response.headers["content-type"].startswith("text/html")
         assert 'id="signout"' in response.text  # the error page keeps the header
+        unknown = client.get("/ui/no-such-page%3Cb%3E")
+        assert unknown.status_code == 404 and "text/html" in unknown.headers["content-type"]
+        assert "<b>" not in unknown.text
 
 
 def test_overview_pages_its_jobs_but_lists_every_failure(
