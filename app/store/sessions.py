@@ -78,14 +78,6 @@ class SessionRepo:
             )
             return bool(cursor.rowcount)
 
-    def end_for_token(self, token_id: str, now: datetime) -> int:
-        with self._db.write() as db:
-            cursor = db.conn.execute(
-                "UPDATE ui_sessions SET ended_at = ? WHERE token_id = ? AND ended_at IS NULL",
-                (to_text(now), token_id),
-            )
-            return int(cursor.rowcount)
-
     def delete_stale(self, cutoff: datetime) -> int:
         """Forget sessions that expired or ended before ``cutoff``."""
         with self._db.write() as db:

@@ -127,9 +127,6 @@ class SessionManager:
         if session_id is not None:
             self._store.sessions.end(_hash(session_id), self._clock())
 
-    def end_for_token(self, token_id: str) -> int:
-        return self._store.sessions.end_for_token(token_id, self._clock())
-
     # --- CSRF -----------------------------------------------------------------------------
 
     @staticmethod

@@ -121,13 +121,6 @@ def test_revoking_the_token_ends_its_sessions(
         sessions.sign_in(token)
 
 
-def test_end_for_token(sessions: SessionManager, tokens: TokenService) -> None:
-    token, info = tokens.create("acme", "admin")
-    cookie, _ = sessions.sign_in(token)
-    assert sessions.end_for_token(info.id) == 1
-    assert sessions.resolve(cookie) is None
-
-
 @pytest.mark.parametrize("token", ["", "nope", "ryd_" + "a" * 43, "Bearer ryd_x"])
 def test_bad_tokens_start_no_session(sessions: SessionManager, token: str) -> None:
     with pytest.raises(Unauthorized):
