@@ -61,7 +61,8 @@ def run_history(runs: Sequence[Run], height: float = 120.0) -> Chart:
                 href=f"/ui/runs/{run.id}",
             )
         )
-    return Chart(width=max(step * len(ordered), step), height=height, bars=bars)
+    # At least a few hundred pixels: a new job's one or two bars on a visible background.
+    return Chart(width=max(step * len(ordered), 280.0), height=height, bars=bars)
 
 
 @dataclass(frozen=True, slots=True)
