@@ -32,8 +32,11 @@ def main() -> int:
     with world() as ui, tempfile.TemporaryDirectory() as profile:
         failed = ui.failed_build()
         healthy = ui.job(ui.project_id, "staging", "dbt build --exclude tag:broken")
-        assert ui.wait(ui.trigger(ui.project_id, healthy))["status"] == "success"
-        assert ui.wait(ui.trigger(ui.slow_project_id, ui.slow_job_id))["status"] == "success"
+        # A few runs each, so the overview's run charts have something to show.
+        for _ in range(3):
+            assert ui.wait(ui.trigger(ui.project_id, healthy))["status"] == "success"
+        for _ in range(2):
+            assert ui.wait(ui.trigger(ui.slow_project_id, ui.slow_job_id))["status"] == "success"
         for project in (ui.project_id, ui.slow_project_id):  # scheduled: the next runs show
             deployed = ui.api.post(f"/api/v1/projects/{project}/deploy")
             assert deployed.status_code in (200, 201), deployed.text
