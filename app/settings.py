@@ -95,6 +95,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # run the command directly and keep no artifacts.
     launcher_image: str | None = None
     internal_url: str | None = None
+    # How long a web UI sign-in lasts (app/web/sessions.py), from sign-in, in hours.
+    ui_session_hours: float = 12.0
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
 
@@ -104,6 +106,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(f"{variable('namespace_template')} must contain '{{org}}'")
         if self.local_max_runs_per_org < 1:
             raise SettingsError(f"{variable('local_max_runs_per_org')} must be at least 1")
+        if not 0 < self.ui_session_hours <= 24 * 30:
+            raise SettingsError(
+                f"{variable('ui_session_hours')} must be more than 0 and at most 720 (30 days)"
+            )
 
     @property
     def database_path(self) -> Path:

@@ -123,6 +123,37 @@ def _store(r: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _ui(r: dict[str, Any]) -> list[Row]:
+    run = r["run_page"]
+    rows = [
+        (
+            f"run page of a {r['nodes']:,}-node run, p50 / p95",
+            f"{run['p50_ms']} ms / {run['p95_ms']} ms"
+            + (
+                f" (server CPU {run['server_cpu_ms_per_request']} ms a request, load "
+                f"{r.get('load_average_1m')})"
+                if run.get("server_cpu_ms_per_request") is not None
+                else ""
+            ),
+            f"p95 < {r['goal_p95_ms']:.0f} ms",
+        )
+    ]
+    rows += [
+        (
+            f"{name} page weight (HTML, CSS, JS)",
+            f"{page.get('total_bytes_before_log', page['total_bytes']) / 1024:.0f} KB"
+            + (
+                f" (+ {page['log_bytes_in_html'] / 1024:.0f} KB of log)"
+                if page.get("log_bytes_in_html")
+                else ""
+            ),
+            f"< {r['goal_page_bytes'] // 1024} KB",
+        )
+        for name, page in r["pages"].items()
+    ]
+    return rows
+
+
 def _generic(r: dict[str, Any]) -> list[Row]:
     return [
         (key, str(value), "")
@@ -139,6 +170,7 @@ KNOWN: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "load": _load,
     "tracker": _tracker,
     "store": _store,
+    "ui": _ui,
 }
 
 

@@ -95,7 +95,9 @@ def run_out(run: Run) -> RunOut:
 
 
 def run_url(public_url: str | None, run_id: str) -> str | None:
-    return f"{public_url.rstrip('/')}/api/v1/runs/{run_id}" if public_url else None
+    """The run's page in the web UI (docs/ui.md): what a person opens from an alert. It
+    asks for a sign-in first when the browser has no session, then comes back here."""
+    return f"{public_url.rstrip('/')}/ui/runs/{run_id}" if public_url else None
 
 
 def occurred_at(run: Run, event: WebhookEvent) -> datetime:

@@ -103,6 +103,13 @@ class JobService:
             raise NotFound(f"No job with id {job_id!r} in project {project_id!r}.")
         return job
 
+    def find(self, principal: Principal, job_id: str) -> Job:
+        """A job of the caller's organization by its id alone (the web UI's job URLs)."""
+        job = self._store.jobs.get_in_org(principal.org_id, job_id)
+        if job is None:
+            raise NotFound(f"No job with id {job_id!r} in your organization.")
+        return job
+
     def list_jobs(self, principal: Principal, project_id: str) -> list[Job]:
         self.project(principal, project_id)
         return self._store.jobs.for_project(project_id)

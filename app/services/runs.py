@@ -164,6 +164,9 @@ class RunService:
         # Model history, timelines and freshness (app/services/history.py): a run's node
         # results are kept when it finishes.
         self.history = ModelHistory(store)
+        # retry_refusal's answers for dbt runs by (run id, sha256 of its run_results.json):
+        # reading a 2,000-node run_results.json costs more than rendering the whole page.
+        self._refusals: dict[tuple[str, str], str | None] = {}
         tracker.on_finished.append(self.history.run_finished)
 
     # --- starting runs ------------------------------------------------------------------
@@ -480,6 +483,34 @@ class RunService:
         self._audit_run(run, "run.retry", retry_of=old.id)
         return run
 
+    def retry_refusal(self, principal: Principal, run_id: str) -> str | None:
+        """Why ``retry`` would refuse this run (its 409's message), or None when it would
+        start one; checks what ``retry`` checks and starts nothing (the web UI offers the
+        button only where it applies)."""
+        old = self._store.runs.record(run_id)
+        if old is None or old.org_id != principal.org_id:
+            raise NotFound(f"No run with id {run_id!r} in your organization.")
+        if not old.is_terminal:
+            return f"Run {run_id} is still {old.status}."
+        if old.status == "success":
+            return f"Run {run_id} succeeded: nothing failed, so there is nothing to retry."
+        if old.snapshot.project_kind == "sqlmesh":
+            return None
+        info = self._store.artifacts.info(old.id, RUN_RESULTS)
+        key = (old.id, info.sha256) if info else None
+        if key is not None and key in self._refusals:
+            return self._refusals[key]
+        try:
+            self._retry_state(old)
+            answer = None
+        except Conflict as exc:
+            answer = exc.detail
+        if key is not None:
+            if len(self._refusals) > 1000:
+                self._refusals.clear()
+            self._refusals[key] = answer
+        return answer
+
     def _retry_state(self, old: RunRecord) -> RunState:
         raw = self._store.artifacts.read(old.id, RUN_RESULTS)
         if raw is None:
@@ -742,6 +773,14 @@ class RunService:
         require_run_in_scope(principal, run_id, run.project_id)
         return run
 
+    def record_of(self, principal: Principal, run_id: str) -> RunRecord:
+        """The run with its snapshot, in one read (a page that shows both). The snapshot
+        holds the real secret values, as ``config`` does: callers show it redacted."""
+        record = self._store.runs.record(run_id)
+        if record is None or record.org_id != principal.org_id:
+            raise NotFound(f"No run with id {run_id!r} in your organization.")
+        return record
+
     def config(self, principal: Principal, run_id: str) -> JobConfig:
         self.get(principal, run_id)
         record = self._store.runs.record(run_id)
@@ -766,6 +805,7 @@ class RunService:
         since: datetime | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        results: bool = True,
     ) -> RunPage:
         if (
             project_id is not None
@@ -789,6 +829,7 @@ class RunService:
             since=since,
             cursor=position,
             limit=max(1, min(limit, 200)),
+            results=results,
         )
         # The store's cursor is a position in a sequence all orgs share: never hand it out.
         opaque = (

@@ -15,6 +15,7 @@ from app.store.orgs import OrgRepo, TokenRepo
 from app.store.outbox import OutboxRepo
 from app.store.projects import ProjectRepo
 from app.store.runs import RunPage, RunRepo
+from app.store.sessions import SessionRepo
 
 __all__ = ["Database", "RunPage", "Store"]
 
@@ -35,6 +36,7 @@ class Store:
         self.artifacts = ArtifactRepo(self.database)  # run artifacts (files + rows)
         self.history = HistoryRepo(self.database)  # model history (node results per run)
         self.audit = AuditRepo(self.database)  # who changed what (app/services/audit.py)
+        self.sessions = SessionRepo(self.database)  # web UI sign-ins (app/web/sessions.py)
 
     def migrate(self) -> int:
         return self.database.migrate()

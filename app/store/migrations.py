@@ -525,6 +525,27 @@ MIGRATIONS: tuple[Migration, ...] = (
         ),
     ),
     Migration(
+        9,
+        "web UI sessions",
+        (
+            # A signed-in browser (app/web/sessions.py). The cookie holds a random id; only
+            # its SHA-256 is stored, so a copy of the database opens no session. Each page
+            # reads the row joined with its token: a revoked token ends its sessions at once.
+            """CREATE TABLE ui_sessions (
+                id_hash TEXT PRIMARY KEY,
+                token_id TEXT NOT NULL REFERENCES tokens(id) ON DELETE CASCADE,
+                org_id TEXT NOT NULL REFERENCES orgs(id) ON DELETE CASCADE,
+                role TEXT NOT NULL CHECK (role IN ('admin', 'viewer')),
+                csrf_secret TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                expires_at TEXT NOT NULL,
+                ended_at TEXT
+            )""",
+            "CREATE INDEX ui_sessions_by_token ON ui_sessions (token_id)",
+            "CREATE INDEX ui_sessions_by_expiry ON ui_sessions (expires_at)",
+        ),
+    ),
+    Migration(
         12,
         "project environments (target, image or path, variables, credentials), a default "
         "one per project, and the job's environment in stored configurations",

@@ -41,6 +41,9 @@ _results_decoder = msgspec.json.Decoder(list[NodeSummary])
 _RUN_FIELDS: tuple[str, ...] = Run.__struct_fields__
 _RECORD_FIELDS: tuple[str, ...] = RunRecord.__struct_fields__
 _RUN_COLUMNS = ", ".join(_RUN_FIELDS)
+# The same without node results (a list of thousands for a big dbt project): for lists that
+# only need each run's status and timing (the web UI's charts).
+_RUN_COLUMNS_BRIEF = ", ".join("NULL AS results" if f == "results" else f for f in _RUN_FIELDS)
 _INSERT = insert_sql("runs", (*_RECORD_FIELDS, "secrets"))
 _TIMES = frozenset(  # stored as text (app.ids.to_text)
     f.name for f in msgspec.structs.fields(RunRecord) if f.type in (datetime, datetime | None)
@@ -264,7 +267,10 @@ class RunRepo:
         since: datetime | None = None,
         cursor: int | None = None,
         limit: int = 50,
+        results: bool = True,
     ) -> RunPage:
+        """A page of runs, newest first; ``results=False`` leaves each run's node results
+        out (empty), which is much cheaper for runs of big projects."""
         where = ["org_id = ?"]
         params: list[Any] = [org_id]
         for column, value in (("project_id", project_id), ("job_id", job_id), ("status", status)):
@@ -279,8 +285,9 @@ class RunRepo:
         if cursor is not None:
             condition += " AND seq < ?"
             params.append(cursor)
+        columns = _RUN_COLUMNS if results else _RUN_COLUMNS_BRIEF
         rows = self._db.rows(
-            f"SELECT seq, {_RUN_COLUMNS} FROM runs WHERE {condition} ORDER BY seq DESC LIMIT ?",
+            f"SELECT seq, {columns} FROM runs WHERE {condition} ORDER BY seq DESC LIMIT ?",
             [*params, limit + 1],
         )
         next_cursor = str(rows[limit - 1]["seq"]) if len(rows) > limit else None

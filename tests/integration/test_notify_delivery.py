@@ -83,7 +83,7 @@ def test_failure_alert_names_the_model_and_error(notifying: Container, slack: Re
     everything = str(sent["blocks"])
     assert "model broken_orders" in everything and "Could not convert" in everything
     assert "Done. ERROR=1" in everything  # the log tail
-    assert f"https://runyard.example.com/api/v1/runs/{run.id}" in everything
+    assert f"https://runyard.example.com/ui/runs/{run.id}" in everything
     assert sent["metadata"]["event_payload"]["delivery_id"] == notification.id
     assert notification.id in everything
 
@@ -246,7 +246,7 @@ def test_webhook_body_headers_and_signature(notifying: Container, hook: Receiver
             "message": BROKEN.message,
         }
     ]
-    assert body["run_url"] == f"https://runyard.example.com/api/v1/runs/{run.id}"
+    assert body["run_url"] == f"https://runyard.example.com/ui/runs/{run.id}"
 
 
 def test_no_signature_without_a_secret(notifying: Container, hook: Receiver) -> None:

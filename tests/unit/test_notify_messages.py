@@ -98,7 +98,7 @@ def test_webhook_body_fields() -> None:
     assert body["run"]["is_failed"] is True and body["run"]["is_terminal"] is True
     assert "snapshot" not in body["run"] and "org_id" not in body["run"]
     assert [n["name"] for n in body["failed_nodes"]] == ["a", "c"]
-    assert body["run_url"] == "https://r.example/api/v1/runs/run_abc"
+    assert body["run_url"] == "https://r.example/ui/runs/run_abc"
 
 
 def test_started_event_occurs_at_the_start() -> None:
@@ -142,7 +142,7 @@ def test_failure_message_content() -> None:
     assert "*Trigger*\\nscheduled" in blocks and "1m 23s" in blocks and "exit code 1" in blocks
     assert "model broken_orders" in blocks and "&lt;x&gt;" in blocks
     assert "ERROR creating model broken_orders" in blocks
-    assert "<https://r.example/api/v1/runs/run_abc|run_abc>" in blocks
+    assert "<https://r.example/ui/runs/run_abc|run_abc>" in blocks
     assert "ntf_1" in str(message.blocks[-1])
     assert message.text.startswith("analytics / nightly failed: model broken_orders")
     assert message.metadata == {

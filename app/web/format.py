@@ -1,0 +1,49 @@
+"""How the pages write durations, times and statuses (also Jinja filters)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+_SAFE_CLASS = re.compile(r"[^a-z0-9_-]")
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "—"
+    if seconds < 10:
+        return f"{seconds:.1f}s"
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def when(moment: datetime | None) -> str:
+    if moment is None:
+        return "—"
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def iso(moment: datetime | None) -> str:
+    return "" if moment is None else moment.astimezone(UTC).isoformat()
+
+
+def status_class(status: str | None) -> str:
+    """``status status-<status>``: the CSS hook for a status's colour (text says it too)."""
+    name = _SAFE_CLASS.sub("", (status or "unknown").lower()) or "unknown"
+    return f"status status-{name}"
+
+
+def percent(fraction: float | None) -> str:
+    return "—" if fraction is None else f"{fraction * 100:.0f}%"
+
+
+def clip(text: str | None, limit: int) -> str:
+    if not text:
+        return ""
+    return text if len(text) <= limit else text[: limit - 1] + "…"

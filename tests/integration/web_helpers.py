@@ -1,0 +1,150 @@
+"""Builders for the web UI's tests: an org's project, job and runs (with node results and
+timings), and a browser-like HTTP session that signs in through the form."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+
+import httpx
+
+from app.container import Container
+from app.ids import to_text, utcnow
+from app.models import NodeSummary, Principal
+from app.services.jobs import JobCreate
+from app.services.projects import ProjectCreate
+from app.store.history import NodeRow
+from tests.factories import run_record
+
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@dataclass
+class Seeded:
+    token: str
+    principal: Principal
+    project_id: str
+    job_id: str
+    failed_run_id: str
+    ok_run_id: str
+    active_run_id: str
+
+
+def seed(container: Container, org: str = "acme", nodes: int = 3) -> Seeded:
+    """A project with one scheduled job and three runs: a successful one, then a failed one
+    whose ``nodes`` nodes have timings (the first one failed), then a running one with a
+    log."""
+    token, _ = container.tokens.create(org, "admin")
+    principal = container.tokens.authenticate(token)
+    project = container.projects.create(principal, ProjectCreate(name="analytics", kind="dbt"))
+    job = container.jobs.create(
+        principal,
+        project.id,
+        JobCreate(name="nightly", command="dbt build", schedule="0 2 * * *"),
+    )
+    now = utcnow()
+    start = now - timedelta(hours=2)
+    results = [
+        NodeSummary(
+            unique_id=f"model.shop.model_{i:04d}",
+            name=f"model_{i:04d}",
+            resource_type="model",
+            status="error" if i == 0 else "success",
+            execution_time=1.0 + i % 7,
+            message="Binder Error: column <amount> not found" if i == 0 else "OK",
+        )
+        for i in range(nodes)
+    ]
+    # Inserted oldest first: runs list in the order they were recorded.
+    ok = run_record(
+        org_id=principal.org_id,
+        project_id=project.id,
+        job_id=job.id,
+        status="success",
+        start_time=now - timedelta(hours=3),
+        end_time=now - timedelta(hours=3) + timedelta(seconds=30),
+        duration_seconds=30.0,
+        created_at=now - timedelta(hours=3),
+    )
+    container.store.runs.insert(ok)
+    failed = run_record(
+        org_id=principal.org_id,
+        project_id=project.id,
+        job_id=job.id,
+        status="failed",
+        start_time=start,
+        end_time=start + timedelta(seconds=95),
+        duration_seconds=95.0,
+        exit_code=1,
+        error="dbt exited with 1",
+        results=results,
+        created_at=start,
+    )
+    container.store.runs.insert(failed)
+    rows = [
+        NodeRow(
+            unique_id=r.unique_id,
+            name=r.name,
+            resource_type=r.resource_type,
+            status=r.status,
+            started_at=to_text(start + timedelta(seconds=i % 40)),
+            completed_at=to_text(start + timedelta(seconds=i % 40 + (r.execution_time or 0))),
+            execution_time=r.execution_time,
+            rows_affected=i,
+            message=r.message,
+        )
+        for i, r in enumerate(results)
+    ]
+    container.store.history.record(failed.id, job.id, start, rows, "artifacts")
+    # What dbt wrote: retry from failure applies to this run.
+    results_json = {
+        "args": {"which": "build"},
+        "results": [{"unique_id": results[0].unique_id, "status": "error"}],
+    }
+    container.store.artifacts.put(
+        failed.id, "run_results.json", json.dumps(results_json).encode(), limit_bytes=10**6
+    )
+    container.store.runs.append_log(
+        failed.id, "12:00:01 Running with dbt\n12:00:05 ERROR model_0000\n", 10**7, start
+    )
+    active = run_record(
+        org_id=principal.org_id,
+        project_id=project.id,
+        job_id=job.id,
+        status="running",
+        start_time=now,
+        created_at=now,
+    )
+    container.store.runs.insert(active)
+    container.store.runs.append_log(active.id, "first line\n", 10**7, now)
+    return Seeded(
+        token=token,
+        principal=principal,
+        project_id=project.id,
+        job_id=job.id,
+        failed_run_id=failed.id,
+        ok_run_id=ok.id,
+        active_run_id=active.id,
+    )
+
+
+def browser(base_url: str) -> httpx.Client:
+    """A client that keeps cookies and does not follow redirects (tests look at them)."""
+    return httpx.Client(base_url=base_url, follow_redirects=False, timeout=30)
+
+
+def csrf_of(html: str) -> str:
+    found = CSRF.search(html)
+    assert found, html[:2000]
+    return found.group(1)
+
+
+def sign_in(client: httpx.Client, token: str, next_path: str | None = None) -> httpx.Response:
+    form = client.get("/ui/signin")
+    assert form.status_code == 200, form.text
+    data = {"token": token, "csrf_token": csrf_of(form.text)}
+    if next_path is not None:
+        data["next"] = next_path
+    return client.post("/ui/signin", data=data)
