@@ -150,7 +150,10 @@ class JobController(Controller):
     ) -> Response[TriggerResult]:
         override = data.command_override if data else None
         image = data.image if data else None
-        result = runs.trigger(principal, project_id, job_id, override, idempotency_key, image)
+        steps = data.steps if data else None
+        result = runs.trigger(
+            principal, project_id, job_id, override, idempotency_key, image, steps=steps
+        )
         run = result.run
         if result.replayed:
             replay = TriggerResult(
@@ -160,11 +163,18 @@ class JobController(Controller):
                 message="This Idempotency-Key already started this run",
             )
             return Response(replay, status_code=200)
+        queued = run.status == "queued"  # concurrency_policy Queue or the org's cap
         body = TriggerResult(
             job_run_id=run.id,
             job_name=run.job_name,
-            status="pending",
-            message="Run triggered successfully",
+            status="queued" if queued else "pending",
+            message=(
+                f"Run queued at place {run.queue_position}: it starts when the runs before "
+                "it end (docs/queues.md)"
+                if queued
+                else "Run triggered successfully"
+            ),
+            queue_position=run.queue_position if queued else None,
         )
         return Response(body, status_code=201)
 

@@ -19,6 +19,8 @@ from app.models import (
     ProjectOut,
     Run,
     RunOut,
+    Step,
+    failed_step,
     redact_job_config,
     redacted,
 )
@@ -43,7 +45,11 @@ def run_out(run: Run) -> RunOut:
     # Only the Run fields: a RunRecord also carries the org and the snapshot.
     fields = {name: getattr(run, name) for name in Run.__struct_fields__}
     return RunOut(
-        **fields, is_terminal=run.is_terminal, is_success=run.is_success, is_failed=run.is_failed
+        **fields,
+        is_terminal=run.is_terminal,
+        is_success=run.is_success,
+        is_failed=run.is_failed,
+        failed_step=failed_step(run.steps),
     )
 
 
@@ -77,6 +83,8 @@ class TriggerBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # Kubernetes: run this image instead of the project's (a pull request's build); it
     # must be under one of the project's allowed_images. Triggers only.
     image: str | None = None
+    # Run these steps instead of the job's command or steps (docs/steps.md). Triggers only.
+    steps: list[Step] | None = None
 
 
 class TriggerResult(msgspec.Struct, kw_only=True):
@@ -84,6 +92,7 @@ class TriggerResult(msgspec.Struct, kw_only=True):
     job_name: str | None
     status: str
     message: str
+    queue_position: int | None = None  # a queued run's place in its job's queue
 
 
 class DeployResult(msgspec.Struct, kw_only=True, omit_defaults=True):

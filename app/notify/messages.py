@@ -16,7 +16,16 @@ from typing import Any
 import msgspec
 
 from app.engines.results import dbt_log_text, failed_nodes, first_error_line
-from app.models import NodeSummary, ProjectKind, Run, RunOut, RunRecord, WebhookEvent
+from app.models import (
+    FailedStep,
+    NodeSummary,
+    ProjectKind,
+    Run,
+    RunOut,
+    RunRecord,
+    WebhookEvent,
+    failed_step,
+)
 
 # Block Kit limits (docs.slack.dev, "Blocks" and "chat.postMessage"). The whole-message
 # budget is below the documented 40,000 characters of ``text``: Slack answers
@@ -71,6 +80,8 @@ class FailedNode(msgspec.Struct, kw_only=True):
     resource_type: str
     status: str
     message: str | None
+    # The index of the step that reported it (a run of steps), else None.
+    step: int | None = None
 
 
 class WebhookBody(msgspec.Struct, kw_only=True):
@@ -84,13 +95,19 @@ class WebhookBody(msgspec.Struct, kw_only=True):
     run: RunOut
     failed_nodes: list[FailedNode]
     run_url: str | None
+    # A run of steps: the step that failed it (docs/steps.md); None otherwise.
+    failed_step: FailedStep | None = None
 
 
 def run_out(run: Run) -> RunOut:
     """The API's run shape, built here too so notify does not import the web layer."""
     fields = {name: getattr(run, name) for name in Run.__struct_fields__}
     return RunOut(
-        **fields, is_terminal=run.is_terminal, is_success=run.is_success, is_failed=run.is_failed
+        **fields,
+        is_terminal=run.is_terminal,
+        is_success=run.is_success,
+        is_failed=run.is_failed,
+        failed_step=failed_step(run.steps),
     )
 
 
@@ -125,10 +142,12 @@ def webhook_body(
                 resource_type=n.resource_type,
                 status=n.status,
                 message=n.message,
+                step=n.step,
             )
             for n in failed_nodes(run.results)
         ],
         run_url=run_url(public_url, run.id),
+        failed_step=failed_step(run.steps),
     )
     return msgspec.json.encode(body)
 
@@ -244,6 +263,7 @@ def slack_message(
     emoji, verb = _HEADLINES.get(status, (":grey_question:", status))
     link = run_url(public_url, run.id)
     failed = failed_nodes(run.results)
+    stopped_at = failed_step(run.steps) if event != "started" else None
     out = _Blocks()
 
     header = cut(f"{emoji} {project} / {job} {verb}", HEADER_LIMIT)
@@ -257,6 +277,10 @@ def slack_message(
         ("Duration", duration_text(run.duration_seconds)),
         ("Run", f"<{link}|{run.id}>" if link else f"`{run.id}`"),
     ]
+    if stopped_at is not None:
+        # A run of steps: which step failed it, ahead of the optional fields.
+        where = f"{stopped_at.index + 1} of {len(run.steps)}: {stopped_at.name}"
+        field_values.insert(3, ("Failed step", escape(cut(where, FIELD_VALUE_CHARS))))
     fields = [
         {"type": "mrkdwn", "text": cut(f"*{name}*\n{value}", FIELD_LIMIT)}
         for name, value in field_values[:MAX_FIELDS]
@@ -287,6 +311,8 @@ def slack_message(
     out.blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": footer}]})
 
     text = f"{project} / {job} {verb}"
+    if stopped_at is not None:
+        text += f" at step {stopped_at.index + 1} ({stopped_at.name})"
     if failed:
         text += ": " + "; ".join(
             f"{node_label(n)}: {first_error_line(n.message)}".rstrip(": ") for n in failed[:3]
