@@ -38,6 +38,7 @@ from app.scheduler import Scheduler, fire_through
 from app.services.commands import CommandChecker
 from app.services.jobs import JobService
 from app.services.projects import ProjectService
+from app.services.queue import RunQueue
 from app.services.ratelimit import RateLimiter
 from app.services.retention import RetentionWorker
 from app.services.runs import RunService
@@ -131,6 +132,11 @@ class Container:
             paths=ProjectPaths(settings.projects_root_path),
         )
         self.jobs = JobService(self.store, self.executor, self.commands, self.outbound, clock)
+        # Queued runs and the per-org cap (docs/queues.md); the local executor counts its
+        # processes against the same cap.
+        self.queue = RunQueue(self.store, settings.local_max_runs_per_org, clock=clock)
+        if isinstance(self.executor, LocalExecutor):
+            self.executor.cap_of = self.queue.cap_of
         self.runs = RunService(
             self.store,
             self.executor,
@@ -140,6 +146,7 @@ class Container:
             clock,
             # Cursors stay valid across restarts for as long as the secret key does.
             cursor_key=self.store.database.box.derive(b"pagination cursors"),
+            queue=self.queue,
         )
         # 4. What starts runs on its own, through the run service.
         self.scheduler: Scheduler | None = None
@@ -147,7 +154,7 @@ class Container:
         if isinstance(self.executor, LocalExecutor):
             self.scheduler = Scheduler(
                 self.store,
-                fire_through(self.runs, self.executor.at_capacity),
+                fire_through(self.runs),
                 clock=clock,
                 missed_fire_policy=settings.missed_fire_policy,
             )
@@ -191,6 +198,7 @@ class Container:
         self.executor.start()
         if self.scheduler is not None and self._scheduler_thread:
             self.scheduler.start()
+        self.queue.start()  # after the executor re-attached to the runs it had
         self.retention.start()
         self.notifications.start()
 
@@ -198,6 +206,7 @@ class Container:
         self.retention.stop()
         if self.scheduler is not None:
             self.scheduler.stop()  # first: a fire in progress still launches normally
+        self.queue.stop()
         self.executor.stop()
         self.notifications.stop()
         self.store.close()
