@@ -42,6 +42,7 @@ from app.services.queue import RunQueue
 from app.services.ratelimit import RateLimiter
 from app.services.retention import RetentionWorker
 from app.services.runs import RunService
+from app.services.silence import SilenceWatch
 from app.services.tokens import TokenService
 from app.settings import ExecutorName, Settings
 from app.store import Store
@@ -148,6 +149,13 @@ class Container:
             cursor_key=self.store.database.box.derive(b"pagination cursors"),
             queue=self.queue,
         )
+        self.silence = SilenceWatch(
+            self.store,
+            self.notifications,
+            clock=clock,
+            interval_seconds=settings.silence_interval_seconds,
+            minute_seconds=settings.silence_minute_seconds,
+        )
         # 4. What starts runs on its own, through the run service.
         self.scheduler: Scheduler | None = None
         self.kubernetes: KubernetesFeatures | None = None
@@ -201,8 +209,10 @@ class Container:
         self.queue.start()  # after the executor re-attached to the runs it had
         self.retention.start()
         self.notifications.start()
+        self.silence.start()
 
     def stop(self) -> None:
+        self.silence.stop()
         self.retention.stop()
         if self.scheduler is not None:
             self.scheduler.stop()  # first: a fire in progress still launches normally

@@ -93,6 +93,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # run the command directly and keep no artifacts.
     launcher_image: str | None = None
     internal_url: str | None = None
+    # Silence alerts (docs/notifications.md): how often missed slots and overdue runs are
+    # checked, and how many seconds a threshold's minute lasts: 60, shorter for tests only.
+    silence_interval_seconds: float = 20.0
+    silence_minute_seconds: float = 60.0
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
 
@@ -102,6 +106,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(f"{variable('namespace_template')} must contain '{{org}}'")
         if self.local_max_runs_per_org < 1:
             raise SettingsError(f"{variable('local_max_runs_per_org')} must be at least 1")
+        for name in ("silence_interval_seconds", "silence_minute_seconds"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{variable(name)} must be more than 0")
 
     @property
     def database_path(self) -> Path:

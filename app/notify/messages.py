@@ -334,3 +334,105 @@ def slack_message(
         },
     }
     return SlackMessage(text=cut(escape(text), TEXT_LIMIT), blocks=out.blocks, metadata=metadata)
+
+
+# --- silence alerts (missed, overdue) -----------------------------------------------------
+
+
+class Alert(msgspec.Struct, frozen=True, kw_only=True):
+    """A silence alert (app/services/silence.py): a scheduled slot that produced no running
+    run in time (``missed``), or a run running longer than its job allows (``overdue``)."""
+
+    event: WebhookEvent  # "missed" or "overdue"
+    project: ProjectRef
+    job: JobRef
+    threshold_minutes: int
+    reason: str  # what runyard knows of why (runyard down, queued, launch failed, ...)
+    detected_at: datetime
+    slot: datetime | None = None  # missed: the scheduled fire time
+    run: Run | None = None  # the slot's run (missed, when there is one) or the long run
+
+
+class AlertBody(msgspec.Struct, kw_only=True):
+    """The webhook body of a silence alert (docs/notifications.md); add fields, never
+    rename. ``run`` is null for a missed slot that has no run at all."""
+
+    event: WebhookEvent
+    delivery_id: str
+    occurred_at: datetime
+    project: ProjectRef
+    job: JobRef
+    slot: datetime | None
+    threshold_minutes: int
+    reason: str
+    run: RunOut | None
+    run_url: str | None
+
+
+def alert_webhook_body(alert: Alert, delivery_id: str, public_url: str | None) -> bytes:
+    body = AlertBody(
+        event=alert.event,
+        delivery_id=delivery_id,
+        occurred_at=alert.detected_at,
+        project=alert.project,
+        job=alert.job,
+        slot=alert.slot,
+        threshold_minutes=alert.threshold_minutes,
+        reason=alert.reason,
+        run=run_out(alert.run) if alert.run else None,
+        run_url=run_url(public_url, alert.run.id) if alert.run else None,
+    )
+    return msgspec.json.encode(body)
+
+
+def alert_headline(alert: Alert) -> str:
+    """One line naming the job, the slot or run, and the threshold."""
+    where = f"{alert.project.name} / {alert.job.name}"
+    if alert.event == "missed":
+        slot = alert.slot.strftime("%Y-%m-%d %H:%M UTC") if alert.slot else "a slot"
+        return (
+            f"{where}: the run scheduled for {slot} was not running within "
+            f"{alert.threshold_minutes} min"
+        )
+    run = f"run {alert.run.id}" if alert.run else "a run"
+    return f"{where}: {run} is running longer than {alert.threshold_minutes} min"
+
+
+def alert_slack_message(alert: Alert, delivery_id: str, public_url: str | None) -> SlackMessage:
+    emoji = ":alarm_clock:" if alert.event == "missed" else ":hourglass_flowing_sand:"
+    verb = "did not start" if alert.event == "missed" else "is running long"
+    title = f"{emoji} {alert.project.name} / {alert.job.name} {verb}"
+    link = run_url(public_url, alert.run.id) if alert.run else None
+    run_text = "none"
+    if alert.run is not None:
+        run_text = f"<{link}|{alert.run.id}>" if link else f"`{alert.run.id}`"
+    field_values = [
+        ("Project", escape(cut(alert.project.name, FIELD_VALUE_CHARS))),
+        ("Job", escape(cut(alert.job.name, FIELD_VALUE_CHARS))),
+        ("Slot", alert.slot.strftime("%Y-%m-%d %H:%M UTC") if alert.slot else "n/a"),
+        ("Threshold", f"{alert.threshold_minutes} min"),
+        ("Run", run_text),
+    ]
+    out = _Blocks()
+    header = cut(title, HEADER_LIMIT)
+    out.add({"type": "header", "text": {"type": "plain_text", "text": header, "emoji": True}}, 150)
+    fields = [
+        {"type": "mrkdwn", "text": cut(f"*{name}*\n{value}", FIELD_LIMIT)}
+        for name, value in field_values
+    ]
+    out.add({"type": "section", "fields": fields}, sum(len(f["text"]) for f in fields))
+    out.section(cut("*Reason*\n" + escape(alert.reason), ERROR_CHARS))
+    footer = cut(f"runyard · delivery `{delivery_id}`", CONTEXT_LIMIT)
+    out.blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": footer}]})
+    text = f"{alert_headline(alert)}: {alert.reason}" + (f" ({link})" if link else "")
+    metadata = {
+        "event_type": f"runyard_job_{alert.event}",
+        "event_payload": {
+            "delivery_id": delivery_id,
+            "run_id": alert.run.id if alert.run else None,
+            "project_id": alert.project.id,
+            "job_id": alert.job.id,
+            "status": alert.event,
+        },
+    }
+    return SlackMessage(text=cut(escape(text), TEXT_LIMIT), blocks=out.blocks, metadata=metadata)

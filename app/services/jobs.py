@@ -51,6 +51,7 @@ from app.services.checks import (
 )
 from app.services.commands import CommandChecker
 from app.services.projects import require_writer
+from app.services.silence import check_silence_alerts
 from app.services.steps import plan_steps
 from app.store import Store
 
@@ -302,7 +303,8 @@ class JobService:
             "ttl_seconds_after_finished", job.ttl_seconds_after_finished, 300, 30 * 86400
         )
         if job.concurrency_policy not in CONCURRENCY_POLICIES:
-            errors.append(FieldError("concurrency_policy", "use Forbid, Allow or Replace"))
+            errors.append(FieldError("concurrency_policy", "use Forbid, Allow, Replace or Queue"))
+        errors += check_silence_alerts(job)
         errors += check_text(
             "description", job.description, MAX_DESCRIPTION_LENGTH, "a description"
         )

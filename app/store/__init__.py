@@ -13,6 +13,7 @@ from app.store.orgs import OrgRepo, TokenRepo
 from app.store.outbox import OutboxRepo
 from app.store.projects import ProjectRepo
 from app.store.runs import RunPage, RunRepo
+from app.store.silence import SilenceRepo
 
 __all__ = ["Database", "RunPage", "Store"]
 
@@ -31,6 +32,7 @@ class Store:
         self.outbox = OutboxRepo(self.database)  # notifications (app/notify)
         self.artifacts = ArtifactRepo(self.database)  # run artifacts (files + rows)
         self.history = HistoryRepo(self.database)  # model history (node results per run)
+        self.silence = SilenceRepo(self.database)  # silence alerts (missed, overdue)
 
     def migrate(self) -> int:
         return self.database.migrate()
