@@ -236,7 +236,10 @@ def render_cronjob(
     spec = cronjob["spec"]
     spec["schedule"] = work.config.schedule
     spec["timeZone"] = work.config.timezone
-    spec["concurrencyPolicy"] = work.config.concurrency_policy
+    # Kubernetes knows no Queue: its CronJob forbids overlapping fires, and runyard's queue
+    # holds the runs it starts itself (manual, dependency, retry; docs/queues.md).
+    policy = work.config.concurrency_policy
+    spec["concurrencyPolicy"] = "Forbid" if policy == "Queue" else policy
     spec["suspend"] = not work.config.enabled
     spec["jobTemplate"] = {"metadata": job["metadata"], "spec": job["spec"]}
     return cronjob
