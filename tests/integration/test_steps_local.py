@@ -257,12 +257,12 @@ def test_timeout_and_cancel_stop_the_current_step_and_skip_the_rest(
     slow_model(dbt_project_dir, 120)
     project_id = project(client, admin_headers, dbt_project_dir)
     slow_steps = [
-        {"command": "dbt run --select stg_orders"},
+        {"command": "dbt seed"},
         {"command": "dbt run --select slow"},
         {"command": "dbt docs generate", "run_on_failure": True},
     ]
     timed = make_job(
-        client, admin_headers, project_id, name="timed", steps=slow_steps, timeout_seconds=12
+        client, admin_headers, project_id, name="timed", steps=slow_steps, timeout_seconds=20
     )
     run = wait(client, admin_headers, start(client, admin_headers, project_id, timed))
     assert run["status"] == "timed_out"
