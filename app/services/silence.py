@@ -146,13 +146,21 @@ class SilenceWatch:
 
     def _missed_reason(self, job: Job, slot: datetime, deadline: datetime) -> str | None:
         """Why the slot's run was not running by the deadline; None when it was."""
+        reason = self._run_reason(job, slot, deadline)
+        if reason is not None and self.started_at > slot:
+            down = (
+                "runyard was not running at the slot (this runyard started at "
+                f"{self.started_at:%Y-%m-%d %H:%M:%S} UTC)"
+            )
+            return f"{down}, so no run was started" if not reason else f"{down}; {reason}"
+        return reason
+
+    def _run_reason(self, job: Job, slot: datetime, deadline: datetime) -> str | None:
+        """What the slot's run did ("" when there is none and runyard was down)."""
         run = self._store.runs.for_slot(job.id, slot)
         if run is None:
             if self.started_at > slot:
-                return (
-                    f"runyard was not running at the slot (this runyard started at "
-                    f"{self.started_at:%Y-%m-%d %H:%M:%S} UTC), so no run was started"
-                )
+                return ""
             return (
                 "no run was recorded for the slot (a run of the job was still active under "
                 "concurrency_policy Forbid, or the organization could not start runs)"
@@ -169,9 +177,7 @@ class SilenceWatch:
                 return f"the run was cancelled before it started ({run.error})"
             if run.start_time <= deadline:
                 return None
-            return f"the run started late, at {run.start_time:%Y-%m-%d %H:%M:%S} UTC" + (
-                " (runyard was not running at the slot)" if self.started_at > slot else ""
-            )
+            return f"the run started late, at {run.start_time:%Y-%m-%d %H:%M:%S} UTC"
         if run.status == "queued":
             return f"the run is queued at place {run.queue_position or '?'} (run {run.id})"
         if run.status == "pending":
