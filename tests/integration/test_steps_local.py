@@ -15,10 +15,16 @@ import pytest
 from litestar.testing import TestClient
 
 from app.container import Container
+from app.main import create_app
 from tests.conftest import ContainerFactory
 from tests.integration.api_helpers import assert_problem
 from tests.integration.dbt_state_support import log_of, project, wait
-from tests.integration.test_local_executor import slow_model
+from tests.integration.test_local_executor import (
+    _restart,
+    process_of,
+    slow_model,
+    wait_log,
+)
 from tests.integration.test_notify_support import Receiver, receiver
 
 pytestmark = pytest.mark.slow
@@ -262,7 +268,7 @@ def test_timeout_and_cancel_stop_the_current_step_and_skip_the_rest(
         {"command": "dbt docs generate", "run_on_failure": True},
     ]
     timed = make_job(
-        client, admin_headers, project_id, name="timed", steps=slow_steps, timeout_seconds=20
+        client, admin_headers, project_id, name="timed", steps=slow_steps, timeout_seconds=60
     )
     run = wait(client, admin_headers, start(client, admin_headers, project_id, timed))
     assert run["status"] == "timed_out"
@@ -282,3 +288,27 @@ def test_timeout_and_cancel_stop_the_current_step_and_skip_the_rest(
             break
         time.sleep(0.2)
     assert [s["status"] for s in run["steps"]] == ["success", "cancelled", "skipped"]
+
+
+def test_a_restart_reattaches_to_the_running_step_and_goes_on_with_the_next(
+    container_factory: ContainerFactory, admin_headers: H, dbt_project_dir: Path
+) -> None:
+    slow_model(dbt_project_dir, 8)
+    steps = [{"command": "dbt run --select slow"}, {"command": "dbt ls --select slow"}]
+    first = container_factory()
+    with TestClient(create_app(container=first)) as client:
+        project_id = project(client, admin_headers, dbt_project_dir)
+        job_id = make_job(client, admin_headers, project_id, steps=steps)
+        run_id = start(client, admin_headers, project_id, job_id)
+        wait_log(client, admin_headers, run_id, "START sql table model main.slow")
+    pid = process_of(first, run_id)
+
+    second = _restart(container_factory, first)
+    with TestClient(create_app(container=second)) as client:
+        run = wait(client, admin_headers, run_id)
+        text = log_of(client, admin_headers, run_id)
+    assert run["status"] == "success", text
+    assert [s["status"] for s in run["steps"]] == ["success", "success"]
+    assert f"re-attached to the run's process (pid {pid})" in text
+    assert "== step 2/2: dbt ls ==" in text and "dbt_demo.slow" in text.split("step 2/2")[1]
+    assert [(r["unique_id"], r["step"]) for r in run["results"]] == [("model.dbt_demo.slow", 0)]
