@@ -1,4 +1,4 @@
-"""The ``runyard`` command: serve, tokens, reconcile, demo, apply, and the client commands
+"""The ``runyard`` command: serve, tokens, orgs, reconcile, demo, apply, and the client commands
 (projects, jobs, runs) that talk to a runyard server over its API.
 
 Exit codes (app/exit_codes.py): 0 success, 1 a run failed (client commands), 2 usage error,
@@ -17,6 +17,7 @@ from app.cli.apply import apply
 from app.cli.common import CliError
 from app.cli.http import ApiError
 from app.cli.local import demo, reconcile, serve, tokens
+from app.cli.orgs import orgs
 from app.cli.resources import jobs, projects
 from app.cli.runs import runs
 from app.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
@@ -34,7 +35,7 @@ def cli() -> None:
     """
 
 
-for command in (serve, tokens, projects, jobs, runs, apply, reconcile, demo):
+for command in (serve, tokens, orgs, projects, jobs, runs, apply, reconcile, demo):
     cli.add_command(command)
 
 
