@@ -107,7 +107,7 @@ class Server:
             self.process = None
 
 
-def _api(server: Server, token: str, method: str, path: str, **kwargs: Any) -> Any:
+def api(server: Server, token: str, method: str, path: str, **kwargs: Any) -> Any:
     response = httpx.request(
         method,
         server.url + path,
@@ -150,14 +150,14 @@ def test_runyard_down_across_a_slot_sends_exactly_one_missed_alert(tmp_path: Pat
             slot = (now + timedelta(seconds=75)).replace(second=0, microsecond=0)
             if (slot - now).total_seconds() > 75:
                 slot -= timedelta(minutes=1)
-            project = _api(
+            project = api(
                 server,
                 token,
                 "POST",
                 "/api/v1/projects",
                 json={"name": "analytics", "kind": "dbt", "path": "dbt_demo"},
             )
-            job = _api(
+            job = api(
                 server,
                 token,
                 "POST",
@@ -174,7 +174,7 @@ def test_runyard_down_across_a_slot_sends_exactly_one_missed_alert(tmp_path: Pat
                 },
             )
             assert job["alert_if_not_started_within"] == 5
-            _api(server, token, "POST", f"/api/v1/projects/{project['id']}/deploy")
+            api(server, token, "POST", f"/api/v1/projects/{project['id']}/deploy")
             # The running server starts watching the job's slots.
             deadline = time.monotonic() + 20
             while _watermark(tmp_path / "runyard.db", job["id"]) is None:
