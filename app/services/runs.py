@@ -42,6 +42,7 @@ from app.models import (
     RunRecord,
     RunSnapshot,
     RunState,
+    RunStep,
     Step,
     StepPlan,
     TriggeredBy,
@@ -354,6 +355,11 @@ class RunService:
             request_hash=(
                 _request_hash(command_override, image, steps_override) if idempotency_key else None
             ),
+            # A run of steps shows its steps, pending, from the start (docs/steps.md).
+            steps=[
+                RunStep(index=i, name=p.name, command=p.command, run_on_failure=p.run_on_failure)
+                for i, p in enumerate(plans)
+            ],
         )
         policy = config.concurrency_policy
         # A Job the cluster created (job_name) runs whatever runyard records: Forbid cannot
@@ -846,6 +852,16 @@ class RunService:
         self._tracker.finished(
             run_id, Outcome(status="cancelled", end_time=self._clock(), error=why)
         )
+        if record.steps and record.executor != "local":
+            # The local supervisor records how each step ended; a Kubernetes run's steps
+            # are read from its pod's log when it ends, which a cancelled run never does.
+            stopped = [
+                msgspec.structs.replace(s, status="cancelled")
+                if s.status in ("pending", "running")
+                else s
+                for s in record.steps
+            ]
+            self._store.runs.set_steps(run_id, stopped, self._clock())
 
     def status(
         self,

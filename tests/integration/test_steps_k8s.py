@@ -209,3 +209,20 @@ def test_a_job_of_steps_needs_the_launcher(
         )
         problem = assert_problem(response, 409)
         assert "RUNYARD_LAUNCHER_IMAGE" in problem["detail"]
+
+
+def test_a_cancelled_run_of_steps_shows_its_steps_cancelled(tracked: Tracked) -> None:
+    project = tracked.project(image="ghcr.io/acme/dbt:1")
+    job = tracked.job(project["id"], command="", steps=STEPS)
+    body = tracked.trigger(project["id"], job["id"])
+    run = tracked.run(body["job_run_id"])
+    assert [s["status"] for s in run["steps"]] == ["pending"] * 3
+    assert [s["name"] for s in run["steps"]] == ["dbt build", "dbt test", "docs"]
+    response = tracked.app.client.post(
+        f"/api/v1/runs/{body['job_run_id']}/cancel", headers=tracked.app.admin
+    )
+    assert response.status_code == 200, response.text
+    run = tracked.run(body["job_run_id"])
+    assert run["status"] == "cancelled"
+    assert [s["status"] for s in run["steps"]] == ["cancelled"] * 3
+    assert run["failed_step"]["index"] == 0

@@ -534,6 +534,12 @@ class LocalExecutor:
         except Exception:
             log.exception("the supervisor of a local run failed", extra={"run_id": run_id})
             with contextlib.suppress(Exception):
+                if active.plans:  # no step stays running after its run has ended
+                    for step in active.steps:
+                        if step.status in ("pending", "running"):
+                            step.status = "skipped" if step.status == "pending" else "failed"
+                    self._save_steps(active)
+            with contextlib.suppress(Exception):
                 self._events.finished(
                     run_id,
                     Outcome(
