@@ -553,8 +553,13 @@ MIGRATIONS: tuple[Migration, ...] = (
         11,
         "queued runs, per-org cap on running runs, silence alerts (missed, overdue)",
         (
-            # NULL: the server's RUNYARD_LOCAL_MAX_RUNS_PER_ORG (docs/queues.md).
-            "ALTER TABLE orgs ADD COLUMN max_concurrent_runs INTEGER",
+            # An org's own cap on active runs; no row: the server's
+            # RUNYARD_LOCAL_MAX_RUNS_PER_ORG (docs/queues.md). A table of its own, so the
+            # orgs table keeps its columns.
+            """CREATE TABLE org_limits (
+                org_id TEXT PRIMARY KEY REFERENCES orgs(id) ON DELETE CASCADE,
+                max_concurrent_runs INTEGER NOT NULL CHECK (max_concurrent_runs >= 1)
+            )""",
             # The queue is the runs table: queued runs in seq order (app/services/queue.py).
             "CREATE INDEX runs_queued ON runs (org_id, seq) WHERE status = 'queued'",
             # One row per alert sent: (job, missed, slot) or (job, overdue, run id), so each
