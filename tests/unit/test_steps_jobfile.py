@@ -1,9 +1,14 @@
-"""runyard.yaml accepts steps (docs/steps.md), and its JSON Schema describes them."""
+"""runyard.yaml accepts steps (docs/steps.md), its JSON Schema describes them, and
+``runyard runs show`` lists a run's steps."""
 
 from __future__ import annotations
 
+import io
+
 import pytest
 
+from app.cli.output import Output
+from app.cli.waiting import print_run
 from app.jobfile import JobFileError, load, schema
 from app.models import Step
 
@@ -45,3 +50,18 @@ def test_the_schema_describes_steps() -> None:
     step = document["$defs"]["Step"]
     assert step["required"] == ["command"]
     assert set(step["properties"]) == {"command", "name", "run_on_failure"}
+
+
+def test_runs_show_lists_the_steps() -> None:
+    out = io.StringIO()
+    steps = [
+        {"index": 0, "name": "dbt seed", "status": "success", "exit_code": 0},
+        {"index": 1, "name": "dbt build", "status": "failed", "exit_code": 1},
+        {"index": 2, "name": "docs", "status": "skipped", "exit_code": None},
+    ]
+    steps[0]["duration_seconds"], steps[1]["duration_seconds"] = 3.25, 5.0
+    print_run({"id": "run_1", "status": "failed", "steps": steps}, Output(stream=out))
+    text = out.getvalue()
+    assert "step 1\tdbt seed (success, 3.2 s)" in text
+    assert "step 2\tdbt build (failed, exit 1, 5.0 s)" in text
+    assert "step 3\tdocs (skipped)" in text
