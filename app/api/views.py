@@ -87,7 +87,7 @@ class TriggerBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     steps: list[Step] | None = None
 
 
-class TriggerResult(msgspec.Struct, kw_only=True):
+class TriggerResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     job_run_id: str
     job_name: str | None
     status: str

@@ -412,7 +412,14 @@ class RunService:
                 return None  # this slot or this Kubernetes Job already has its run
             # Two runs of one job in the same second on Kubernetes: make the name unique.
             record.job_name = run_job_name(project.name, config.name, now, secrets.token_hex(2))
-            if not self._store.runs.insert_exclusive(record, forbid=False).inserted:
+            record.status = "pending"  # the queue decides again (insert_exclusive)
+            admission = self._store.runs.insert_exclusive(
+                record,
+                forbid=False,
+                queue=policy == "Queue",
+                cap=self.queue.cap_of(project.org_id),
+            )
+            if not admission.inserted:
                 raise Conflict("Too many runs of this job started at once; try again.")
         if job_name is not None:  # the cluster started it: only replace the older runs
             if policy == "Replace":
