@@ -25,9 +25,11 @@ import pytest
 from litestar.testing import TestClient
 
 from app.container import Container
+from app.ids import to_text
 from app.main import create_app
 from tests.conftest import org_folder
 from tests.conftest_examples import copy_example
+from tests.integration import test_notify_support as support
 from tests.integration.api_helpers import assert_problem, make_job, make_project
 from tests.integration.test_local_executor import slow_model
 from tests.integration.test_notify_support import receiver, slack_api
@@ -326,3 +328,50 @@ def test_thresholds_are_validated_and_shown(
     )
     assert turned_off.status_code == 200, turned_off.text
     assert turned_off.json()["alert_if_running_longer_than"] is None
+
+
+def test_a_slot_whose_run_waits_in_the_queue_is_missed_naming_its_place(
+    container_factory: Callable[..., Container],
+) -> None:
+    """Driven with explicit times: a slot whose run was running in time sends nothing; a
+    slot whose run still waits in the queue after the threshold sends one missed alert
+    naming the run and its place, once."""
+    container = container_factory(start=False, webhook_allowed_hosts=("127.0.0.1",))
+    project = support.make_project(container, deployed=True)
+    job = support.make_job(
+        container,
+        project,
+        schedule="0 * * * *",
+        concurrency_policy="Queue",
+        alert_if_not_started_within=10,
+        webhook_enabled=True,
+        webhook_url="http://127.0.0.1:9/hook",
+    )
+    watch = container.silence
+    start = datetime(2026, 11, 30, 5, 30, tzinfo=UTC)
+    watch.started_at = start - timedelta(days=1)  # runyard was up all along
+    assert watch.check(start) == 0  # newly watched: from now on
+
+    def scheduled(slot: datetime, status: str) -> str:
+        run = support.make_run(container, project, job)
+        container.store.database.execute(
+            "UPDATE runs SET scheduled_for = ?, triggered_by = 'scheduled', status = ?"
+            " WHERE id = ?",
+            (to_text(slot), status, run.id),
+        )
+        return run.id
+
+    six, seven = start.replace(hour=6, minute=0), start.replace(hour=7, minute=0)
+    on_time = scheduled(six, "pending")
+    container.tracker.started(on_time, six + timedelta(minutes=1))  # running at 06:01
+    waiting = scheduled(seven, "queued")  # behind the 06:00 run, still running
+
+    assert watch.check(seven + timedelta(minutes=9)) == 0  # within the threshold
+    assert watch.check(seven + timedelta(minutes=11)) == 1
+    assert watch.check(seven + timedelta(minutes=12)) == 0  # once
+    [(event, key, reason)] = container.store.silence.sent(job.id)
+    assert (event, key) == ("missed", to_text(seven))
+    assert reason == f"the run is queued at place 1 (run {waiting})"
+    [notification] = container.store.outbox.for_run(waiting)
+    assert (notification.event, notification.kind) == ("missed", "webhook")
+    assert container.store.outbox.for_run(on_time) == []
