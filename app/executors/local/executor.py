@@ -617,7 +617,8 @@ class LocalExecutor:
         # ran nodes; the other artifacts are the last step's that wrote them.
         skip = () if runs_nodes and not active.kept_failed_results else ("run_results.json",)
         try:
-            started = active.steps[index].started_at or active.first_started_at
+            # The first step's process starts just before its record says so.
+            started = (index and active.steps[index].started_at) or active.first_started_at
             kept = collect_artifacts(
                 self._store,
                 active.run.id,
