@@ -40,9 +40,11 @@ from app.services.commands import CommandChecker
 from app.services.environments import EnvironmentService
 from app.services.jobs import JobService
 from app.services.projects import ProjectService
+from app.services.queue import RunQueue
 from app.services.ratelimit import RateLimiter
 from app.services.retention import RetentionWorker
 from app.services.runs import RunService
+from app.services.silence import SilenceWatch
 from app.services.tokens import TokenService
 from app.settings import ExecutorName, Settings
 from app.store import Store
@@ -147,6 +149,11 @@ class Container:
         self.environments = EnvironmentService(
             self.store, self.executor, clock, paths=ProjectPaths(settings.projects_root_path)
         )
+        # Queued runs and the per-org cap (docs/queues.md); the local executor counts its
+        # processes against the same cap.
+        self.queue = RunQueue(self.store, settings.local_max_runs_per_org, clock=clock)
+        if isinstance(self.executor, LocalExecutor):
+            self.executor.cap_of = self.queue.cap_of
         self.runs = RunService(
             self.store,
             self.executor,
@@ -156,6 +163,14 @@ class Container:
             clock,
             # Cursors stay valid across restarts for as long as the secret key does.
             cursor_key=self.store.database.box.derive(b"pagination cursors"),
+            queue=self.queue,
+        )
+        self.silence = SilenceWatch(
+            self.store,
+            self.notifications,
+            clock=clock,
+            interval_seconds=settings.silence_interval_seconds,
+            minute_seconds=settings.silence_minute_seconds,
         )
         # 4. What starts runs on its own, through the run service.
         self.scheduler: Scheduler | None = None
@@ -163,7 +178,7 @@ class Container:
         if isinstance(self.executor, LocalExecutor):
             self.scheduler = Scheduler(
                 self.store,
-                fire_through(self.runs, self.executor.at_capacity),
+                fire_through(self.runs),
                 clock=clock,
                 missed_fire_policy=settings.missed_fire_policy,
             )
@@ -207,13 +222,17 @@ class Container:
         self.executor.start()
         if self.scheduler is not None and self._scheduler_thread:
             self.scheduler.start()
+        self.queue.start()  # after the executor re-attached to the runs it had
         self.retention.start()
         self.notifications.start()
+        self.silence.start()
 
     def stop(self) -> None:
+        self.silence.stop()
         self.retention.stop()
         if self.scheduler is not None:
             self.scheduler.stop()  # first: a fire in progress still launches normally
+        self.queue.stop()
         self.executor.stop()
         self.notifications.stop()
         self.store.close()

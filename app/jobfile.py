@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, get_args
 import msgspec
 import yaml
 
-from app.models import ConcurrencyPolicy, DependencyCondition, ProjectKind, WebhookEvent
+from app.models import ConcurrencyPolicy, DependencyCondition, ProjectKind, Step, WebhookEvent
 
 SCHEMA_PATH = "/api/v1/schemas/runyard.yaml"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
@@ -47,7 +47,16 @@ class DependsOn(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 class JobSpec(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
     name: str
-    command: Annotated[str, msgspec.Meta(description="a dbt or SQLMesh command")]
+    command: Annotated[
+        str, msgspec.Meta(description="a dbt or SQLMesh command; leave out when giving steps")
+    ] = ""
+    steps: Annotated[
+        list[Step],
+        msgspec.Meta(
+            description="commands run in order as one run, instead of command: each "
+            "{command, name, run_on_failure} (docs/steps.md)"
+        ),
+    ] = msgspec.field(default_factory=list)
     schedule: Annotated[
         str | None, msgspec.Meta(description="cron expression; null: trigger-only")
     ] = None

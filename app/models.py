@@ -29,13 +29,16 @@ import msgspec
 from app.errors import FieldError
 
 ProjectKind = Literal["dbt", "sqlmesh"]
-ConcurrencyPolicy = Literal["Forbid", "Allow", "Replace"]
+ConcurrencyPolicy = Literal["Forbid", "Allow", "Replace", "Queue"]
 Role = Literal["admin", "viewer"]
-RunStatus = Literal["pending", "running", "success", "failed", "timed_out", "cancelled", "lost"]
+RunStatus = Literal[
+    "queued", "pending", "running", "success", "failed", "timed_out", "cancelled", "lost"
+]
 TriggeredBy = Literal["manual", "scheduled", "rerun", "dependency", "retry"]
 DependencyCondition = Literal["success", "failure", "any"]
-WebhookEvent = Literal["started", "success", "failure", "cancelled"]
+WebhookEvent = Literal["started", "success", "failure", "cancelled", "missed", "overdue"]
 SyncState = Literal["in_sync", "pending", "not_deployed"]
+StepStatus = Literal["pending", "running", "success", "failed", "skipped", "cancelled", "timed_out"]
 
 # The values of the types above, for checks and messages that list them.
 PROJECT_KINDS: tuple[str, ...] = get_args(ProjectKind)
@@ -46,7 +49,14 @@ WEBHOOK_EVENTS: tuple[str, ...] = get_args(WebhookEvent)
 TERMINAL_STATUSES: frozenset[str] = frozenset(
     {"success", "failed", "timed_out", "cancelled", "lost"}
 )
+# Active: handed to an executor (a process or a pod exists or is being made).
 ACTIVE_STATUSES: frozenset[str] = frozenset({"pending", "running"})
+# Open: not ended. A queued run waits in the runs table for the queue dispatcher
+# (app/services/queue.py); it blocks a Forbid job's next run and is cancelled by Replace
+# like an active one, but no executor knows of it (docs/queues.md).
+OPEN_STATUSES: frozenset[str] = ACTIVE_STATUSES | {"queued"}
+# The silence alerts (app/services/silence.py): not run statuses, events of a job.
+ALERT_EVENTS: frozenset[str] = frozenset({"missed", "overdue"})
 # How a stored secret value reads back: names stay visible, values never.
 REDACTED = "********"
 # The write-only maps of a job's and of a project's configuration (see "Secrets" above).
@@ -91,6 +101,9 @@ class Organization(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     slug: str
     created_at: datetime
+    # Runs of the org running at once, beyond which runs queue (docs/queues.md); None:
+    # the server's RUNYARD_LOCAL_MAX_RUNS_PER_ORG.
+    max_concurrent_runs: int | None = None
 
 
 class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -211,9 +224,24 @@ class Dependency(msgspec.Struct, frozen=True, kw_only=True):
     on: DependencyCondition = "success"
 
 
+class Step(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One command of a job that runs several in order (docs/steps.md). ``name`` defaults
+    to the command's first words (``dbt build``); ``run_on_failure``: runs even when an
+    earlier step failed (``dbt docs generate`` after a failed build)."""
+
+    command: str
+    name: str | None = None
+    run_on_failure: bool = False
+
+
+MAX_STEPS = 20
+
+
 class JobConfig(msgspec.Struct, kw_only=True):
     name: str
-    command: str
+    # Exactly one of ``command`` and ``steps`` (JobService._check): a job of steps has
+    # command "" (its runs record a joined summary of the steps as their command).
+    command: str = ""
     schedule: str | None = None
     description: str = ""
     timezone: str = "UTC"
@@ -243,6 +271,12 @@ class JobConfig(msgspec.Struct, kw_only=True):
     environment_id: str | None = None
     # Whether a trigger may run the job once in another environment of its project.
     allow_environment_override: bool = False
+    # Silence alerts (docs/notifications.md), in minutes; None: off. Setting one is the
+    # opt-in to its event (missed, overdue) on the job's Slack alerts and webhook.
+    alert_if_not_started_within: int | None = None
+    alert_if_running_longer_than: int | None = None
+    # An ordered list of commands run as one run (docs/steps.md); empty: ``command``.
+    steps: list[Step] = msgspec.field(default_factory=list)
 
 
 class JobOut(JobConfig, kw_only=True):
@@ -296,11 +330,19 @@ class NodeSummary(msgspec.Struct, frozen=True, kw_only=True):
     status: str
     execution_time: float | None = None
     message: str | None = None
+    # The index of the step (of a job of steps) that reported the node; None otherwise.
+    step: int | None = None
 
 
 # The dbt commands whose runs may be retried (what dbt retry repeats, less run-operation,
 # whose macro the command policy allowlists, and clone and docs generate).
 RETRYABLE_DBT_COMMANDS = frozenset({"build", "run", "test", "seed", "snapshot", "compile"})
+# The dbt commands whose node results a step of a run reports and whose run_results.json
+# the run keeps (docs/steps.md): those that run nodes. (docs generate and compile list
+# every node they compiled as a success, which would hide a build's failure.)
+NODE_RESULT_COMMANDS = frozenset(
+    {"build", "run", "test", "seed", "snapshot", "retry", "clone", "source freshness"}
+)
 
 
 class RunState(msgspec.Struct, frozen=True, kw_only=True):
@@ -312,6 +354,65 @@ class RunState(msgspec.Struct, frozen=True, kw_only=True):
     # ``--defer``: this run's manifest.json (the deferred-to job's latest success).
     defer_run_id: str | None = None
     defer_job_id: str | None = None
+
+
+class StepPlan(msgspec.Struct, frozen=True, kw_only=True):
+    """A step as a run runs it: its name, validated argument list and dbt/SQLMesh
+    subcommand (which steps' node results and artifacts a run keeps, docs/steps.md)."""
+
+    name: str
+    command: str
+    argv: list[str]
+    subcommand: str
+    run_on_failure: bool = False
+
+
+class RunStep(msgspec.Struct, kw_only=True):
+    """What one step of a run did (``Run.steps``)."""
+
+    index: int
+    name: str
+    command: str
+    run_on_failure: bool = False
+    status: StepStatus = "pending"
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    duration_seconds: float | None = None
+    # Where the step's output starts in the run's stored log (a chunk number), so that
+    # ``GET /api/v1/runs/{id}/logs?step=N`` reads only its part; None: not known.
+    log_seq: int | None = None
+
+
+class FailedStep(msgspec.Struct, frozen=True, kw_only=True):
+    index: int
+    name: str
+    status: StepStatus
+    exit_code: int | None = None
+
+
+def failed_step(steps: Collection[RunStep]) -> FailedStep | None:
+    """The step that failed the run: the first one that failed, timed out or was
+    cancelled (a step that ran on failure after it does not count as the cause)."""
+    for step in steps:
+        if step.status in ("failed", "timed_out", "cancelled"):
+            return FailedStep(
+                index=step.index, name=step.name, status=step.status, exit_code=step.exit_code
+            )
+    return None
+
+
+def step_name(step: Step, argv: Collection[str] = ()) -> str:
+    """A step's name: its own, else its command's program and subcommand words."""
+    if step.name:
+        return step.name
+    words = [w for w in (list(argv) or step.command.split()) if not w.startswith("-")]
+    return " ".join(words[:3] if words[1:2] in (["docs"], ["source"]) else words[:2])
+
+
+def steps_summary(steps: Collection[StepPlan]) -> str:
+    """The command text a run of steps records: its steps' commands, in order."""
+    return "; ".join(step.command for step in steps)
 
 
 class RunSnapshot(msgspec.Struct, kw_only=True):
@@ -336,6 +437,8 @@ class RunSnapshot(msgspec.Struct, kw_only=True):
     # The project environment the run ran with (its image and path are already in
     # ``image`` and ``path``); None: a run recorded before environments existed.
     environment: RunEnvironment | None = None
+    # A run of steps (docs/steps.md): what it runs, in order; ``argv`` is the first's.
+    steps: list[StepPlan] = msgspec.field(default_factory=list)
 
 
 class Run(msgspec.Struct, kw_only=True):
@@ -361,8 +464,13 @@ class Run(msgspec.Struct, kw_only=True):
     executor: str
     scheduled_for: datetime | None = None
     results: list[NodeSummary] = msgspec.field(default_factory=list)
+    # A run of steps: each step's record, in order (docs/steps.md); empty otherwise.
+    steps: list[RunStep] = msgspec.field(default_factory=list)
     created_at: datetime
     updated_at: datetime
+    # A queued run's place in its job's queue (1: next); None for any other status.
+    # Computed when read (app/store/runs.py), never stored.
+    queue_position: int | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -392,6 +500,8 @@ class RunOut(Run, kw_only=True):
     is_terminal: bool
     is_success: bool
     is_failed: bool
+    # A run of steps that failed: the step that failed it (``failed_step(steps)``).
+    failed_step: FailedStep | None = None
 
 
 # --- PUT bodies -------------------------------------------------------------------------

@@ -47,18 +47,12 @@ FireFn = Callable[[Project, Job, datetime], bool]
 (Forbid with a run active, or the slot already has its run)."""
 
 
-def fire_through(runs: RunStarter, at_capacity: Callable[[str], bool]) -> FireFn:
-    """Fires that start runs through ``runs``, skipping a slot while the job's organization
-    has as many runs active as the executor allows (``at_capacity(org_id)``)."""
+def fire_through(runs: RunStarter) -> FireFn:
+    """Fires that start runs through ``runs``. An org at its cap on running runs
+    (max_concurrent_runs) does not skip the slot: its run is recorded queued and starts
+    when a place frees up (docs/queues.md)."""
 
     def fire(project: Project, job: Job, slot: datetime) -> bool:
-        if at_capacity(project.org_id):
-            log.warning(
-                "scheduled run skipped: the organization has RUNYARD_LOCAL_MAX_RUNS_PER_ORG "
-                "local runs active",
-                extra={"job_id": job.id, "slot": slot.isoformat(), "org": project.org_slug},
-            )
-            return False
         started = runs.start_run(project, job, triggered_by="scheduled", scheduled_for=slot)
         return started is not None
 

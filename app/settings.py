@@ -97,6 +97,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     internal_url: str | None = None
     # How long a web UI sign-in lasts (app/web/sessions.py), from sign-in, in hours.
     ui_session_hours: float = 12.0
+    # Silence alerts (docs/notifications.md): how often missed slots and overdue runs are
+    # checked, and how many seconds a threshold's minute lasts: 60, shorter for tests only.
+    silence_interval_seconds: float = 20.0
+    silence_minute_seconds: float = 60.0
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
 
@@ -110,6 +114,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise SettingsError(
                 f"{variable('ui_session_hours')} must be more than 0 and at most 720 (30 days)"
             )
+        for name in ("silence_interval_seconds", "silence_minute_seconds"):
+            if not getattr(self, name) > 0:
+                raise SettingsError(f"{variable(name)} must be more than 0")
 
     @property
     def database_path(self) -> Path:

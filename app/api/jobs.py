@@ -170,6 +170,7 @@ class JobController(Controller):
             image,
             environment_id=data.environment_id if data else None,
             environment_name=data.environment if data else None,
+            steps=data.steps if data else None,
         )
         run = result.run
         if result.replayed:
@@ -180,11 +181,18 @@ class JobController(Controller):
                 message="This Idempotency-Key already started this run",
             )
             return Response(replay, status_code=200)
+        queued = run.status == "queued"  # concurrency_policy Queue or the org's cap
         body = TriggerResult(
             job_run_id=run.id,
             job_name=run.job_name,
-            status="pending",
-            message="Run triggered successfully",
+            status="queued" if queued else "pending",
+            message=(
+                f"Run queued at place {run.queue_position}: it starts when the runs before "
+                "it end (docs/queues.md)"
+                if queued
+                else "Run triggered successfully"
+            ),
+            queue_position=run.queue_position if queued else None,
         )
         return Response(body, status_code=201)
 

@@ -20,7 +20,7 @@ from app.store.outbox import Attempt, Notification
 class NotificationOut(msgspec.Struct, kw_only=True):
     id: str
     delivery_id: str  # the X-Runyard-Delivery header (and the Slack message metadata)
-    run_id: str
+    run_id: str | None
     kind: str  # slack or webhook
     event: str  # started, success, failure or cancelled
     target: str | None  # the Slack channel or the webhook URL

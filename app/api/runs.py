@@ -78,9 +78,15 @@ class RunController(Controller):
         tail: Annotated[int | None, Parameter(ge=0, le=1_000_000)] = None,
         since: str | None = None,
         search: Annotated[str | None, Parameter(max_length=500)] = None,
+        step: Annotated[int | None, Parameter(ge=0, le=1000)] = None,
     ) -> str:
         return runs.logs(
-            principal, run_id, tail=tail, since=parse_time("since", since), search=search
+            principal,
+            run_id,
+            tail=tail,
+            since=parse_time("since", since),
+            search=search,
+            step=step,
         )
 
     @post(
@@ -107,6 +113,12 @@ class RunController(Controller):
         run_id: str,
         data: TriggerBody | None = None,
     ) -> RunOut:
+        if data is not None and data.steps is not None:
+            raise invalid(
+                "steps",
+                "a rerun replays its run's steps; to run other steps, trigger the job with "
+                'them (POST /api/v1/projects/{project}/jobs/{job}/trigger with {"steps": ...})',
+            )
         if data is not None and data.image is not None:
             # A rerun replays its snapshot, image included: a different image is a new run.
             raise invalid(

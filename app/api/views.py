@@ -20,6 +20,8 @@ from app.models import (
     Run,
     RunEnvironment,
     RunOut,
+    Step,
+    failed_step,
     redact_job_config,
     redacted,
 )
@@ -44,7 +46,11 @@ def run_out(run: Run) -> RunOut:
     # Only the Run fields: a RunRecord also carries the org and the snapshot.
     fields = {name: getattr(run, name) for name in Run.__struct_fields__}
     return RunOut(
-        **fields, is_terminal=run.is_terminal, is_success=run.is_success, is_failed=run.is_failed
+        **fields,
+        is_terminal=run.is_terminal,
+        is_success=run.is_success,
+        is_failed=run.is_failed,
+        failed_step=failed_step(run.steps),
     )
 
 
@@ -82,13 +88,16 @@ class TriggerBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     # allow it: allow_environment_override). Triggers only.
     environment_id: str | None = None
     environment: str | None = None
+    # Run these steps instead of the job's command or steps (docs/steps.md). Triggers only.
+    steps: list[Step] | None = None
 
 
-class TriggerResult(msgspec.Struct, kw_only=True):
+class TriggerResult(msgspec.Struct, kw_only=True, omit_defaults=True):
     job_run_id: str
     job_name: str | None
     status: str
     message: str
+    queue_position: int | None = None  # a queued run's place in its job's queue
 
 
 class DeployResult(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -1,5 +1,5 @@
-"""The ``runyard`` command: serve, tokens, reconcile, demo, apply, and the client commands
-(projects, jobs, runs, audit) that talk to a runyard server over its API.
+"""The ``runyard`` command: serve, tokens, orgs, reconcile, demo, apply, and the client commands
+(projects, environments, jobs, runs, audit) that talk to a runyard server over its API.
 
 Exit codes (app/exit_codes.py): 0 success, 1 a run failed (client commands), 2 usage error,
 3 the server refused or could not be reached (or a local operation failed), 130 interrupted.
@@ -19,6 +19,7 @@ from app.cli.common import CliError
 from app.cli.environments import environments
 from app.cli.http import ApiError
 from app.cli.local import demo, reconcile, serve, tokens
+from app.cli.orgs import orgs
 from app.cli.resources import jobs, projects
 from app.cli.runs import runs
 from app.exit_codes import EXIT_INTERRUPTED, EXIT_OK, EXIT_REFUSED, EXIT_USAGE
@@ -36,7 +37,19 @@ def cli() -> None:
     """
 
 
-for command in (serve, tokens, projects, environments, jobs, runs, apply, audit, reconcile, demo):
+for command in (
+    serve,
+    tokens,
+    orgs,
+    projects,
+    environments,
+    jobs,
+    runs,
+    apply,
+    audit,
+    reconcile,
+    demo,
+):
     cli.add_command(command)
 
 

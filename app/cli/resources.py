@@ -249,7 +249,9 @@ _job_options = [
     click.option("--schedule", help="cron expression ('none' for trigger-only)"),
     click.option("--timezone"),
     click.option("--description"),
-    click.option("--concurrency-policy", type=click.Choice(["Forbid", "Allow", "Replace"])),
+    click.option(
+        "--concurrency-policy", type=click.Choice(["Forbid", "Allow", "Replace", "Queue"])
+    ),
     click.option("--timeout-seconds", type=int),
     click.option("--data", help="more fields as a JSON object, or @FILE"),
 ]

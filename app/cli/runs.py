@@ -70,7 +70,8 @@ def runs_show(api: Api, run: str) -> int:
         api.out.document(found)
     else:
         print_run(found, api.out)
-    return EXIT_OK if found["status"] in ("success", "pending", "running") else EXIT_RUN_FAILED
+    not_failed = ("success", "queued", "pending", "running")
+    return EXIT_OK if found["status"] in not_failed else EXIT_RUN_FAILED
 
 
 @runs.command("logs")

@@ -253,6 +253,13 @@ def print_run(run: dict[str, Any], out: Output) -> None:
     ]
     if run.get("error"):
         pairs.append(("error", run["error"]))
+    for step in run.get("steps") or []:  # a run of steps (docs/steps.md)
+        took = step.get("duration_seconds")
+        detail = f"{step['status']}" + (
+            f", exit {step['exit_code']}" if step.get("exit_code") else ""
+        )
+        detail += f", {took:.1f} s" if took is not None else ""
+        pairs.append((f"step {step['index'] + 1}", f"{step['name']} ({detail})"))
     failed = [r for r in run.get("results") or [] if r.get("status") in ("error", "fail", "failed")]
     for node in failed[:10]:
         pairs.append(("failed", f"{node['name']}: {(node.get('message') or '')[:300]}"))

@@ -17,7 +17,8 @@ from typing import Protocol
 
 import msgspec
 
-from app.models import JobConfig, Project, RunRecord, RunStatus, WebhookEvent
+from app.models import Job, JobConfig, Project, RunRecord, RunStatus, WebhookEvent
+from app.notify.messages import Alert
 from app.notify.result import SendResult
 from app.store import Store
 from app.store.outbox import Claimed
@@ -74,25 +75,55 @@ class Stored(msgspec.Struct, frozen=True, kw_only=True):
 
 class RunView:
     """The run a notification is about, as channels read it. The project, the job row and
-    the log are read from the store when a channel first asks, once per view."""
+    the log are read from the store when a channel first asks, once per view.
 
-    def __init__(self, store: Store, record: RunRecord, public_url: str | None) -> None:
+    A silence alert (``alert`` set, app/services/silence.py) is about a job: ``record`` is
+    the run it names, or None for a missed slot that has no run. Its notifications keep
+    their rendered message on the row and use the job's current webhook headers."""
+
+    def __init__(
+        self,
+        store: Store,
+        record: RunRecord | None,
+        public_url: str | None,
+        *,
+        job_id: str | None = None,
+        alert: Alert | None = None,
+        about_job: bool = False,
+    ) -> None:
         self._store = store
         self.record = record
         self.public_url = public_url
+        self.alert = alert  # while an alert's notifications are written
+        self.about_job = about_job or alert is not None  # an alert's, written or sent
+        self.job_id = record.job_id if record is not None else (job_id or "")
+
+    @cached_property
+    def _job(self) -> Job | None:
+        return self._store.jobs.get_any(self.job_id)
 
     @cached_property
     def project(self) -> Project | None:
-        return self._store.projects.get_any(self.record.project_id)
+        project_id = self.record.project_id if self.record is not None else None
+        if project_id is None and self._job is not None:
+            project_id = self._job.project_id
+        return self._store.projects.get_any(project_id) if project_id else None
 
     @cached_property
     def job_webhook_secret(self) -> str | None:
         """The job's webhook secret: the run's snapshot never holds it, the job row does."""
-        job = self._store.jobs.get_any(self.record.job_id)
-        return job.webhook_secret if job else None
+        return self._job.webhook_secret if self._job else None
+
+    @property
+    def webhook_headers(self) -> dict[str, str]:
+        """The headers a webhook request carries: the run's frozen ones, or for an alert
+        the job's as configured now (an alert is about the job)."""
+        if not self.about_job or self._job is None:
+            return self.record.snapshot.job.webhook_headers if self.record is not None else {}
+        return self._job.webhook_headers
 
     def log_text(self) -> str:
-        return self._store.runs.read_log(self.record.id)
+        return self._store.runs.read_log(self.record.id) if self.record is not None else ""
 
 
 class Channel(Protocol):

@@ -11,6 +11,7 @@ import random
 
 import msgspec
 
+from app.models import ALERT_EVENTS
 from app.notify import result
 from app.notify.channels import RunView
 from app.notify.registry import Registry
@@ -46,15 +47,22 @@ class Deliverer:
         self._public_url = public_url
 
     def deliver(self, row: Claimed) -> SendResult:
-        record = self._store.runs.record(row.run_id)
-        if record is None:  # pragma: no cover - rows are deleted with their run
-            return result.failed("the run no longer exists")
+        # A silence alert about a slot without a run has no run_id (app/services/silence.py).
+        record = self._store.runs.record(row.run_id) if row.run_id else None
+        if record is None and row.event not in ALERT_EVENTS:  # pragma: no cover
+            return result.failed("the run no longer exists")  # rows go with their run
         channel = self._channels.get(row.kind)
         if channel is None:  # written by a runyard that had this channel
             known = ", ".join(info.kind for info in self._channels.describe())
             return result.failed(f"no {row.kind!r} channel in this runyard (it has: {known})")
-        run = RunView(self._store, record, self._public_url)
+        run = RunView(
+            self._store,
+            record,
+            self._public_url,
+            job_id=row.job_id,
+            about_job=row.event in ALERT_EVENTS,
+        )
         sent = channel.deliver(row, run)
-        headers = record.snapshot.job.webhook_headers
+        headers = run.webhook_headers
         secrets = [row.secret, *headers.values(), *self._channels.secrets(run, row.kind)]
         return result.redact(sent, secrets)

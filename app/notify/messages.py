@@ -16,7 +16,16 @@ from typing import Any
 import msgspec
 
 from app.engines.results import dbt_log_text, failed_nodes, first_error_line
-from app.models import NodeSummary, ProjectKind, Run, RunOut, RunRecord, WebhookEvent
+from app.models import (
+    FailedStep,
+    NodeSummary,
+    ProjectKind,
+    Run,
+    RunOut,
+    RunRecord,
+    WebhookEvent,
+    failed_step,
+)
 
 # Block Kit limits (docs.slack.dev, "Blocks" and "chat.postMessage"). The whole-message
 # budget is below the documented 40,000 characters of ``text``: Slack answers
@@ -71,6 +80,8 @@ class FailedNode(msgspec.Struct, kw_only=True):
     resource_type: str
     status: str
     message: str | None
+    # The index of the step that reported it (a run of steps), else None.
+    step: int | None = None
 
 
 class WebhookBody(msgspec.Struct, kw_only=True):
@@ -84,13 +95,19 @@ class WebhookBody(msgspec.Struct, kw_only=True):
     run: RunOut
     failed_nodes: list[FailedNode]
     run_url: str | None
+    # A run of steps: the step that failed it (docs/steps.md); None otherwise.
+    failed_step: FailedStep | None = None
 
 
 def run_out(run: Run) -> RunOut:
     """The API's run shape, built here too so notify does not import the web layer."""
     fields = {name: getattr(run, name) for name in Run.__struct_fields__}
     return RunOut(
-        **fields, is_terminal=run.is_terminal, is_success=run.is_success, is_failed=run.is_failed
+        **fields,
+        is_terminal=run.is_terminal,
+        is_success=run.is_success,
+        is_failed=run.is_failed,
+        failed_step=failed_step(run.steps),
     )
 
 
@@ -127,10 +144,12 @@ def webhook_body(
                 resource_type=n.resource_type,
                 status=n.status,
                 message=n.message,
+                step=n.step,
             )
             for n in failed_nodes(run.results)
         ],
         run_url=run_url(public_url, run.id),
+        failed_step=failed_step(run.steps),
     )
     return msgspec.json.encode(body)
 
@@ -246,6 +265,7 @@ def slack_message(
     emoji, verb = _HEADLINES.get(status, (":grey_question:", status))
     link = run_url(public_url, run.id)
     failed = failed_nodes(run.results)
+    stopped_at = failed_step(run.steps) if event != "started" else None
     out = _Blocks()
 
     header = cut(f"{emoji} {project} / {job} {verb}", HEADER_LIMIT)
@@ -259,6 +279,10 @@ def slack_message(
         ("Duration", duration_text(run.duration_seconds)),
         ("Run", f"<{link}|{run.id}>" if link else f"`{run.id}`"),
     ]
+    if stopped_at is not None:
+        # A run of steps: which step failed it, ahead of the optional fields.
+        where = f"{stopped_at.index + 1} of {len(run.steps)}: {stopped_at.name}"
+        field_values.insert(3, ("Failed step", escape(cut(where, FIELD_VALUE_CHARS))))
     fields = [
         {"type": "mrkdwn", "text": cut(f"*{name}*\n{value}", FIELD_LIMIT)}
         for name, value in field_values[:MAX_FIELDS]
@@ -289,6 +313,8 @@ def slack_message(
     out.blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": footer}]})
 
     text = f"{project} / {job} {verb}"
+    if stopped_at is not None:
+        text += f" at step {stopped_at.index + 1} ({stopped_at.name})"
     if failed:
         text += ": " + "; ".join(
             f"{node_label(n)}: {first_error_line(n.message)}".rstrip(": ") for n in failed[:3]
@@ -307,6 +333,108 @@ def slack_message(
             "project_id": run.project_id,
             "job_id": run.job_id,
             "status": run.status,
+        },
+    }
+    return SlackMessage(text=cut(escape(text), TEXT_LIMIT), blocks=out.blocks, metadata=metadata)
+
+
+# --- silence alerts (missed, overdue) -----------------------------------------------------
+
+
+class Alert(msgspec.Struct, frozen=True, kw_only=True):
+    """A silence alert (app/services/silence.py): a scheduled slot that produced no running
+    run in time (``missed``), or a run running longer than its job allows (``overdue``)."""
+
+    event: WebhookEvent  # "missed" or "overdue"
+    project: ProjectRef
+    job: JobRef
+    threshold_minutes: int
+    reason: str  # what runyard knows of why (runyard down, queued, launch failed, ...)
+    detected_at: datetime
+    slot: datetime | None = None  # missed: the scheduled fire time
+    run: Run | None = None  # the slot's run (missed, when there is one) or the long run
+
+
+class AlertBody(msgspec.Struct, kw_only=True):
+    """The webhook body of a silence alert (docs/notifications.md); add fields, never
+    rename. ``run`` is null for a missed slot that has no run at all."""
+
+    event: WebhookEvent
+    delivery_id: str
+    occurred_at: datetime
+    project: ProjectRef
+    job: JobRef
+    slot: datetime | None
+    threshold_minutes: int
+    reason: str
+    run: RunOut | None
+    run_url: str | None
+
+
+def alert_webhook_body(alert: Alert, delivery_id: str, public_url: str | None) -> bytes:
+    body = AlertBody(
+        event=alert.event,
+        delivery_id=delivery_id,
+        occurred_at=alert.detected_at,
+        project=alert.project,
+        job=alert.job,
+        slot=alert.slot,
+        threshold_minutes=alert.threshold_minutes,
+        reason=alert.reason,
+        run=run_out(alert.run) if alert.run else None,
+        run_url=run_url(public_url, alert.run.id) if alert.run else None,
+    )
+    return msgspec.json.encode(body)
+
+
+def alert_headline(alert: Alert) -> str:
+    """One line naming the job, the slot or run, and the threshold."""
+    where = f"{alert.project.name} / {alert.job.name}"
+    if alert.event == "missed":
+        slot = alert.slot.strftime("%Y-%m-%d %H:%M UTC") if alert.slot else "a slot"
+        return (
+            f"{where}: the run scheduled for {slot} was not running within "
+            f"{alert.threshold_minutes} min"
+        )
+    run = f"run {alert.run.id}" if alert.run else "a run"
+    return f"{where}: {run} is running longer than {alert.threshold_minutes} min"
+
+
+def alert_slack_message(alert: Alert, delivery_id: str, public_url: str | None) -> SlackMessage:
+    emoji = ":alarm_clock:" if alert.event == "missed" else ":hourglass_flowing_sand:"
+    verb = "did not start" if alert.event == "missed" else "is running long"
+    title = f"{emoji} {alert.project.name} / {alert.job.name} {verb}"
+    link = run_url(public_url, alert.run.id) if alert.run else None
+    run_text = "none"
+    if alert.run is not None:
+        run_text = f"<{link}|{alert.run.id}>" if link else f"`{alert.run.id}`"
+    field_values = [
+        ("Project", escape(cut(alert.project.name, FIELD_VALUE_CHARS))),
+        ("Job", escape(cut(alert.job.name, FIELD_VALUE_CHARS))),
+        ("Slot", alert.slot.strftime("%Y-%m-%d %H:%M UTC") if alert.slot else "n/a"),
+        ("Threshold", f"{alert.threshold_minutes} min"),
+        ("Run", run_text),
+    ]
+    out = _Blocks()
+    header = cut(title, HEADER_LIMIT)
+    out.add({"type": "header", "text": {"type": "plain_text", "text": header, "emoji": True}}, 150)
+    fields = [
+        {"type": "mrkdwn", "text": cut(f"*{name}*\n{value}", FIELD_LIMIT)}
+        for name, value in field_values
+    ]
+    out.add({"type": "section", "fields": fields}, sum(len(f["text"]) for f in fields))
+    out.section(cut("*Reason*\n" + escape(alert.reason), ERROR_CHARS))
+    footer = cut(f"runyard · delivery `{delivery_id}`", CONTEXT_LIMIT)
+    out.blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": footer}]})
+    text = f"{alert_headline(alert)}: {alert.reason}" + (f" ({link})" if link else "")
+    metadata = {
+        "event_type": f"runyard_job_{alert.event}",
+        "event_payload": {
+            "delivery_id": delivery_id,
+            "run_id": alert.run.id if alert.run else None,
+            "project_id": alert.project.id,
+            "job_id": alert.job.id,
+            "status": alert.event,
         },
     }
     return SlackMessage(text=cut(escape(text), TEXT_LIMIT), blocks=out.blocks, metadata=metadata)

@@ -29,9 +29,10 @@ from datetime import datetime, timedelta
 
 from app.errors import Conflict, NotFound
 from app.ids import new_id, utcnow
-from app.models import RunRecord, WebhookEvent
+from app.models import JobConfig, Project, RunRecord, WebhookEvent
 from app.notify.channels import RunView, event_for
 from app.notify.deliver import Deliverer, RetryPolicy
+from app.notify.messages import Alert
 from app.notify.outbound import OutboundPolicy
 from app.notify.registry import Registry, build_registry
 from app.notify.result import SendResult
@@ -134,6 +135,42 @@ class NotificationOutbox:
                 )
             )
         return rows
+
+    def enqueue_alert(
+        self, alert: Alert, job: JobConfig, *, org_id: str, project: Project | None
+    ) -> list[str]:
+        """Write the notifications of a silence alert (app/services/silence.py), planned
+        from the job's configuration as it is now; their delivery ids. Call it inside the
+        transaction that records the alert as sent, so it is written once."""
+        record = self._store.runs.record(alert.run.id) if alert.run else None
+        view = RunView(
+            self._store, record, self._settings.public_url, job_id=alert.job.id, alert=alert
+        )
+        rows = []
+        for channel, planned in self.channels.plan(job, alert.event, project):
+            delivery_id = new_id("ntf", 20)
+            stored = channel.stored(planned, view, delivery_id)
+            rows.append(
+                NewNotification(
+                    id=delivery_id,
+                    org_id=org_id,
+                    run_id=record.id if record else None,
+                    job_id=alert.job.id,
+                    kind=planned.kind,
+                    event=alert.event,
+                    target=planned.target,
+                    host=planned.host,
+                    payload=stored.payload,
+                    secret=stored.secret,
+                )
+            )
+        if rows:
+            self._store.outbox.add(rows, self._clock())
+            log.info(
+                "silence alert queued",
+                extra={"job_id": alert.job.id, "event": alert.event, "count": len(rows)},
+            )
+        return [r.id for r in rows]
 
     # --- reading and retrying (the API) -------------------------------------------------
 

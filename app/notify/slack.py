@@ -29,11 +29,11 @@ import msgspec
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 
-from app.models import JobConfig, Project, WebhookEvent
+from app.models import ALERT_EVENTS, JobConfig, Project, WebhookEvent
 from app.notify import result
 from app.notify.channels import ChannelInfo, Planned, RunView, Stored
 from app.notify.http import USER_AGENT, PinnedHttp, unresolved
-from app.notify.messages import SlackMessage, slack_message
+from app.notify.messages import SlackMessage, alert_slack_message, slack_message
 from app.notify.outbound import OutboundPolicy, UnsafeTarget
 from app.notify.result import SendResult
 from app.settings import Settings
@@ -179,7 +179,7 @@ class SlackSender:
 def wanted(job: JobConfig, event: WebhookEvent) -> bool:
     if not job.slack_alerts_enabled:
         return False
-    if event == "failure":
+    if event == "failure" or event in ALERT_EVENTS:  # alerts: the job set a threshold
         return True
     return event == "success" and job.slack_alert_on_success
 
@@ -214,7 +214,11 @@ class SlackChannel:
 
     def stored(self, planned: Planned, run: RunView, delivery_id: str) -> Stored:
         # The message is built at send time from the run record (immutable once the run
-        # ended) and its log, so the transaction that ends a run stays small.
+        # ended) and its log, so the transaction that ends a run stays small. A silence
+        # alert's is built now: what it reports (a run's queue place, ...) changes.
+        if run.alert is not None:
+            message = alert_slack_message(run.alert, delivery_id, run.public_url)
+            return Stored(payload=msgspec.json.encode(message))
         return Stored()
 
     def deliver(self, row: Claimed, run: RunView) -> SendResult:
@@ -225,7 +229,12 @@ class SlackChannel:
                 return result.failed(NO_CHANNEL)
         elif not webhook_url:
             return result.failed(NO_SLACK)
-        message = slack_message(run.record, row.event, row.id, run.log_text(), run.public_url)
+        if row.payload is not None:  # a silence alert, rendered when it was written
+            message = msgspec.json.decode(row.payload, type=SlackMessage)
+        elif run.record is not None:
+            message = slack_message(run.record, row.event, row.id, run.log_text(), run.public_url)
+        else:
+            return result.failed("the notification's run no longer exists")
         if webhook_url:
             return self._sender.post_incoming(webhook_url, message)
         assert row.target is not None

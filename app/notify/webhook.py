@@ -15,11 +15,11 @@ from collections.abc import Callable, Mapping
 
 import httpx
 
-from app.models import JobConfig, Project, WebhookEvent, reserved_header
+from app.models import ALERT_EVENTS, JobConfig, Project, WebhookEvent, reserved_header
 from app.notify import result
 from app.notify.channels import ChannelInfo, Planned, RunView, Stored
 from app.notify.http import USER_AGENT, PinnedHttp, host_key, unresolved
-from app.notify.messages import signature, webhook_body
+from app.notify.messages import alert_webhook_body, signature, webhook_body
 from app.notify.outbound import OutboundPolicy, UnsafeTarget
 from app.notify.result import SendResult
 from app.settings import Settings
@@ -115,7 +115,10 @@ class WebhookSender:
 
 
 def wanted(job: JobConfig, event: WebhookEvent) -> bool:
-    return bool(job.webhook_enabled and job.webhook_url and event in job.webhook_events)
+    # A silence alert exists only for a job that set its threshold: that is the opt-in,
+    # whatever webhook_events lists.
+    listed = event in job.webhook_events or event in ALERT_EVENTS
+    return bool(job.webhook_enabled and job.webhook_url and listed)
 
 
 class WebhookChannel:
@@ -134,10 +137,12 @@ class WebhookChannel:
     def stored(self, planned: Planned, run: RunView, delivery_id: str) -> Stored:
         # The secret is copied onto the row so that retries sign even if the job is
         # deleted meanwhile (the outbox store clears it once delivered).
-        return Stored(
-            payload=webhook_body(run.record, planned.event, delivery_id, run.public_url),
-            secret=run.job_webhook_secret,
-        )
+        if run.alert is not None:
+            payload = alert_webhook_body(run.alert, delivery_id, run.public_url)
+        else:
+            assert run.record is not None  # a run's event has its run
+            payload = webhook_body(run.record, planned.event, delivery_id, run.public_url)
+        return Stored(payload=payload, secret=run.job_webhook_secret)
 
     def deliver(self, row: Claimed, run: RunView) -> SendResult:
         if not row.target or row.payload is None:
@@ -147,7 +152,7 @@ class WebhookChannel:
             row.payload,
             event=row.event,
             delivery_id=row.id,
-            job_headers=run.record.snapshot.job.webhook_headers,
+            job_headers=run.webhook_headers,
             secret=row.secret,
         )
 

@@ -54,6 +54,8 @@ from app.services.checks import (
 )
 from app.services.commands import CommandChecker
 from app.services.projects import require_writer
+from app.services.silence import check_silence_alerts
+from app.services.steps import plan_steps
 from app.services.tokens import require_project, sees_project
 from app.store import Store
 
@@ -201,6 +203,11 @@ class JobService:
         project = self.project(principal, project_id)
         current = self.get(principal, project_id, job_id)
         changes = patch.changes()
+        # Switching between one command and steps: the one given replaces the other.
+        if changes.get("steps") and "command" not in changes:
+            changes["command"] = ""
+        elif changes.get("command") and "steps" not in changes:
+            changes["steps"] = []
         if "webhook_secret" in changes:
             changes["webhook_secret"] = changes["webhook_secret"] or None
         secret_errors = []
@@ -339,10 +346,7 @@ class JobService:
 
     def _check(self, project: Project, job: Job) -> None:
         errors = check_name("name", job.name, "Job")
-        try:
-            self._commands.parse(project.kind, job.command)
-        except Invalid as exc:
-            errors += exc.errors
+        errors += self._check_command(project, job)
         errors += check_schedule("schedule", job.schedule)
         errors += check_timezone("timezone", job.timezone)
         errors += check_environment("environment", job.environment)
@@ -354,7 +358,8 @@ class JobService:
             "ttl_seconds_after_finished", job.ttl_seconds_after_finished, 300, 30 * 86400
         )
         if job.concurrency_policy not in CONCURRENCY_POLICIES:
-            errors.append(FieldError("concurrency_policy", "use Forbid, Allow or Replace"))
+            errors.append(FieldError("concurrency_policy", "use Forbid, Allow, Replace or Queue"))
+        errors += check_silence_alerts(job)
         errors += check_text(
             "description", job.description, MAX_DESCRIPTION_LENGTH, "a description"
         )
@@ -368,6 +373,36 @@ class JobService:
                 + "; ".join(f"{e.field}: {e.message}" for e in errors),
                 errors,
             )
+
+    def _check_command(self, project: Project, job: Job) -> list[FieldError]:
+        """Exactly one of command and steps, each step checked like a command."""
+        if job.steps and job.command:
+            return [
+                FieldError(
+                    "steps",
+                    "give either command or steps, not both: a job of steps runs its steps "
+                    'in order (set command to "" or leave it out)',
+                )
+            ]
+        if job.steps:
+            try:
+                plan_steps(self._commands, project.kind, job.steps)
+            except Invalid as exc:
+                return list(exc.errors)
+            return []
+        if not job.command:
+            return [
+                FieldError(
+                    "command",
+                    'required: the dbt or SQLMesh command to run (e.g. "dbt build"), or '
+                    "steps, a list of commands run in order",
+                )
+            ]
+        try:
+            self._commands.parse(project.kind, job.command)
+        except Invalid as exc:
+            return list(exc.errors)
+        return []
 
     def _check_webhook(self, job: Job) -> list[FieldError]:
         errors: list[FieldError] = []
@@ -425,6 +460,14 @@ class JobService:
             return []
         if project.kind != "dbt":
             return [FieldError("defer_to_job_id", "deferral is dbt's (--defer --state)")]
+        if job.steps:
+            return [
+                FieldError(
+                    "defer_to_job_id",
+                    "deferral applies to a job of one command; a job of steps cannot defer "
+                    "(give the steps that need it --defer --state in their own job)",
+                )
+            ]
         if target == job.id or self._store.jobs.get(job.org_id, project.id, target) is None:
             return [
                 FieldError(

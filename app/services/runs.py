@@ -26,6 +26,7 @@ from app.errors import (
     Conflict,
     Invalid,
     NotFound,
+    RateLimited,
     RunyardError,
     invalid,
 )
@@ -44,7 +45,11 @@ from app.models import (
     RunRecord,
     RunSnapshot,
     RunState,
+    RunStep,
+    Step,
+    StepPlan,
     TriggeredBy,
+    steps_summary,
 )
 from app.naming import cronjob_name, run_job_name
 from app.ports import Executor, Outcome
@@ -62,6 +67,8 @@ from app.services.history import (
     retryable_nodes,
 )
 from app.services.projects import image_refusal, require_writer
+from app.services.queue import RunQueue
+from app.services.steps import plan_steps, replan
 from app.services.tokens import require_project, require_run_in_scope
 from app.store import RunPage, Store
 from app.store.jobs import config_of
@@ -106,13 +113,18 @@ class _Replayed(Exception):
 
 
 def _request_hash(
-    command_override: str | None, image: str | None = None, environment_id: str | None = None
+    command_override: str | None,
+    image: str | None = None,
+    environment_id: str | None = None,
+    steps: list[Step] | None = None,
 ) -> str:
-    body: dict[str, str | None] = {"command_override": command_override}
+    body: dict[str, object] = {"command_override": command_override}
     if image is not None:  # keys used before triggers had an image keep their hash
         body["image"] = image
     if environment_id is not None:
         body["environment_id"] = environment_id
+    if steps is not None:
+        body["steps"] = steps
     return hashlib.sha256(msgspec.json.encode(body)).hexdigest()
 
 
@@ -137,6 +149,7 @@ class JobStatus(msgspec.Struct, kw_only=True):
     total_runs: int
     active_runs: int
     stats: WindowStats | None = None
+    queued_runs: int = 0
 
 
 class RunService:
@@ -150,8 +163,14 @@ class RunService:
         clock: Callable[[], datetime] = utcnow,
         *,
         cursor_key: bytes | None = None,
+        queue: RunQueue | None = None,
     ) -> None:
         self._store = store
+        # Queued runs (docs/queues.md): started by the queue through _launch_queued; woken
+        # when any run ends, since that may free a job's or an org's place.
+        self.queue = queue or RunQueue(store, default_cap=8, clock=clock)
+        self.queue.launch = self._launch_queued
+        tracker.on_finished.append(lambda _record: self.queue.wake())
         self._cursors = CursorCodec(cursor_key)
         # Run metrics label runs with their org's slug, which only the store knows.
         metrics.ORG_NAMES.bind(store.orgs.slug_of)
@@ -181,6 +200,7 @@ class RunService:
         image: str | None = None,
         environment_id: str | None = None,
         environment_name: str | None = None,
+        steps: list[Step] | None = None,
     ) -> Triggered:
         """A manual run. With an idempotency key, the same key within 24 hours returns the
         run it started instead of starting another; reusing it for another body is a 422.
@@ -194,6 +214,12 @@ class RunService:
         environment = self._one_off_environment(project, job, environment_id, environment_name)
         if idempotency_key is not None and not 1 <= len(idempotency_key) <= 255:
             raise invalid("Idempotency-Key", "use 1 to 255 characters")
+        if steps is not None and command_override is not None:
+            raise invalid(
+                "steps",
+                "give either command_override (one command) or steps (commands run in "
+                "order), not both",
+            )
         try:
             run = self.start_run(
                 project,
@@ -203,6 +229,7 @@ class RunService:
                 idempotency_key=idempotency_key,
                 image=image,
                 environment=environment,
+                steps_override=steps,
             )
         except _Replayed as replay:
             return Triggered(replay.run, replayed=True)
@@ -249,7 +276,12 @@ class RunService:
             snapshot=old.snapshot,
             job_id=old.job_id,
             command_override=command_override,
-            replay_command=None if command_override is not None else self._ran(project, old),
+            replay_command=(
+                None
+                if command_override is not None or old.snapshot.steps
+                else self._ran(project, old)
+            ),
+            replay_steps=old.snapshot.steps if command_override is None else None,
             rerun_of=old.id,
         )
         assert run is not None
@@ -275,6 +307,8 @@ class RunService:
         retry_of: str | None = None,
         state: RunState | None = None,
         environment: Environment | None = None,
+        steps_override: list[Step] | None = None,
+        replay_steps: list[StepPlan] | None = None,
     ) -> RunRecord | None:
         """Record and launch a run. Returns None when a scheduled or dependency run is
         skipped (Forbid with a run active, or the slot already has a run).
@@ -287,7 +321,20 @@ class RunService:
             assert job is not None
             snapshot = self._snapshot(project, job, environment)
         config = snapshot.job
-        if command_override is not None:
+        plans: list[StepPlan] = []
+        if steps_override is not None:
+            plans = plan_steps(self._commands, project.kind, steps_override)
+        elif command_override is None and replay_command is None:
+            if replay_steps:
+                plans = replan(self._commands, project.kind, replay_steps)
+            elif config.steps and replay_steps is None:
+                plans = plan_steps(self._commands, project.kind, config.steps)
+        if plans:
+            # A run of steps (docs/steps.md): its record's command is the steps' commands
+            # in order; ``argv`` and ``parsed`` are the first step's.
+            command = steps_summary(plans)
+            parsed = self._commands.parse(project.kind, plans[0].command)
+        elif command_override is not None:
             command = command_override
             parsed = self._commands.parse(project.kind, command_override, "command_override")
         elif replay_command is not None:
@@ -304,11 +351,28 @@ class RunService:
             command = config.command
             parsed = self._commands.parse(project.kind, command)
         parsed = self._targeted(project, snapshot, parsed)
+        # Each step runs against the environment's target too (docs/environments.md).
+        plans = [
+            msgspec.structs.replace(
+                plan,
+                argv=list(
+                    self._targeted(
+                        project, snapshot, self._commands.parse(project.kind, plan.command)
+                    ).argv
+                ),
+            )
+            for plan in plans
+        ]
         snapshot = msgspec.structs.replace(
             snapshot,
             argv=list(parsed.argv),
+            steps=plans,
             image_override=self._image(project, image, snapshot.image_override),
-            state=self._state(
+            # A run of steps starts with no dbt state: its jobs do not defer, and its
+            # retry replays steps rather than dbt retry (docs/steps.md).
+            state=None
+            if plans
+            else self._state(
                 project,
                 snapshot,
                 parsed,
@@ -317,7 +381,7 @@ class RunService:
                 cluster_made=job_name is not None,
             ),
         )
-        parsed_type = parsed.subcommand
+        parsed_type = "steps" if plans else parsed.subcommand
         namespace = (
             self._namespace_for(project.org_slug) if self._executor.name == ("kubernetes") else None
         )
@@ -347,10 +411,20 @@ class RunService:
             snapshot=snapshot,
             idempotency_key=idempotency_key,
             request_hash=(
-                _request_hash(command_override, image, environment.id if environment else None)
+                _request_hash(
+                    command_override,
+                    image,
+                    environment.id if environment else None,
+                    steps_override,
+                )
                 if idempotency_key
                 else None
             ),
+            # A run of steps shows its steps, pending, from the start (docs/steps.md).
+            steps=[
+                RunStep(index=i, name=p.name, command=p.command, run_on_failure=p.run_on_failure)
+                for i, p in enumerate(plans)
+            ],
         )
         policy = config.concurrency_policy
         # A Job the cluster created (job_name) runs whatever runyard records: Forbid cannot
@@ -359,6 +433,8 @@ class RunService:
         if job_name is None:  # a Job the cluster already created is recorded, never refused
             try:
                 self._executor.admit(project.org_id)
+            except RateLimited:
+                pass  # the org is at its cap: the run queues (the store decides, atomically)
             except RunyardError:
                 if triggered_by in ("manual", "rerun", "retry"):
                     raise  # the caller hears why; nothing is recorded
@@ -371,6 +447,8 @@ class RunService:
             record,
             forbid=forbid,
             replay_since=now - IDEMPOTENCY_WINDOW if idempotency_key else None,
+            queue=policy == "Queue" and job_name is None,
+            cap=self.queue.cap_of(project.org_id) if job_name is None else None,
         )
         if admission.replay is not None:
             if admission.replay_hash != record.request_hash:
@@ -387,7 +465,7 @@ class RunService:
                     f"Run {active[0].id} of job {config.name!r} is still {active[0].status} and "
                     "the job's concurrency_policy is Forbid. Wait for it to finish, cancel it "
                     f"(POST /api/v1/runs/{active[0].id}/cancel), or set concurrency_policy to "
-                    "Allow or Replace."
+                    "Queue (wait in line), Allow or Replace."
                 )
             log.info(
                 "run skipped: another run of the job is active (Forbid)",
@@ -399,23 +477,56 @@ class RunService:
                 return None  # this slot or this Kubernetes Job already has its run
             # Two runs of one job in the same second on Kubernetes: make the name unique.
             record.job_name = run_job_name(project.name, config.name, now, secrets.token_hex(2))
-            if not self._store.runs.insert_exclusive(record, forbid=False).inserted:
+            record.status = "pending"  # the queue decides again (insert_exclusive)
+            admission = self._store.runs.insert_exclusive(
+                record,
+                forbid=False,
+                queue=policy == "Queue",
+                cap=self.queue.cap_of(project.org_id),
+            )
+            if not admission.inserted:
                 raise Conflict("Too many runs of this job started at once; try again.")
         if job_name is not None:  # the cluster started it: only replace the older runs
             if policy == "Replace":
                 for other in active:
                     self._cancel_record(other.id, "replaced by run " + record.id)
             return record
+        if admission.queued:
+            if policy == "Replace":
+                for other in active:
+                    self._cancel_record(other.id, "replaced by run " + record.id)
+            log.info(
+                "run queued",
+                extra={"run_id": record.id, "job_id": record.job_id, "policy": policy},
+            )
+            self.queue.wake()
+            return self._store.runs.record(record.id) or record
         try:
             if policy == "Replace":
                 for other in active:
                     self._cancel_record(other.id, "replaced by run " + record.id)
             self._executor.launch(record)
+        except RateLimited:
+            # The executor's count of processes lags the database for a moment after a run
+            # ends: the run waits in the queue instead of being refused.
+            self._store.runs.requeue(record.id, self._clock())
+            self.queue.wake()
+            return self._store.runs.record(record.id) or record
         except Exception as exc:
             # Whatever went wrong, the run must not stay pending: under Forbid a pending run
             # would refuse every later trigger of the job until a restart.
             raise self._not_started(record, exc) from None
         return record
+
+    def _launch_queued(self, record: RunRecord) -> None:
+        """Start a run the queue claimed (now pending). RateLimited goes back to the queue,
+        which puts the run back in line; any other failure records it as failed."""
+        try:
+            self._executor.launch(record)
+        except RateLimited:
+            raise
+        except Exception as exc:
+            self._not_started(record, exc)
 
     def _not_started(self, record: RunRecord, exc: Exception) -> RunyardError:
         """End a run that could not start as failed; the error to answer with."""
@@ -465,7 +576,19 @@ class RunService:
         project = self._store.projects.get(principal.org_id, old.project_id)
         if project is None:
             raise Conflict("The run's project was deleted, so it cannot run again.")
-        if old.snapshot.project_kind == "sqlmesh":
+        replay_steps: list[StepPlan] | None = None
+        replay: str | None
+        if old.snapshot.steps:
+            # A run of steps is retried from the step that failed it, that step as it
+            # was written (not dbt retry: a later step, such as docs generate, may have
+            # replaced the run_results.json dbt retry would need). docs/steps.md.
+            replay, state = None, None
+            first = next(
+                (s.index for s in old.steps if s.status in ("failed", "timed_out", "cancelled")),
+                0,
+            )
+            replay_steps = old.snapshot.steps[first:] or old.snapshot.steps
+        elif old.snapshot.project_kind == "sqlmesh":
             replay, state = self._ran(project, old), None
         else:
             replay, state = "dbt retry", self._retry_state(old)
@@ -476,6 +599,7 @@ class RunService:
             snapshot=old.snapshot,
             job_id=old.job_id,
             replay_command=replay,
+            replay_steps=replay_steps,
             retry_of=old.id,
             state=state,
         )
@@ -718,7 +842,8 @@ class RunService:
                 f"Job {job.name!r} runs in environment {job.environment_id}, which no longer "
                 "exists; set the job's environment_id to an environment of the project."
             )
-        parsed = self._commands.parse(project.kind, job.command)
+        first = job.steps[0].command if job.steps else job.command
+        parsed = self._commands.parse(project.kind, first)
         return RunSnapshot(
             project_name=project.name,
             project_kind=project.kind,
@@ -847,10 +972,13 @@ class RunService:
         tail: int | None = None,
         since: datetime | None = None,
         search: str | None = None,
+        step: int | None = None,
     ) -> str:
         run = self.get(principal, run_id)
         text: str | None = None
-        if not run.is_terminal and not self._store.runs.has_log(run_id):
+        if step is not None:
+            text = self._step_log(run, step, since)
+        elif not run.is_terminal and not self._store.runs.has_log(run_id):
             record = self._store.runs.record(run_id)
             assert record is not None
             try:
@@ -867,13 +995,29 @@ class RunService:
             lines = lines[-tail:] if tail > 0 else []
         return "".join(lines)
 
+    def _step_log(self, run: Run, index: int, since: datetime | None) -> str:
+        """One step's part of the stored log (from its header line to the next step's)."""
+        if not run.steps:
+            raise invalid("step", "this run has no steps: leave step out to read its log")
+        if index >= len(run.steps):
+            raise invalid(
+                "step", f"this run has {len(run.steps)} steps, numbered 0 to {len(run.steps) - 1}"
+            )
+        first = run.steps[index].log_seq
+        if first is None:
+            return ""  # the step has not started (skipped, or not yet)
+        later = [s.log_seq for s in run.steps[index + 1 :] if s.log_seq is not None]
+        return self._store.runs.read_log(
+            run.id, since=since, chunks=(first, min(later) if later else None)
+        )
+
     def cancel(self, principal: Principal, run_id: str) -> Run:
         require_writer(principal)
         run = self.get(principal, run_id)
         if run.is_terminal:
             raise Conflict(
                 f"Run {run_id} already ended with status {run.status!r}; only "
-                "pending or running runs can be cancelled."
+                "queued, pending or running runs can be cancelled."
             )
         self._cancel_record(run_id, "cancelled by a user")
         cancelled = self.get(principal, run_id)
@@ -894,10 +1038,31 @@ class RunService:
         record = self._store.runs.record(run_id)
         if record is None or record.is_terminal:
             return
+        if record.status == "queued":
+            # Recorded first, so the queue no longer claims it. No executor knows of it,
+            # unless the queue launched it in the moment between: then this stops it.
+            self._tracker.finished(
+                run_id, Outcome(status="cancelled", end_time=self._clock(), error=why)
+            )
+            try:
+                self._executor.cancel(record)
+            except Exception:
+                log.warning("stopping a queued run found nothing to stop", extra={"run_id": run_id})
+            return
         self._executor.cancel(record)
         self._tracker.finished(
             run_id, Outcome(status="cancelled", end_time=self._clock(), error=why)
         )
+        if record.steps and record.executor != "local":
+            # The local supervisor records how each step ended; a Kubernetes run's steps
+            # are read from its pod's log when it ends, which a cancelled run never does.
+            stopped = [
+                msgspec.structs.replace(s, status="cancelled")
+                if s.status in ("pending", "running")
+                else s
+                for s in record.steps
+            ]
+            self._store.runs.set_steps(run_id, stopped, self._clock())
 
     def status(
         self,
@@ -941,6 +1106,7 @@ class RunService:
             counts=counts,
             total_runs=sum(counts.values()),
             active_runs=counts.get("pending", 0) + counts.get("running", 0),
+            queued_runs=counts.get("queued", 0),
             stats=stats,
         )
 

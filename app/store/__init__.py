@@ -16,6 +16,7 @@ from app.store.outbox import OutboxRepo
 from app.store.projects import ProjectRepo
 from app.store.runs import RunPage, RunRepo
 from app.store.sessions import SessionRepo
+from app.store.silence import SilenceRepo
 
 __all__ = ["Database", "RunPage", "Store"]
 
@@ -37,6 +38,7 @@ class Store:
         self.history = HistoryRepo(self.database)  # model history (node results per run)
         self.audit = AuditRepo(self.database)  # who changed what (app/services/audit.py)
         self.sessions = SessionRepo(self.database)  # web UI sign-ins (app/web/sessions.py)
+        self.silence = SilenceRepo(self.database)  # silence alerts (missed, overdue)
 
     def migrate(self) -> int:
         return self.database.migrate()

@@ -242,6 +242,17 @@ def _notification_kind_unchecked(conn: sqlite3.Connection, _box: SecretBox) -> N
     rebuild_table(conn, "notifications", _NOTIFICATIONS_6)
 
 
+def _notification_run_optional(conn: sqlite3.Connection, _box: SecretBox) -> None:
+    """Migration 11: a silence alert (``missed``) may be about a slot that has no run."""
+    rebuild_table(
+        conn,
+        "notifications",
+        _NOTIFICATIONS_6.replace(
+            "run_id TEXT NOT NULL REFERENCES runs(id)", "run_id TEXT REFERENCES runs(id)"
+        ),
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -544,6 +555,61 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX ui_sessions_by_token ON ui_sessions (token_id)",
             "CREATE INDEX ui_sessions_by_expiry ON ui_sessions (expires_at)",
         ),
+    ),
+    Migration(
+        10,
+        "steps: a job's ordered commands, each run's step records",
+        (
+            # JSON list of the run's step records (app.models.RunStep), NULL for a run of
+            # one command; written by the executors as the steps progress.
+            "ALTER TABLE runs ADD COLUMN steps TEXT",
+            # The list endpoint renders stored job documents in SQL: they hold every field.
+            "UPDATE jobs SET config = json_set(config, '$.steps', json('[]'))"
+            " WHERE json_type(config, '$.steps') IS NULL",
+            "UPDATE job_versions SET config = json_set(config, '$.steps', json('[]'))"
+            " WHERE json_type(config, '$.steps') IS NULL",
+        ),
+    ),
+    Migration(
+        11,
+        "queued runs, per-org cap on running runs, silence alerts (missed, overdue)",
+        (
+            # An org's own cap on active runs; no row: the server's
+            # RUNYARD_LOCAL_MAX_RUNS_PER_ORG (docs/queues.md). A table of its own, so the
+            # orgs table keeps its columns.
+            """CREATE TABLE org_limits (
+                org_id TEXT PRIMARY KEY REFERENCES orgs(id) ON DELETE CASCADE,
+                max_concurrent_runs INTEGER NOT NULL CHECK (max_concurrent_runs >= 1)
+            )""",
+            # The queue is the runs table: queued runs in seq order (app/services/queue.py).
+            "CREATE INDEX runs_queued ON runs (org_id, seq) WHERE status = 'queued'",
+            # One row per alert sent: (job, missed, slot) or (job, overdue, run id), so each
+            # is sent once, also across restarts (app/services/silence.py).
+            """CREATE TABLE silence_alerts (
+                job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+                event TEXT NOT NULL,
+                key TEXT NOT NULL,
+                run_id TEXT,
+                reason TEXT NOT NULL,
+                created_at TEXT NOT NULL,
+                PRIMARY KEY (job_id, event, key)
+            ) WITHOUT ROWID""",
+            # Per job: the slots up to checked_until have been checked for missed starts.
+            # Slots after it (runyard was down) are computed from the schedule on start-up.
+            """CREATE TABLE silence_state (
+                job_id TEXT PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,
+                checked_until TEXT NOT NULL
+            )""",
+            # The list endpoint renders stored job documents in SQL: they hold every field.
+            *(
+                f"UPDATE {table} SET config = json_set(config, '$.{field}', NULL)"
+                f" WHERE json_type(config, '$.{field}') IS NULL"
+                for table in ("jobs", "job_versions")
+                for field in ("alert_if_not_started_within", "alert_if_running_longer_than")
+            ),
+        ),
+        _notification_run_optional,
+        foreign_keys_off=True,
     ),
     Migration(
         12,

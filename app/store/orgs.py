@@ -4,10 +4,25 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 from app.ids import from_text, new_id, to_text, utcnow
 from app.models import Organization, Principal, Role, TokenInfo
 from app.store.db import Database
+
+_COLUMNS = (
+    "o.id, o.slug, o.created_at, l.max_concurrent_runs"
+    " FROM orgs o LEFT JOIN org_limits l ON l.org_id = o.id"
+)
+
+
+def _org(row: dict[str, Any]) -> Organization:
+    return Organization(
+        id=row["id"],
+        slug=row["slug"],
+        created_at=from_text(row["created_at"]),
+        max_concurrent_runs=row["max_concurrent_runs"],
+    )
 
 
 class OrgRepo:
@@ -30,20 +45,39 @@ class OrgRepo:
         return created
 
     def by_slug(self, slug: str) -> Organization | None:
-        row = self._db.row("SELECT id, slug, created_at FROM orgs WHERE slug = ?", (slug,))
-        if row is None:
-            return None
-        return Organization(id=row["id"], slug=row["slug"], created_at=from_text(row["created_at"]))
+        row = self._db.row(f"SELECT {_COLUMNS} WHERE o.slug = ?", (slug,))
+        return None if row is None else _org(row)
 
     def slug_of(self, org_id: str) -> str | None:
         value = self._db.scalar("SELECT slug FROM orgs WHERE id = ?", (org_id,))
         return None if value is None else str(value)
 
     def all(self) -> list[Organization]:
-        return [
-            Organization(id=r["id"], slug=r["slug"], created_at=from_text(r["created_at"]))
-            for r in self._db.rows("SELECT id, slug, created_at FROM orgs ORDER BY slug")
-        ]
+        return [_org(r) for r in self._db.rows(f"SELECT {_COLUMNS} ORDER BY o.slug")]
+
+    def max_concurrent_runs(self, org_id: str) -> int | None:
+        """The org's own cap on active runs; None: the server's default applies."""
+        value = self._db.scalar(
+            "SELECT max_concurrent_runs FROM org_limits WHERE org_id = ?", (org_id,)
+        )
+        return None if value is None else int(value)
+
+    def set_max_concurrent_runs(self, slug: str, value: int | None) -> bool:
+        """Set (or with None clear) the org's cap; False when there is no such org."""
+        with self._db.write() as db:
+            found = db.conn.execute("SELECT id FROM orgs WHERE slug = ?", (slug,)).fetchone()
+            if found is None:
+                return False
+            if value is None:
+                db.conn.execute("DELETE FROM org_limits WHERE org_id = ?", (found[0],))
+            else:
+                db.conn.execute(
+                    "INSERT INTO org_limits (org_id, max_concurrent_runs) VALUES (?, ?)"
+                    " ON CONFLICT (org_id) DO UPDATE"
+                    " SET max_concurrent_runs = excluded.max_concurrent_runs",
+                    (found[0], value),
+                )
+            return True
 
 
 class TokenRepo:

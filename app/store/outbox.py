@@ -36,7 +36,7 @@ _CLAIMABLE = "state IN ('pending', 'delivering') AND due_at <= ?"
 class NewNotification(msgspec.Struct, kw_only=True):
     id: str  # also the delivery id receivers use to drop duplicates
     org_id: str
-    run_id: str
+    run_id: str | None  # None: a silence alert about a slot without a run
     job_id: str
     kind: NotificationKind
     event: WebhookEvent
@@ -49,7 +49,7 @@ class NewNotification(msgspec.Struct, kw_only=True):
 class Notification(msgspec.Struct, kw_only=True):
     id: str
     org_id: str
-    run_id: str
+    run_id: str | None
     job_id: str
     kind: NotificationKind
     event: WebhookEvent

@@ -20,11 +20,13 @@ import msgspec
 from app.ids import from_text, to_text
 from app.models import (
     ACTIVE_STATUSES,
+    OPEN_STATUSES,
     NodeSummary,
     Run,
     RunRecord,
     RunSnapshot,
     RunStatus,
+    RunStep,
     redact_job_config,
     redacted,
 )
@@ -34,16 +36,29 @@ from app.store.db import Database, insert_sql
 _encode = msgspec.json.Encoder().encode
 _snapshot_decoder = msgspec.json.Decoder(RunSnapshot)
 _results_decoder = msgspec.json.Decoder(list[NodeSummary])
+_steps_decoder = msgspec.json.Decoder(list[RunStep])
 
 # The runs table has a column of the same name for each field of RunRecord (and ``secrets``):
 # the field lists are the column lists, so a new field needs its column (a migration) and
 # nothing here. Reads select Run's columns (or the record's); an insert writes the record's.
+# Fields computed when read, not stored: the SQL that reads each (over the row ``runs``).
+_COMPUTED = {
+    # A queued run's place in its job's queue (app/services/queue.py starts them in seq
+    # order); the runs_by_job_status index answers it.
+    "queue_position": "(CASE WHEN status = 'queued' THEN (SELECT count(*) FROM runs q"
+    " WHERE q.job_id = runs.job_id AND q.status = 'queued' AND q.seq <= runs.seq) END)"
+    " AS queue_position",
+}
 _RUN_FIELDS: tuple[str, ...] = Run.__struct_fields__
-_RECORD_FIELDS: tuple[str, ...] = RunRecord.__struct_fields__
-_RUN_COLUMNS = ", ".join(_RUN_FIELDS)
+_RECORD_FIELDS: tuple[str, ...] = tuple(
+    f for f in RunRecord.__struct_fields__ if f not in _COMPUTED
+)
+_RUN_COLUMNS = ", ".join(_COMPUTED.get(f, f) for f in _RUN_FIELDS)
 # The same without node results (a list of thousands for a big dbt project): for lists that
 # only need each run's status and timing (the web UI's charts).
-_RUN_COLUMNS_BRIEF = ", ".join("NULL AS results" if f == "results" else f for f in _RUN_FIELDS)
+_RUN_COLUMNS_BRIEF = ", ".join(
+    "NULL AS results" if f == "results" else _COMPUTED.get(f, f) for f in _RUN_FIELDS
+)
 _INSERT = insert_sql("runs", (*_RECORD_FIELDS, "secrets"))
 _TIMES = frozenset(  # stored as text (app.ids.to_text)
     f.name for f in msgspec.structs.fields(RunRecord) if f.type in (datetime, datetime | None)
@@ -51,6 +66,20 @@ _TIMES = frozenset(  # stored as text (app.ids.to_text)
 _ACTIVE = tuple(sorted(ACTIVE_STATUSES))
 _ACTIVE_PARAMS = {f"active_{status}": status for status in _ACTIVE}
 _IN_ACTIVE = "(" + ", ".join(f":{name}" for name in _ACTIVE_PARAMS) + ")"
+_OPEN = tuple(sorted(OPEN_STATUSES))
+_OPEN_PARAMS = {f"open_{status}": status for status in _OPEN}
+_IN_OPEN = "(" + ", ".join(f":{name}" for name in _OPEN_PARAMS) + ")"
+_OPEN_MARKS = "(" + ", ".join("?" * len(_OPEN)) + ")"
+# Runs of an org that hold one of its places (docs/queues.md: max_concurrent_runs).
+_ORG_ACTIVE = (
+    "(SELECT count(*) FROM runs o WHERE o.org_id = :org_id AND o.status IN ('pending', 'running'))"
+)
+# Queued runs of an org that wait for a place, not for their own job's active run.
+_ORG_WAITING = (
+    "(SELECT count(*) FROM runs w WHERE w.org_id = :org_id AND w.status = 'queued'"
+    " AND NOT EXISTS (SELECT 1 FROM runs b WHERE b.job_id = w.job_id"
+    " AND b.status IN ('pending', 'running')))"
+)
 
 
 def _time(value: str | None) -> datetime | None:
@@ -62,6 +91,7 @@ def _run_fields(row: dict[str, Any]) -> dict[str, Any]:
     for name in _TIMES:
         fields[name] = _time(fields[name])
     fields["results"] = _results_decoder.decode(row["results"]) if row["results"] else []
+    fields["steps"] = _steps_decoder.decode(row["steps"]) if row["steps"] else []
     return fields
 
 
@@ -72,6 +102,7 @@ def _columns(run: RunRecord, box: SecretBox) -> dict[str, Any]:
     for name in _TIMES:
         values[name] = to_text(values[name]) if values[name] else None
     values["results"] = _encode(run.results).decode() if run.results else None
+    values["steps"] = _encode(run.steps).decode() if run.steps else None
     values["snapshot"], values["secrets"] = _sealed_snapshot(run.snapshot, box)
     return values
 
@@ -124,9 +155,10 @@ class Admission(msgspec.Struct):
     """What happened to a run offered for insertion."""
 
     inserted: bool
-    active: list[Run]
+    active: list[Run]  # the job's open runs (queued, pending, running) before the insert
     replay: Run | None = None
     replay_hash: str | None = None
+    queued: bool = False  # inserted with status queued (the job's queue or the org's cap)
 
 
 class RunPage(msgspec.Struct):
@@ -156,11 +188,22 @@ class RunRepo:
         return True
 
     def insert_exclusive(
-        self, run: RunRecord, *, forbid: bool, replay_since: datetime | None = None
+        self,
+        run: RunRecord,
+        *,
+        forbid: bool,
+        replay_since: datetime | None = None,
+        queue: bool = False,
+        cap: int | None = None,
     ) -> Admission:
         """Insert the run in one transaction with the checks that must not race: a run
         already started with the same idempotency key (since ``replay_since``) is returned
-        instead, and with ``forbid`` an active run of the job blocks the insert."""
+        instead, and with ``forbid`` an open run of the job blocks the insert.
+
+        The run is inserted ``queued`` instead of as given when ``queue`` (the job's
+        concurrency_policy Queue) and the job has an open run, or when ``cap`` is given and
+        the org's active runs plus the queued runs already waiting for a place reach it:
+        a new run never overtakes one that waits."""
         with self._db.write():
             if run.idempotency_key and replay_since is not None:
                 row = self._db.row(
@@ -170,10 +213,59 @@ class RunRepo:
                 )
                 if row is not None:
                     return Admission(False, [], _run(row), row["request_hash"])
-            active = self.active_for_job(run.job_id)
+            active = self.open_for_job(run.job_id)
             if forbid and active:
                 return Admission(False, active)
-            return Admission(self.insert(run), active)
+            queued = queue and bool(active)
+            if not queued and cap is not None:
+                taken = self._db.scalar(
+                    f"SELECT {_ORG_ACTIVE} + {_ORG_WAITING}", {"org_id": run.org_id}
+                )
+                queued = int(taken) >= cap
+            if queued:
+                run.status = "queued"
+            inserted = self.insert(run)
+            return Admission(inserted, active, queued=inserted and queued)
+
+    def claim_queued(self, run_id: str, *, exclusive: bool, cap: int, now: datetime) -> bool:
+        """Move a queued run to pending if it may start now, in one conditional UPDATE (two
+        callers can never both start it, nor start two runs for one place): the org has
+        fewer than ``cap`` active runs and, with ``exclusive`` (every policy but Allow), the
+        job has no active run and no older queued one."""
+        cursor = self._db.execute(
+            "UPDATE runs SET status = 'pending', updated_at = :now"
+            " WHERE id = :id AND status = 'queued'"
+            " AND (:exclusive = 0 OR (NOT EXISTS (SELECT 1 FROM runs a"
+            " WHERE a.job_id = runs.job_id AND a.status IN ('pending', 'running'))"
+            " AND NOT EXISTS (SELECT 1 FROM runs e WHERE e.job_id = runs.job_id"
+            " AND e.status = 'queued' AND e.seq < runs.seq)))"
+            " AND (SELECT count(*) FROM runs o WHERE o.org_id = runs.org_id"
+            " AND o.status IN ('pending', 'running')) < :cap",
+            {"now": to_text(now), "id": run_id, "exclusive": int(exclusive), "cap": cap},
+        )
+        return cursor.rowcount == 1
+
+    def requeue(self, run_id: str, now: datetime) -> bool:
+        """Put a claimed run that the executor refused for now (its own cap) back in the
+        queue, at its old place (seq is unchanged)."""
+        cursor = self._db.execute(
+            "UPDATE runs SET status = 'queued', updated_at = ? WHERE id = ? AND status = 'pending'"
+            " AND start_time IS NULL",
+            (to_text(now), run_id),
+        )
+        return cursor.rowcount == 1
+
+    def queued(self, limit: int = 1000) -> list[tuple[str, str, str]]:
+        """(run id, org id, the run's concurrency policy) of queued runs, oldest first."""
+        rows = self._db.rows(
+            "SELECT id, org_id, json_extract(snapshot, '$.job.concurrency_policy') AS policy"
+            " FROM runs WHERE status = 'queued' ORDER BY seq LIMIT ?",
+            (limit,),
+        )
+        return [(r["id"], r["org_id"], str(r["policy"] or "Forbid")) for r in rows]
+
+    def org_active_count(self, org_id: str) -> int:
+        return int(self._db.scalar(f"SELECT {_ORG_ACTIVE}", {"org_id": org_id}))
 
     def set_k8s_names(self, run_id: str, job_name: str, namespace: str | None) -> None:
         self._db.execute(
@@ -207,7 +299,7 @@ class RunRepo:
             " error = :error, results = coalesce(:results, results),"
             " start_time = coalesce(start_time, :end), duration_seconds = max(0,"
             " (julianday(:end) - julianday(coalesce(start_time, :end))) * 86400.0),"
-            f" updated_at = :now WHERE id = :id AND status IN {_IN_ACTIVE}",
+            f" updated_at = :now WHERE id = :id AND status IN {_IN_OPEN}",
             {
                 "status": status,
                 "end": to_text(end_time),
@@ -216,10 +308,46 @@ class RunRepo:
                 "results": _encode(list(results)).decode() if results else None,
                 "now": to_text(now),
                 "id": run_id,
-                **_ACTIVE_PARAMS,
+                **_OPEN_PARAMS,
             },
         )
         return cursor.rowcount == 1
+
+    def set_steps(
+        self,
+        run_id: str,
+        steps: Sequence[RunStep],
+        now: datetime,
+        results: Sequence[NodeSummary] | None = None,
+    ) -> None:
+        """Record the step records of a run of steps (docs/steps.md) as they stand, and
+        the node results its steps reported so far (a re-attached supervisor goes on
+        from them; only while the run is active: the results its end recorded are
+        final). A cancelled run's steps are recorded after its end: the supervisor sees
+        the step's process end after the service recorded the cancel."""
+        encoded = _encode(list(results)).decode() if results else None
+        self._db.execute(
+            "UPDATE runs SET steps = :steps, updated_at = :now,"
+            f" results = CASE WHEN status IN {_IN_ACTIVE}"
+            " THEN coalesce(:results, results) ELSE results END WHERE id = :id",
+            {
+                "steps": _encode(list(steps)).decode(),
+                "results": encoded,
+                "now": to_text(now),
+                "id": run_id,
+                **_ACTIVE_PARAMS,
+            },
+        )
+
+    def next_log_seq(self, run_id: str) -> int:
+        """The number the next chunk of the run's log will get: where a step's part of the
+        log starts (``RunStep.log_seq``)."""
+        return int(
+            self._db.scalar(
+                "SELECT coalesce(max(seq), 0) + 1 FROM run_log_chunks WHERE run_id = ?",
+                (run_id,),
+            )
+        )
 
     # --- reads --------------------------------------------------------------------------
 
@@ -256,6 +384,31 @@ class RunRepo:
             (job_id, *_ACTIVE),
         )
         return [_run(r) for r in rows]
+
+    def open_for_job(self, job_id: str) -> list[Run]:
+        """The job's runs that have not ended: queued, pending or running, oldest first."""
+        rows = self._db.rows(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE job_id = ? AND status IN {_OPEN_MARKS}"
+            " ORDER BY seq",
+            (job_id, *_OPEN),
+        )
+        return [_run(r) for r in rows]
+
+    def running_longer_than(self, started_before: datetime) -> list[Run]:
+        """Running runs started before the given time (silence alerts: overdue)."""
+        rows = self._db.rows(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE status = 'running' AND start_time < ?"
+            " ORDER BY seq",
+            (to_text(started_before),),
+        )
+        return [_run(r) for r in rows]
+
+    def for_slot(self, job_id: str, slot: datetime) -> Run | None:
+        row = self._db.row(
+            f"SELECT {_RUN_COLUMNS} FROM runs WHERE job_id = ? AND scheduled_for = ?",
+            (job_id, to_text(slot)),
+        )
+        return _run(row) if row else None
 
     def page(
         self,
@@ -467,8 +620,15 @@ class RunRepo:
                 break
         return last
 
-    def read_log(self, run_id: str, since: datetime | None = None) -> str:
-        """The stored log; with ``since``, only the chunks written at or after that time."""
+    def read_log(
+        self,
+        run_id: str,
+        since: datetime | None = None,
+        chunks: tuple[int, int | None] | None = None,
+    ) -> str:
+        """The stored log; with ``since``, only the chunks written at or after that time;
+        with ``chunks`` (first, end), only the chunks numbered from first to before end
+        (None: to the last): one step's part of the log."""
         state = self._db.row(
             "SELECT log_head_seq, log_dropped_bytes FROM runs WHERE id = ?", (run_id,)
         )
@@ -480,6 +640,12 @@ class RunRepo:
         if since is not None:
             sql += " AND at >= ?"
             params.append(to_text(since))
+        if chunks is not None:
+            sql += " AND seq >= ?"
+            params.append(chunks[0])
+            if chunks[1] is not None:
+                sql += " AND seq < ?"
+                params.append(chunks[1])
         for row in self._db.rows(sql + " ORDER BY seq", params):
             parts.append(row["data"])
             if state["log_dropped_bytes"] and row["seq"] == state["log_head_seq"]:
@@ -504,8 +670,9 @@ class RunRepo:
                 ids = [
                     r[0]
                     for r in db.conn.execute(
-                        "SELECT id FROM runs WHERE created_at < ? AND status NOT IN (?, ?) LIMIT ?",
-                        (to_text(cutoff), *_ACTIVE, batch),
+                        "SELECT id FROM runs WHERE created_at < ?"
+                        f" AND status NOT IN {_OPEN_MARKS} LIMIT ?",
+                        (to_text(cutoff), *_OPEN, batch),
                     ).fetchall()
                 ]
                 if not ids:

@@ -46,9 +46,11 @@ class Pager:
         return [Planned(kind=self.info.kind, event=event, target=project.name, host="pager")]
 
     def stored(self, planned: Planned, run: RunView, delivery_id: str) -> Stored:
+        assert run.record is not None  # plans failures only: a run's event
         return Stored(payload=f"{run.record.id}:{delivery_id}".encode(), secret="pager-s3cret")
 
     def deliver(self, row: Claimed, run: RunView) -> SendResult:
+        assert run.record is not None
         self.sent.append((row, run.record.id, run.log_text()))
         return result.failed("pager answered: bad key pager-s3cret and pager-token-123")
 

@@ -296,9 +296,12 @@ def _slow(project: Path) -> None:
 
 
 @pytest.mark.slow
-def test_runs_beyond_the_per_org_cap_are_refused_with_a_429_and_schedules_skip(
+def test_runs_beyond_the_per_org_cap_queue_and_scheduled_fires_too(
     make_container: Callable[..., Container], tmp_path: Path
 ) -> None:
+    """RUNYARD_LOCAL_MAX_RUNS_PER_ORG is the default per-org cap (docs/queues.md): a run
+    beyond it waits in the queue (no 429 any more), a scheduled fire is queued, not
+    skipped, and they start when the place frees up."""
     container = make_container(local_max_runs_per_org=1)
     acme, globex = _two_orgs(container, tmp_path)
     for org in ("acme", "globex"):
@@ -317,21 +320,28 @@ def test_runs_beyond_the_per_org_cap_are_refused_with_a_429_and_schedules_skip(
         running = trigger(client, acme, project, slow)
         assert running.status_code == 201, running.text
 
-        refused = trigger(client, acme, project, other)
-        problem = assert_problem(refused, 429)
-        assert refused.headers["retry-after"] == "30"
-        assert "RUNYARD_LOCAL_MAX_RUNS_PER_ORG=1" in problem["detail"]
+        waiting = trigger(client, acme, project, other)
+        assert waiting.status_code == 201, waiting.text
+        assert waiting.json()["status"] == "queued"
 
         scheduler.tick()
         due = scheduler.next_due()
         assert due is not None
         [fire] = scheduler.tick(due)
-        assert fire.outcome == "skipped"
+        assert fire.outcome == "started"
+        queued = client.get("/api/v1/runs", params={"status": "queued"}, headers=acme).json()
+        assert len(queued["runs"]) == 2
 
         # The cap is per org: another org's run starts.
         theirs = trigger(client, globex, globex_project, globex_job)
         assert theirs.status_code == 201, theirs.text
+        assert theirs.json()["status"] == "pending"
         for headers, run in ((acme, running), (globex, theirs)):
             client.post(f"/api/v1/runs/{run.json()['job_run_id']}/cancel", headers=headers)
-        done = run_to_end(client, acme, project, other)
-        assert done["status"] == "success", done["log"]
+        # The place is free: the queued runs start, one at a time.
+        waited = waiting.json()["job_run_id"]
+        deadline = time.monotonic() + 180
+        while not client.get(f"/api/v1/runs/{waited}", headers=acme).json()["is_terminal"]:
+            assert time.monotonic() < deadline, "the queued run did not run"
+            time.sleep(0.2)
+        assert client.get(f"/api/v1/runs/{waited}", headers=acme).json()["status"] == "success"

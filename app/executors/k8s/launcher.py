@@ -23,6 +23,15 @@ What it does:
    ``$RUNYARD_K8S_JOB_NAME``, for a scheduled run). ``$RUNYARD_ARTIFACT_DIR`` (else
    ``$DBT_TARGET_PATH``, else ``target``) is the folder.
 
+Steps (``launcher.py --steps``, docs/steps.md): ``$RUNYARD_STEPS`` is a JSON list of
+``{"name", "argv", "run_on_failure", "results"}``. The steps run in order, each as in 1.;
+a step that fails fails the run (the launcher exits with its code) and the later steps
+are skipped unless ``run_on_failure``. Before and after each step a marker line
+(``STEP_MARKER`` + JSON) goes to standard output, which runyard reads back from the pod's
+log for the run's step records. A signal that stops a step stops the sequence. After
+each step its artifacts are uploaded (run_results.json only from a step that runs nodes,
+``results``, and not after a failed step's was uploaded: runyard keeps the failure).
+
 An upload that fails is reported on standard error and never changes the exit code: the
 run's outcome is the command's. Uploads are retried briefly and bounded in time, since
 the pod's deadline is still counting.
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -42,6 +52,10 @@ import time
 import urllib.parse
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the launcher runs on Python 3.8
+    from collections.abc import Callable
 
 # Keep in step with app/store/artifacts.py ARTIFACT_NAMES (a unit test compares them).
 ARTIFACT_NAMES = (
@@ -62,6 +76,9 @@ def say(message: str) -> None:
     sys.stderr.flush()
 
 
+SIGNALLED: list[int] = []  # the stop signals received (a step sequence ends on one)
+
+
 def run_command(argv: list[str]) -> int:
     """Run argv, forwarding signals; its exit code as a shell would report it."""
     try:
@@ -71,6 +88,8 @@ def run_command(argv: list[str]) -> int:
         return 127 if isinstance(exc, FileNotFoundError) else 126
 
     def forward(signum: int, _frame: FrameType | None) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            SIGNALLED.append(signum)
         with contextlib.suppress(OSError):  # already gone
             child.send_signal(signum)
 
@@ -127,11 +146,18 @@ def upload_one(
 
 
 def upload_artifacts(
-    folder: str, url: str, token: str, started_at: float, deadline: float
+    folder: str,
+    url: str,
+    token: str,
+    started_at: float,
+    deadline: float,
+    skip: tuple[str, ...] = (),
 ) -> list[str]:
     """Upload this command's artifacts; the names uploaded."""
     uploaded: list[str] = []
     for name in ARTIFACT_NAMES:
+        if name in skip:
+            continue
         path = str(Path(folder) / name)
         try:
             found = os.lstat(path)
@@ -254,9 +280,71 @@ def with_job(url: str) -> str:
     return url.replace("{job}", urllib.parse.quote(job, safe=""))
 
 
+# --- steps ---------------------------------------------------------------------------------
+
+# Keep in step with app/executors/k8s/tracking/steps.py STEP_MARKER (a unit test compares).
+STEP_MARKER = "::runyard-step:: "
+MAX_STEPS = 50
+
+
+def marker(**fields: object) -> None:
+    """A marker line on standard output, where the steps' own output goes too."""
+    sys.stdout.write(STEP_MARKER + json.dumps(fields, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def load_steps(text: str) -> list[dict[str, object]]:
+    """The steps from ``$RUNYARD_STEPS``; ValueError when they are not what runyard
+    writes (the variable is runyard's, but the pod's spec is readable and editable by
+    whoever may edit the org's Jobs)."""
+    steps = json.loads(text)
+    if not isinstance(steps, list) or not 0 < len(steps) <= MAX_STEPS:
+        raise ValueError(f"RUNYARD_STEPS must be a list of 1 to {MAX_STEPS} steps")
+    for step in steps:
+        argv = step.get("argv") if isinstance(step, dict) else None
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise ValueError("each step needs argv, a non-empty list of strings")
+        if not isinstance(step.get("name", ""), str):
+            raise ValueError("a step's name is text")
+    return steps
+
+
+def run_steps(
+    steps: list[dict[str, object]],
+    upload: Callable[[float, tuple[str, ...]], list[str]] | None = None,
+) -> int:
+    """Run the steps in order (see the module's docstring); the run's exit code: the
+    first failed step's, else 0. ``upload(started_at, skip)`` keeps a step's artifacts."""
+    total = len(steps)
+    failed_code = 0
+    kept_failed_results = False
+    for index, step in enumerate(steps):
+        argv = [str(a) for a in step["argv"]]  # type: ignore[attr-defined]  # load_steps checked
+        if SIGNALLED or (failed_code and not step.get("run_on_failure")):
+            marker(event="skip", index=index)
+            continue
+        name = str(step.get("name") or " ".join(argv[:2]))
+        marker(event="start", index=index)
+        sys.stdout.write(f"== step {index + 1}/{total}: {name} ==\n")
+        started_at, started = time.time(), time.monotonic()
+        code = run_command(argv)
+        seconds = round(time.monotonic() - started, 3)
+        marker(event="end", index=index, exit_code=code, seconds=seconds)
+        if code != 0 and not failed_code:
+            failed_code = code
+        if upload is not None:
+            results = bool(step.get("results")) and not kept_failed_results
+            uploaded = upload(started_at, () if results else ("run_results.json",))
+            if code != 0 and "run_results.json" in uploaded:
+                kept_failed_results = True
+    return failed_code
+
+
 def main(args: list[str]) -> int:
     if len(args) == 2 and args[0] == "--install":
         return install(args[1])
+    if args == ["--steps"]:
+        return main_steps()
     if not args or args[0] != "--" or len(args) < 2:
         say("usage: launcher.py -- COMMAND [ARG...]   or   launcher.py --install PATH")
         return 2
@@ -286,6 +374,27 @@ def main(args: list[str]) -> int:
         uploaded = upload_artifacts(folder, url, token, started_at, deadline)
         say("artifacts uploaded: " + (", ".join(uploaded) if uploaded else "none"))
     return code
+
+
+def main_steps() -> int:
+    try:
+        steps = load_steps(os.environ.get("RUNYARD_STEPS", ""))
+    except (ValueError, AttributeError) as exc:
+        say("cannot read the run's steps (RUNYARD_STEPS): " + str(exc)[:300])
+        return 2
+    token = os.environ.get("RUNYARD_ARTIFACT_TOKEN", "")
+    url = with_job(os.environ.get("RUNYARD_ARTIFACT_URL", ""))
+    folder = os.environ.get("RUNYARD_ARTIFACT_DIR") or os.environ.get("DBT_TARGET_PATH") or "target"
+
+    def upload(started_at: float, skip: tuple[str, ...]) -> list[str]:
+        if not (url and token):
+            return []
+        deadline = time.monotonic() + UPLOAD_DEADLINE_SECONDS
+        uploaded = upload_artifacts(folder, url, token, started_at, deadline, skip)
+        say("artifacts uploaded: " + (", ".join(uploaded) if uploaded else "none"))
+        return uploaded
+
+    return run_steps(steps, upload)
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from app.executors.k8s.labels import (
 )
 from app.ids import utcnow
 from app.models import (
+    NODE_RESULT_COMMANDS,
     REDACTED,
     Environment,
     Job,
@@ -50,6 +51,8 @@ from app.models import (
     RunRecord,
     RunState,
     SecretKeyRef,
+    StepPlan,
+    step_name,
 )
 from app.naming import cronjob_name
 from app.ports import CommandParser
@@ -269,7 +272,10 @@ def render_cronjob(
     spec = cronjob["spec"]
     spec["schedule"] = work.config.schedule
     spec["timeZone"] = work.config.timezone
-    spec["concurrencyPolicy"] = work.config.concurrency_policy
+    # Kubernetes knows no Queue: its CronJob forbids overlapping fires, and runyard's queue
+    # holds the runs it starts itself (manual, dependency, retry; docs/queues.md).
+    policy = work.config.concurrency_policy
+    spec["concurrencyPolicy"] = "Forbid" if policy == "Queue" else policy
     spec["suspend"] = not work.config.enabled
     spec["jobTemplate"] = {"metadata": job["metadata"], "spec": job["spec"]}
     return cronjob
@@ -310,6 +316,9 @@ class Manifests:
         # Validating a command costs ~0.4 ms; a deploy or a reconcile renders every job
         # again, and the policy is fixed for the life of the process.
         self._argv = lru_cache(maxsize=8192)(argv)
+        self._parsed = lru_cache(maxsize=8192)(
+            lambda kind, text: commands.parse(kind, text).subcommand
+        )
         self._namespace_for = namespace_for
         # kubernetes.shape_overrides: a project's free-form volumes and tolerations as the
         # API would store them, so the rendered object equals the stored one.
@@ -323,7 +332,20 @@ class Manifests:
         target = environment.target if environment else None
         gateway = environment.gateway if environment else None
         name = environment.name if environment else ""
-        argv = self._argv(project.kind, job.command, target, gateway, name)
+        plans = [
+            StepPlan(
+                name=step_name(step, argv),
+                command=step.command,
+                argv=list(argv),
+                subcommand=self._parsed(project.kind, step.command),
+                run_on_failure=step.run_on_failure,
+            )
+            for step in job.steps
+            for argv in (self._argv(project.kind, step.command, target, gateway, name),)
+        ]
+        argv = (
+            plans[0].argv if plans else self._argv(project.kind, job.command, target, gateway, name)
+        )
         work = Workload.of_job(project, job, argv, environment)
         namespace = self._namespace_for(project.org_slug)
         cronjob = render_cronjob(
@@ -334,6 +356,8 @@ class Manifests:
             labels=labels(project.org_slug, project.id, job.id),
         )
         launcher = self._launcher
+        if plans and (launcher is None or launcher.job_credential is None):
+            raise _steps_need_launcher()  # all steps run in one pod, through the launcher
         if launcher is not None and launcher.job_credential is not None and work.kind == "dbt":
             # The run is not known when the CronJob is written: its pods name their
             # Kubernetes Job (downward API) and carry the job's credential.
@@ -358,6 +382,22 @@ class Manifests:
                     files=[MANIFEST],
                     args=state_args(RunState(defer_job_id=job.defer_to_job_id), STATE_DIR),
                 )
+        if plans:
+            assert launcher is not None and launcher.job_credential is not None
+            if work.kind != "dbt":
+                job_name = {
+                    "name": "RUNYARD_K8S_JOB_NAME",
+                    "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": JOB_NAME_FIELD}},
+                }
+                _with_launcher(
+                    cronjob["spec"]["jobTemplate"],
+                    self._templates,
+                    launcher,
+                    url=f"{launcher.api_url}/api/v1/runs/{namespace}~{{job}}/artifacts",
+                    token=launcher.job_credential(project.org_id, job.id),
+                    extra_env=[job_name],
+                )
+            _with_steps(cronjob["spec"]["jobTemplate"], plans)
         return cronjob
 
     def environment_of(self, project: Project, job: Job) -> Environment | None:
@@ -373,8 +413,13 @@ class Manifests:
             namespace=run.namespace,
             labels=labels(org_slug, run.project_id, run.job_id, run.id),
         )
-        if self._launcher is not None and work.kind == "dbt":
+        plans = run.snapshot.steps
+        if plans and self._launcher is None:
+            raise _steps_need_launcher()
+        if self._launcher is not None and (work.kind == "dbt" or plans):
             add_launcher(job, self._templates, self._launcher, run)
+        if plans:
+            _with_steps(job, plans)
         state = run.snapshot.state
         if state is not None and work.kind == "dbt":
             if self._launcher is None:
@@ -393,6 +438,40 @@ class Manifests:
 
 
 # --- the pieces ------------------------------------------------------------------------------
+
+
+def _steps_need_launcher() -> Conflict:
+    return Conflict(
+        "A job of steps runs all its steps in one pod through runyard's launcher: set "
+        "RUNYARD_LAUNCHER_IMAGE and RUNYARD_INTERNAL_URL (docs/artifacts.md, docs/steps.md), "
+        "or give the job one command."
+    )
+
+
+# What the launcher reads for a run of steps (app/executors/k8s/launcher.py --steps).
+STEPS_ENV = "RUNYARD_STEPS"
+
+
+def _with_steps(job: Obj, plans: Sequence[StepPlan]) -> None:
+    """The main container runs the launcher with ``--steps``: the steps' argument lists go
+    in as JSON in an environment variable (data, never a shell line), with whether each
+    runs on failure and keeps node results (docs/steps.md)."""
+    pod = job["spec"]["template"]["spec"]
+    main = next(c for c in pod["containers"] if c["name"] == MAIN_CONTAINER)
+    main["command"] = [LAUNCHER_PYTHON, LAUNCHER_PATH, "--steps"]
+    main.pop("args", None)
+    steps = [
+        {
+            "name": plan.name,
+            "argv": list(plan.argv),
+            "run_on_failure": plan.run_on_failure,
+            "results": plan.subcommand in NODE_RESULT_COMMANDS,
+        }
+        for plan in plans
+    ]
+    env = {e["name"]: e for e in main.get("env") or []}
+    env[STEPS_ENV] = {"name": STEPS_ENV, "value": msgspec.json.encode(steps).decode()}
+    main["env"] = [env[name] for name in sorted(env)]
 
 
 def _annotations(work: Workload) -> dict[str, str]:

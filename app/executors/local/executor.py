@@ -40,6 +40,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+import msgspec
+
 from app.engines.environment import engine_env
 from app.errors import Conflict, RateLimited, RunyardError
 from app.executors.local import sandbox as local_sandbox
@@ -57,7 +59,16 @@ from app.executors.local.process import (
 )
 from app.executors.local.state import StateUnavailable, place_state
 from app.ids import utcnow
-from app.models import Job, Project, RunRecord, RunStatus
+from app.models import (
+    NODE_RESULT_COMMANDS,
+    Job,
+    NodeSummary,
+    Project,
+    RunRecord,
+    RunStatus,
+    RunStep,
+    StepStatus,
+)
 from app.ports import Launched, Outcome, RunEvents, Schedules, SyncReport
 from app.settings import Settings
 from app.store import Store
@@ -73,6 +84,13 @@ RETRY_AFTER_SECONDS = 30  # told to a trigger refused by the per-org cap
 PRIVATE = 0o700  # the spool and every run's folders, whatever the umask
 
 StopReason = Literal["cancelled", "timed_out", "shutdown"]
+# How a step ended, from the outcome its command would have given a run (lost: failed).
+_STEP_STATUS: dict[str, StepStatus] = {
+    "success": "success",
+    "failed": "failed",
+    "timed_out": "timed_out",
+    "cancelled": "cancelled",
+}
 
 
 class _Process:
@@ -174,6 +192,20 @@ class _ActiveRun:
         self.wake = threading.Event()
         self.ended = threading.Event()  # the current process has ended
         self.thread: threading.Thread | None = None
+        # A run of steps (docs/steps.md): the plans, each step's record, the step being
+        # run, and what the steps so far reported. Re-attached after a restart, the
+        # record says which step was running.
+        self.plans = list(run.snapshot.steps)
+        self.steps: list[RunStep] = list(run.steps) or [
+            RunStep(index=i, name=p.name, command=p.command, run_on_failure=p.run_on_failure)
+            for i, p in enumerate(self.plans)
+        ]
+        self.step = next((s.index for s in self.steps if s.status == "running"), 0)
+        self.results: list[NodeSummary] = list(run.results) if self.plans else []
+        self.step_errors: dict[int, str] = {}
+        self.kept_failed_results = False
+        if self.plans:
+            self.argv = list(self.plans[self.step].argv)
 
 
 class LocalExecutor:
@@ -199,6 +231,9 @@ class LocalExecutor:
         self._spool_dir = spool_dir
         self._sandbox = sandbox
         self._max_runs_per_org = max_runs_per_org
+        # The org's cap (its max_concurrent_runs, else max_runs_per_org): set by the
+        # container to the run queue's, so both count against the same number.
+        self.cap_of: Callable[[str], int] = lambda _org_id: self._max_runs_per_org
         self._artifact_limits = artifact_limits  # bytes per artifact, per run
         # Probed once; tests pass 0 to play a kernel without Landlock.
         self.landlock_abi = local_sandbox.abi_version() if landlock_abi is None else landlock_abi
@@ -225,13 +260,13 @@ class LocalExecutor:
 
     def at_capacity(self, org_id: str) -> bool:
         with self._lock:
-            return self._active_of(org_id) >= self._max_runs_per_org
+            return self._active_of(org_id) >= self.cap_of(org_id)
 
     def _active_of(self, org_id: str) -> int:
         return sum(1 for a in self._runs.values() if a.run.org_id == org_id)
 
     def _admit(self, org_id: str) -> None:
-        cap = self._max_runs_per_org
+        cap = self.cap_of(org_id)
         if self._active_of(org_id) >= cap:
             raise RateLimited(
                 f"Your organization already has {cap} local run(s) active, the most runyard "
@@ -289,6 +324,8 @@ class LocalExecutor:
                 f"runyard could not start {run.snapshot.argv[0]!r} in {str(cwd)!r}: {exc}"
             ) from None
         self._events.started(run.id, now)
+        if active.plans:
+            self._begin_step(active, 0)
         self._note(active, f"{shlex.join(active.argv)}   (in {cwd})")
         if active.sandbox_note:
             self._note(active, active.sandbox_note)
@@ -486,12 +523,22 @@ class LocalExecutor:
     def _supervise(self, active: _ActiveRun) -> None:
         run_id = active.run.id
         try:
-            outcome = self._follow_attempts(active)
+            if active.plans:
+                outcome = self._follow_steps(active)  # keeps each step's artifacts
+            else:
+                outcome = self._follow_attempts(active)
+                if outcome is not None:
+                    self._keep_artifacts(active)  # before the end is recorded and announced
             if outcome is not None:
-                self._keep_artifacts(active)  # before the end is recorded and announced
                 self._events.finished(run_id, outcome)
         except Exception:
             log.exception("the supervisor of a local run failed", extra={"run_id": run_id})
+            with contextlib.suppress(Exception):
+                if active.plans:  # no step stays running after its run has ended
+                    for step in active.steps:
+                        if step.status in ("pending", "running"):
+                            step.status = "skipped" if step.status == "pending" else "failed"
+                    self._save_steps(active)
             with contextlib.suppress(Exception):
                 self._events.finished(
                     run_id,
@@ -516,6 +563,178 @@ class LocalExecutor:
             # is closed, so this thread must be done with the database when it leaves.
             with self._lock:
                 self._runs.pop(run_id, None)
+
+    # --- steps (docs/steps.md) -----------------------------------------------------------
+
+    def _save_steps(self, active: _ActiveRun) -> None:
+        self._store.runs.set_steps(
+            active.run.id, active.steps, self._clock(), results=active.results
+        )
+
+    def _begin_step(self, active: _ActiveRun, index: int) -> None:
+        """Record that step ``index`` starts, where its part of the log starts, and write
+        its header line. Its process is started by the caller."""
+        step = active.steps[index]
+        step.status = "running"
+        step.started_at = self._clock()
+        step.log_seq = self._store.runs.next_log_seq(active.run.id)
+        self._save_steps(active)
+        total = len(active.plans)
+        self._events.log(active.run.id, f"== step {index + 1}/{total}: {step.name} ==\n")
+
+    def _end_step(
+        self, active: _ActiveRun, index: int, status: StepStatus, code: int | None
+    ) -> None:
+        step = active.steps[index]
+        step.status = status
+        step.exit_code = code
+        step.ended_at = self._clock()
+        if step.started_at is not None:
+            step.duration_seconds = max(0.0, (step.ended_at - step.started_at).total_seconds())
+        self._save_steps(active)
+
+    def _skip_steps(self, active: _ActiveRun, first: int, last: int | None = None) -> None:
+        """Mark the steps from ``first`` to before ``last`` (None: the end) skipped."""
+        for step in active.steps[first:last]:
+            if step.status == "pending":
+                step.status = "skipped"
+                self._note(active, f"step {step.index + 1} ({step.name}) skipped")
+        self._save_steps(active)
+
+    def _keep_step_results(self, active: _ActiveRun, index: int, outcome: Outcome) -> None:
+        """The node results of the step, tagged with it, and the artifacts it wrote. Only
+        steps that run nodes report them (docs generate's compile results would list a
+        model that failed in the build before it as a success)."""
+        plan = active.plans[index]
+        kind = active.run.snapshot.project_kind
+        runs_nodes = kind == "sqlmesh" or plan.subcommand in NODE_RESULT_COMMANDS
+        if runs_nodes:
+            active.results += [msgspec.structs.replace(n, step=index) for n in outcome.results]
+        if kind != "dbt":
+            return
+        # The run keeps the run_results.json of the first step that failed (what a look
+        # at the failure, the model history and dbt need), else of the last step that
+        # ran nodes; the other artifacts are the last step's that wrote them.
+        skip = () if runs_nodes and not active.kept_failed_results else ("run_results.json",)
+        try:
+            # The first step's process starts just before its record says so.
+            started = (index and active.steps[index].started_at) or active.first_started_at
+            kept = collect_artifacts(
+                self._store,
+                active.run.id,
+                active.cwd,
+                started_at=started,
+                invocation_id=active.collector.invocation_id(),
+                file_limit=self._artifact_limits[0],
+                run_limit=self._artifact_limits[1],
+                skip=skip,
+            )
+        except Exception:
+            log.exception("keeping a step's artifacts failed", extra={"run_id": active.run.id})
+            return
+        if "run_results.json" in kept and outcome.status != "success":
+            active.kept_failed_results = True
+        if kept:
+            self._note(active, f"artifacts kept: {', '.join(kept)}")
+
+    def _follow_steps(self, active: _ActiveRun) -> Outcome | None:
+        """Run the steps in order, each supervised like a run of one command (attempts,
+        deadline, stop). A failed step fails the run; the later steps run only when
+        marked run_on_failure. A stop (cancel, timeout, shutdown) ends the current step
+        and skips the rest. The outcome to record, or None (cancelled, detached)."""
+        total = len(active.plans)
+        while True:
+            index = active.step
+            outcome = self._follow_attempts(active)
+            if active.detached:
+                return None
+            assert active.process is not None
+            code = active.process.exit_code()
+            status = _STEP_STATUS.get(outcome.status, "failed") if outcome else "cancelled"
+            self._end_step(active, index, status, code)
+            if outcome is not None:
+                self._keep_step_results(active, index, outcome)
+                if outcome.status != "success" and outcome.error:
+                    active.step_errors[index] = outcome.error
+            if outcome is None or outcome.status not in ("success", "failed"):
+                self._skip_steps(active, index + 1)  # stopped: nothing more runs
+                return self._stopped(active, index, outcome)
+            failed = self._first_failed(active)
+            following = next(
+                (
+                    j
+                    for j in range(index + 1, total)
+                    if failed is None or active.plans[j].run_on_failure
+                ),
+                None,
+            )
+            self._skip_steps(active, index + 1, following)
+            if following is None:
+                return self._steps_outcome(active, outcome)
+            with active.lock:  # a stop requested from now on finds the new process
+                if active.stop is not None:
+                    stop = active.stop
+                else:
+                    stop = None
+                    active.step = following
+                    active.attempt = 1
+                    active.argv = list(active.plans[following].argv)
+                    self._begin_step(active, following)
+                    self._note(active, f"{shlex.join(active.argv)}   (in {active.cwd})")
+                    try:
+                        self._start_attempt(active)
+                    except OSError as exc:
+                        self._end_step(active, following, "failed", None)
+                        self._skip_steps(active, following + 1)
+                        error = f"runyard could not start step {following + 1}: {exc}"
+                        return self._outcome(active, "failed", None, error)
+            if stop is not None:
+                self._skip_steps(active, following)
+                return self._stopped(active, index, self._decide(active, 1), between=True)
+
+    @staticmethod
+    def _first_failed(active: _ActiveRun) -> int | None:
+        return next((s.index for s in active.steps if s.status == "failed"), None)
+
+    def _stopped(
+        self,
+        active: _ActiveRun,
+        index: int,
+        outcome: Outcome | Literal["retry"] | None,
+        *,
+        between: bool = False,
+    ) -> Outcome | None:
+        """The outcome of a run of steps stopped during (or after) step ``index``."""
+        if outcome is None or outcome == "retry":
+            return None  # cancelled: the service records it
+        name = active.steps[index].name
+        where = f"after step {index + 1}" if between else f"during step {index + 1}"
+        error = f"{outcome.error or outcome.status} ({where} of {len(active.plans)}: {name})"
+        return msgspec.structs.replace(
+            outcome,
+            error=error,
+            results=list(active.results),
+            exit_code=None if between else outcome.exit_code,
+        )
+
+    def _steps_outcome(self, active: _ActiveRun, last: Outcome) -> Outcome:
+        failed = self._first_failed(active)
+        if failed is None:
+            return msgspec.structs.replace(last, results=list(active.results))
+        step = active.steps[failed]
+        error = (
+            f"Step {failed + 1} of {len(active.plans)} ({step.name}) failed with exit code "
+            f"{step.exit_code}."
+        )
+        if failed in active.step_errors:
+            error += " " + active.step_errors[failed]
+        return Outcome(
+            status="failed",
+            end_time=self._end_time(active),
+            exit_code=step.exit_code,
+            error=error,
+            results=list(active.results),
+        )
 
     def _follow_attempts(self, active: _ActiveRun) -> Outcome | None:
         """Follow attempts until the run ends; the outcome to record, or None when there is

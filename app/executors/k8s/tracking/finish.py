@@ -28,6 +28,13 @@ from app.executors.k8s.status import (
     lost_outcome,
     outcome_of,
 )
+from app.executors.k8s.tracking.steps import (
+    finish_steps,
+    read_steps,
+    step_results,
+    steps_error,
+)
+from app.models import RunRecord, RunStep
 from app.ports import Outcome, RunEvents
 from app.store import Store
 from app.types import Obj
@@ -71,6 +78,10 @@ class Ending(msgspec.Struct, kw_only=True):
     pending: bool  # never seen running: record its start too
     text: str
     outcome: Outcome
+    # A run of steps (docs/steps.md): the step records read from the pod's log, and the
+    # log cut at each step's start (empty: stored in one piece).
+    steps: list[RunStep] | None = None
+    pieces: list[tuple[int | None, str]] = msgspec.field(default_factory=list)
 
 
 class Finisher:
@@ -124,7 +135,15 @@ class Finisher:
             # Stored once: a pass that died between the log and the status (a crash) left
             # the log; the retry must not append it twice.
             if ending.text and not self._store.runs.has_log(run_id):
-                self._events.log(run_id, ending.text)
+                if ending.steps is not None and ending.pieces:
+                    for index, piece in ending.pieces:
+                        if index is not None:  # where the step's part of the log starts
+                            ending.steps[index].log_seq = self._store.runs.next_log_seq(run_id)
+                        self._events.log(run_id, piece)
+                else:
+                    self._events.log(run_id, ending.text)
+            if ending.steps is not None:
+                self._store.runs.set_steps(run_id, ending.steps, self._clock())
             if ending.pending and view is not None and view.start_time:
                 self._events.started(run_id, view.start_time)
             self._events.finished(run_id, ending.outcome)
@@ -159,7 +178,10 @@ class Finisher:
         else:
             last = _last_main_log(streams, attempts)
             outcome = outcome_of(item.view, attempts, last, record.snapshot.project_kind, now=now)
-        return Ending(item=item, pending=record.status == "pending", text=text, outcome=outcome)
+        ending = Ending(item=item, pending=record.status == "pending", text=text, outcome=outcome)
+        if record.snapshot.steps:
+            _with_steps(ending, record, _last_main_log(streams, attempts))
+        return ending
 
     def _read_logs(self, namespace: str, attempts: Sequence[Attempt]) -> list[LogStream]:
         streams = []
@@ -178,6 +200,30 @@ class Finisher:
                 if text:  # an empty stream (the launcher's init container) adds no header
                     streams.append(LogStream(attempt.pod, container, text))
         return streams
+
+
+def _with_steps(ending: Ending, record: RunRecord, last_log: str) -> None:
+    """The step records of a run of steps, from the markers its launcher wrote in the
+    last attempt's log; its results per step, and an error naming the failed step."""
+    plans, kind = record.snapshot.steps, record.snapshot.project_kind
+    read = read_steps(last_log, plans)
+    outcome = ending.outcome
+    finish_steps(read, outcome.status)
+    results = step_results(read, plans, kind)
+    error = outcome.error
+    if outcome.status == "failed":
+        error = steps_error(read, results, kind) or error
+    elif outcome.status != "success":
+        stopped = next((s for s in read.steps if s.status == outcome.status), None)
+        if stopped is not None:
+            where = f"during step {stopped.index + 1} of {len(plans)}: {stopped.name}"
+            error = f"{error or outcome.status} ({where})"
+    ending.outcome = msgspec.structs.replace(
+        outcome, results=results or outcome.results, error=error
+    )
+    ending.steps = read.steps
+    if ending.text == last_log:  # one attempt, one container: its pieces are the log
+        ending.pieces = read.pieces
 
 
 # --- the stored log: every attempt and container, at most the cap -------------------------
