@@ -904,6 +904,7 @@ class RunService:
         record = self._store.runs.record(run_id)
         if record is None or record.org_id != principal.org_id:
             raise NotFound(f"No run with id {run_id!r} in your organization.")
+        require_run_in_scope(principal, run_id, record.project_id)
         return record
 
     def config(self, principal: Principal, run_id: str) -> JobConfig:

@@ -230,7 +230,9 @@ def test_webhook_body_headers_and_signature(notifying: Container, hook: Receiver
         "run",
         "failed_nodes",
         "run_url",
+        "failed_step",
     }
+    assert body["failed_step"] is None  # a run of one command (docs/steps.md)
     assert body["event"] == "failure" and body["delivery_id"] == notification.id
     assert body["project"] == {"id": project.id, "name": "analytics", "kind": "dbt"}
     assert body["job"] == {"id": job.id, "name": "nightly"}
@@ -244,6 +246,7 @@ def test_webhook_body_headers_and_signature(notifying: Container, hook: Receiver
             "resource_type": "model",
             "status": "error",
             "message": BROKEN.message,
+            "step": None,
         }
     ]
     assert body["run_url"] == f"https://runyard.example.com/ui/runs/{run.id}"

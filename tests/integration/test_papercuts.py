@@ -113,7 +113,13 @@ def test_validation_errors_name_the_field_and_list_allowed_values(
 
     missing = client.post(jobs, json={"name": "nightly"}, headers=admin_headers)
     body = assert_problem(missing, 422, field="command")
-    assert body["errors"] == [{"field": "command", "message": "required: this field is missing"}]
+    assert body["errors"] == [
+        {
+            "field": "command",
+            "message": 'required: the dbt or SQLMesh command to run (e.g. "dbt build"), or '
+            "steps, a list of commands run in order",
+        }
+    ]
 
     typo = client.post(
         jobs,
@@ -137,7 +143,7 @@ def test_validation_errors_name_the_field_and_list_allowed_values(
         headers=admin_headers,
     )
     body = assert_problem(enum, 422, field="concurrency_policy")
-    assert body["errors"][0]["message"].endswith("use one of: Allow, Forbid, Replace")
+    assert body["errors"][0]["message"].endswith("use one of: Allow, Forbid, Queue, Replace")
 
     kind = client.post(
         "/api/v1/projects", json={"name": "b", "kind": "dbtx"}, headers=admin_headers
