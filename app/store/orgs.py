@@ -25,6 +25,31 @@ def _org(row: dict[str, Any]) -> Organization:
     )
 
 
+# What ``principal_of_row`` reads, from ``tokens t JOIN orgs o ON o.id = t.org_id``.
+PRINCIPAL_COLUMNS = (
+    "t.id AS token_id, t.role, t.name, t.expires_at, t.scope_project_id, t.scope_actions,"
+    " o.id AS org_id, o.slug"
+)
+
+
+def principal_of_row(row: dict[str, Any]) -> Principal:
+    """A token's principal from a row selecting ``PRINCIPAL_COLUMNS``. Shared by the API's
+    token lookup and the UI's sessions (app/store/sessions.py), so a session carries exactly
+    the scope and expiry its token has on the API."""
+    actions = row["scope_actions"]
+    role: Role = "admin" if row["role"] == "admin" else "viewer"
+    return Principal(
+        org_id=row["org_id"],
+        org_slug=row["slug"],
+        role=role,
+        token_id=row["token_id"],
+        token_name=row["name"],
+        project_id=row["scope_project_id"],
+        actions=None if actions is None else frozenset(json.loads(actions)),
+        expires_at=from_text(row["expires_at"]) if row["expires_at"] else None,
+    )
+
+
 class OrgRepo:
     def __init__(self, database: Database) -> None:
         self._db = database
@@ -120,25 +145,11 @@ class TokenRepo:
     def principal_for_hash(self, token_hash: str) -> Principal | None:
         """The token's principal, expired or not (the caller tells an expired one apart)."""
         row = self._db.row(
-            "SELECT t.id, t.role, t.name, t.expires_at, t.scope_project_id, t.scope_actions,"
-            " o.id AS org_id, o.slug"
-            " FROM tokens t JOIN orgs o ON o.id = t.org_id"
+            f"SELECT {PRINCIPAL_COLUMNS} FROM tokens t JOIN orgs o ON o.id = t.org_id"
             " WHERE t.token_hash = ? AND t.revoked_at IS NULL",
             (token_hash,),
         )
-        if row is None:
-            return None
-        actions = row["scope_actions"]
-        return Principal(
-            org_id=row["org_id"],
-            org_slug=row["slug"],
-            role=row["role"],
-            token_id=row["id"],
-            token_name=row["name"],
-            project_id=row["scope_project_id"],
-            actions=None if actions is None else frozenset(json.loads(actions)),
-            expires_at=from_text(row["expires_at"]) if row["expires_at"] else None,
-        )
+        return None if row is None else principal_of_row(row)
 
     def touch(self, token_id: str, when: datetime) -> None:
         with self._db.write() as db:

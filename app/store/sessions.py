@@ -7,8 +7,9 @@ from datetime import datetime
 import msgspec
 
 from app.ids import from_text, to_text
-from app.models import Principal, Role
+from app.models import Principal
 from app.store.db import Database
+from app.store.orgs import PRINCIPAL_COLUMNS, principal_of_row
 
 
 class SessionRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -47,28 +48,37 @@ class SessionRepo:
             )
 
     def active(self, id_hash: str, now: datetime) -> SessionRow | None:
-        """The session if it has not ended or expired and its token is not revoked. The
-        token's role and org are read now, not remembered from sign-in."""
+        """The session if it has not ended or expired, and its token is neither revoked nor
+        expired. The token's role, org, name, scope and expiry are read now, not remembered
+        from sign-in: the session acts exactly as its token would on the API."""
         row = self._db.row(
-            "SELECT s.token_id, s.csrf_secret, s.created_at, s.expires_at, t.role,"
-            " o.id AS org_id, o.slug"
+            f"SELECT {PRINCIPAL_COLUMNS}, s.csrf_secret, s.created_at AS session_created,"
+            " s.expires_at AS session_expires"
             " FROM ui_sessions s JOIN tokens t ON t.id = s.token_id"
             " JOIN orgs o ON o.id = t.org_id"
             " WHERE s.id_hash = ? AND s.ended_at IS NULL AND s.expires_at > ?"
-            " AND t.revoked_at IS NULL",
-            (id_hash, to_text(now)),
+            " AND t.revoked_at IS NULL AND (t.expires_at IS NULL OR t.expires_at > ?)",
+            (id_hash, to_text(now), to_text(now)),
         )
         if row is None:
             return None
-        role: Role = "admin" if row["role"] == "admin" else "viewer"
         return SessionRow(
-            principal=Principal(
-                org_id=row["org_id"], org_slug=row["slug"], role=role, token_id=row["token_id"]
-            ),
+            principal=principal_of_row(row),
             csrf_secret=row["csrf_secret"],
-            created_at=from_text(row["created_at"]),
-            expires_at=from_text(row["expires_at"]),
+            created_at=from_text(row["session_created"]),
+            expires_at=from_text(row["session_expires"]),
         )
+
+    def token_expired_at(self, id_hash: str, now: datetime) -> datetime | None:
+        """When the token of this (not ended) session expired, if it has: why ``active``
+        found nothing, for the sign-in page to say."""
+        value = self._db.scalar(
+            "SELECT t.expires_at FROM ui_sessions s JOIN tokens t ON t.id = s.token_id"
+            " WHERE s.id_hash = ? AND s.ended_at IS NULL AND t.revoked_at IS NULL"
+            " AND t.expires_at IS NOT NULL AND t.expires_at <= ?",
+            (id_hash, to_text(now)),
+        )
+        return None if value is None else from_text(str(value))
 
     def end(self, id_hash: str, now: datetime) -> bool:
         with self._db.write() as db:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote
 
@@ -15,7 +17,10 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.response import Redirect
 from litestar.types import ExceptionHandlersMap
 
+from app import logs
 from app.errors import Forbidden, RunyardError
+from app.services import audit
+from app.services.tokens import require_action
 from app.settings import Settings
 from app.web.render import SECURITY_HEADERS, html
 from app.web.sessions import SESSION_COOKIE, SessionManager, SignInRequired, UiSession
@@ -58,18 +63,24 @@ def secure_cookies(request: AnyRequest, settings: Settings) -> bool:
 
 
 def session_of(request: AnyRequest, sessions: SessionManager) -> UiSession:
-    session = sessions.resolve(request.cookies.get(SESSION_COOKIE))
+    cookie = request.cookies.get(SESSION_COOKIE)
+    session = sessions.resolve(cookie)
     if session is None:
         here = request.url.path
         if request.method == "GET" and request.url.query:
             here += "?" + request.url.query
-        raise SignInRequired(here if request.method == "GET" else "/ui/")
+        reason = "expired" if sessions.token_expired_at(cookie) is not None else None
+        raise SignInRequired(here if request.method == "GET" else "/ui/", reason=reason)
     return session
 
 
-def writer_of(request: AnyRequest, sessions: SessionManager, form: ActionForm) -> UiSession:
-    """The session of a form that writes: CSRF first (a forged form learns nothing about
-    roles), then the role. The services check the role again."""
+def writer_of(
+    request: AnyRequest, sessions: SessionManager, form: ActionForm, action: str
+) -> UiSession:
+    """The session of a form that takes ``action`` (app/services/tokens.py ACTIONS, the
+    action the API's route for the same change declares): CSRF first (a forged form learns
+    nothing about roles), then the role, then the token's action set, as the API's guard
+    (app/api/auth.py ``writers_only``) checks them. The services check the role again."""
     session = session_of(request, sessions)
     if not sessions.csrf_ok(session, form.csrf_token):
         raise Forbidden(
@@ -80,7 +91,34 @@ def writer_of(request: AnyRequest, sessions: SessionManager, form: ActionForm) -
             "Your token has the 'viewer' role and can only read. Sign in with an admin "
             "token to make changes."
         )
+    require_action(session.principal, action)
     return session
+
+
+def _source_address(request: AnyRequest) -> str | None:
+    # The TCP peer, as the API records it (app/api/auth.py): X-Forwarded-For is not trusted.
+    client = request.scope.get("client")
+    return str(client[0])[:100] if client else None
+
+
+@contextmanager
+def writing(
+    request: AnyRequest, sessions: SessionManager, form: ActionForm, action: str
+) -> Iterator[UiSession]:
+    """``writer_of``, then the handler's work recorded in the audit trail as the session's
+    token, with the request's id and source address, as an API write is. The API's
+    middleware sets the actor for /api/ only; a UI handler runs in a worker thread, which
+    this sets it in (the variable is the thread's copy of the request's context)."""
+    session = writer_of(request, sessions, form, action)
+    principal = session.principal
+    actor = audit.Actor(
+        token_id=principal.token_id,
+        name=principal.token_name or principal.token_id,
+        request_id=logs.request_id.get(),
+        source_address=_source_address(request),
+    )
+    with audit.acting_as(actor):
+        yield session
 
 
 # --- error pages ----------------------------------------------------------------------
@@ -99,10 +137,12 @@ def _error_page(request: AnyRequest, status: int, title: str, detail: str) -> Re
 
 def _runyard_error(request: AnyRequest, exc: RunyardError) -> Response[Any]:
     if isinstance(exc, SignInRequired):
-        target = "/ui/signin"
+        query = []
         if local_ui_path(exc.detail) and exc.detail not in ("/ui", "/ui/"):
-            target += "?next=" + quote(exc.detail, safe="/")
-        return see_other(target)
+            query.append("next=" + quote(exc.detail, safe="/"))
+        if exc.reason:
+            query.append("why=" + quote(exc.reason))
+        return see_other("/ui/signin" + ("?" + "&".join(query) if query else ""))
     response = _error_page(request, exc.status, exc.title, exc.detail)
     response.headers.update(exc.headers)  # Retry-After of a 429
     return response

@@ -7,6 +7,7 @@ worker thread (``sync_to_thread=True``).
 
 from __future__ import annotations
 
+import math
 from typing import Annotated
 
 import msgspec
@@ -17,6 +18,7 @@ from litestar.response import Redirect
 
 from app.api.auth import OWN_CREDENTIAL
 from app.errors import Forbidden, NotFound, Unauthorized
+from app.ids import utcnow
 from app.notify.outbox import NotificationOutbox
 from app.services.jobs import JobService
 from app.services.projects import ProjectService
@@ -32,10 +34,10 @@ from app.web.common import (
     secure_cookies,
     see_other,
     session_of,
-    writer_of,
+    writing,
 )
 from app.web.render import SECURITY_HEADERS, html
-from app.web.sessions import SESSION_COOKIE, SIGNIN_COOKIE, SessionManager
+from app.web.sessions import SESSION_COOKIE, SIGNIN_COOKIE, SessionManager, TokenExpired
 
 FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
 # Confirmation texts after an action, by code: the page never echoes text from the URL.
@@ -45,6 +47,13 @@ DONE = {
     "disabled": "Job disabled.",
     "deployed": "Project deployed: its schedules are active.",
     "cancelled": "Run cancelled.",
+}
+
+
+# Why the sign-in form is shown, by code (app/web/common.py SignInRequired.reason).
+WHY = {
+    "expired": "Your session ended because its token expired. Create a new token with "
+    "'runyard tokens create' and sign in with it.",
 }
 
 
@@ -101,8 +110,11 @@ class SignInController(Controller):
         ui_sessions: SessionManager,
         settings: Settings,
         next: Annotated[str | None, Parameter(query="next", max_length=1000)] = None,
+        why: Annotated[str | None, Parameter(max_length=40)] = None,
     ) -> Response[str]:
-        return self._form(request, ui_sessions, settings, next_path=local_ui_path(next))
+        return self._form(
+            request, ui_sessions, settings, next_path=local_ui_path(next), error=WHY.get(why or "")
+        )
 
     @post("/signin", sync_to_thread=True)
     def signin(
@@ -123,7 +135,11 @@ class SignInController(Controller):
                 status=403,
             )
         try:
-            cookie, _session = ui_sessions.sign_in(data.token)
+            cookie, session = ui_sessions.sign_in(data.token)
+        except TokenExpired as exc:  # the API's wording: when, and how to get another
+            return self._form(
+                request, ui_sessions, settings, next_path=next_path, error=exc.detail, status=401
+            )
         except Unauthorized:  # malformed, unknown or revoked
             return self._form(
                 request,
@@ -135,11 +151,16 @@ class SignInController(Controller):
                 status=401,
             )
         response = see_other(next_path or "/ui/")
+        # The session's lifetime, or less when its token expires sooner.
+        max_age = int(ui_sessions.lifetime.total_seconds())
+        if session.principal.expires_at is not None:
+            left = (session.principal.expires_at - utcnow()).total_seconds()
+            max_age = max(1, min(max_age, math.ceil(left)))
         response.set_cookie(
             SESSION_COOKIE,
             cookie,
             path="/ui",
-            max_age=int(ui_sessions.lifetime.total_seconds()),
+            max_age=max_age,
             httponly=True,
             samesite="strict",
             secure=secure_cookies(request, settings),
@@ -269,10 +290,10 @@ class PageController(Controller):
         job_id: str,
         data: Annotated[ActionForm, FORM],
     ) -> Redirect:
-        ui = writer_of(request, ui_sessions, data)
-        job = jobs.find(ui.principal, job_id)
-        result = runs.trigger(ui.principal, job.project_id, job.id, None, None, None)
-        return see_other(f"/ui/runs/{result.run.id}?done=triggered")
+        with writing(request, ui_sessions, data, "trigger") as ui:
+            job = views.find_job(ui.principal, job_id, jobs)
+            result = runs.trigger(ui.principal, job.project_id, job.id, None, None, None)
+            return see_other(f"/ui/runs/{result.run.id}?done=triggered")
 
     @post("/jobs/{job_id:str}/toggle", sync_to_thread=True)
     def toggle(
@@ -283,10 +304,10 @@ class PageController(Controller):
         job_id: str,
         data: Annotated[ActionForm, FORM],
     ) -> Redirect:
-        ui = writer_of(request, ui_sessions, data)
-        job = jobs.find(ui.principal, job_id)
-        jobs.set_enabled(ui.principal, job.project_id, [job.id], not job.enabled)
-        return see_other(f"/ui/jobs/{job.id}?done={'disabled' if job.enabled else 'enabled'}")
+        with writing(request, ui_sessions, data, "write") as ui:
+            job = views.find_job(ui.principal, job_id, jobs)
+            jobs.set_enabled(ui.principal, job.project_id, [job.id], not job.enabled)
+            return see_other(f"/ui/jobs/{job.id}?done={'disabled' if job.enabled else 'enabled'}")
 
     @post("/jobs/{job_id:str}/deploy", sync_to_thread=True)
     def deploy(
@@ -298,10 +319,10 @@ class PageController(Controller):
         job_id: str,
         data: Annotated[ActionForm, FORM],
     ) -> Redirect:
-        ui = writer_of(request, ui_sessions, data)
-        job = jobs.find(ui.principal, job_id)
-        projects.deploy(ui.principal, job.project_id)
-        return see_other(f"/ui/jobs/{job.id}?done=deployed")
+        with writing(request, ui_sessions, data, "deploy") as ui:
+            job = views.find_job(ui.principal, job_id, jobs)
+            projects.deploy(ui.principal, job.project_id)
+            return see_other(f"/ui/jobs/{job.id}?done=deployed")
 
     @post("/runs/{run_id:str}/cancel", sync_to_thread=True)
     def cancel(
@@ -312,9 +333,9 @@ class PageController(Controller):
         run_id: str,
         data: Annotated[ActionForm, FORM],
     ) -> Redirect:
-        ui = writer_of(request, ui_sessions, data)
-        run = runs.cancel(ui.principal, run_id)
-        return see_other(f"/ui/runs/{run.id}?done=cancelled")
+        with writing(request, ui_sessions, data, "trigger") as ui:
+            run = runs.cancel(ui.principal, run_id)
+            return see_other(f"/ui/runs/{run.id}?done=cancelled")
 
     @post("/runs/{run_id:str}/rerun", sync_to_thread=True)
     def rerun(
@@ -325,9 +346,9 @@ class PageController(Controller):
         run_id: str,
         data: Annotated[ActionForm, FORM],
     ) -> Redirect:
-        ui = writer_of(request, ui_sessions, data)
-        run = runs.rerun(ui.principal, run_id)
-        return see_other(f"/ui/runs/{run.id}?done=triggered")
+        with writing(request, ui_sessions, data, "trigger") as ui:
+            run = runs.rerun(ui.principal, run_id)
+            return see_other(f"/ui/runs/{run.id}?done=triggered")
 
     @post("/runs/{run_id:str}/retry", sync_to_thread=True)
     def retry(
@@ -338,9 +359,9 @@ class PageController(Controller):
         run_id: str,
         data: Annotated[ActionForm, FORM],
     ) -> Redirect:
-        ui = writer_of(request, ui_sessions, data)
-        run = runs.retry(ui.principal, run_id)
-        return see_other(f"/ui/runs/{run.id}?done=triggered")
+        with writing(request, ui_sessions, data, "trigger") as ui:
+            run = runs.retry(ui.principal, run_id)
+            return see_other(f"/ui/runs/{run.id}?done=triggered")
 
 
 @get("/", include_in_schema=False, sync_to_thread=False, opt={OWN_CREDENTIAL: True})

@@ -17,15 +17,16 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import msgspec
 
-from app.errors import RunyardError
+from app.errors import RunyardError, Unauthorized
 from app.ids import utcnow
 from app.models import Principal
 from app.services.ratelimit import RateLimiter
-from app.services.tokens import TokenService
+from app.services.tokens import TokenService, expired_message, hash_token
 from app.store import Store
 
 SESSION_COOKIE = "runyard_session"
@@ -43,6 +44,13 @@ class UiSession(msgspec.Struct, frozen=True, kw_only=True):
     @property
     def is_admin(self) -> bool:
         return self.principal.can_write
+
+    def may(self, action: str) -> bool:
+        """Whether the session's token may take ``action`` (app/services/tokens.py ACTIONS):
+        what the pages ask before showing a button, as the API's guard asks of a route."""
+        if action != "read" and not self.principal.can_write:
+            return False
+        return self.principal.actions is None or action in self.principal.actions
 
 
 def _hash(session_id: str) -> str:
@@ -89,12 +97,23 @@ class SessionManager:
 
     def sign_in(self, token: str) -> tuple[str, UiSession]:
         """A new session for an API token: the cookie value and the session. Raises
-        Unauthorized for a malformed, unknown or revoked token."""
-        principal = self._tokens.authenticate(token.strip())
+        TokenExpired for an expired token, Unauthorized for a malformed, unknown or revoked
+        one. The session ends when its token expires, if that comes first."""
+        token = token.strip()
+        try:
+            principal = self._tokens.authenticate(token)
+        except Unauthorized:
+            known = self._store.tokens.principal_for_hash(hash_token(token))
+            expired = known.expires_at if known is not None else None
+            if expired is not None and expired <= self._clock():
+                raise TokenExpired(expired_message(expired)) from None
+            raise
         now = self._clock()
         session_id = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         expires = now + self.lifetime
+        if principal.expires_at is not None:
+            expires = min(expires, principal.expires_at)
         self._store.sessions.delete_stale(now - KEEP_ENDED)
         self._store.sessions.insert(
             id_hash=_hash(session_id),
@@ -122,6 +141,14 @@ class SessionManager:
             principal=row.principal, csrf_token=row.csrf_secret, expires_at=row.expires_at
         )
 
+    def token_expired_at(self, cookie: str | None) -> datetime | None:
+        """When the token of the cookie's session expired, if that is why ``resolve`` found
+        no session (the sign-in page then says so)."""
+        session_id = self._session_id(cookie)
+        if session_id is None:
+            return None
+        return self._store.sessions.token_expired_at(_hash(session_id), self._clock())
+
     def sign_out(self, cookie: str | None) -> None:
         session_id = self._session_id(cookie)
         if session_id is not None:
@@ -148,9 +175,18 @@ class SessionManager:
         return hmac.compare_digest(self.signin_csrf(nonce).encode(), submitted.encode())
 
 
+@dataclass
 class SignInRequired(RunyardError):
-    """No live session: pages answer with a redirect to the sign-in form."""
+    """No live session: pages answer with a redirect to the sign-in form (``detail``: the
+    page to come back to). ``reason``: a code the form explains (``expired``: the session's
+    token expired), never text from the request."""
+
+    reason: str | None = None
 
     status = 401
     slug = "unauthorized"
     title = "Sign in"
+
+
+class TokenExpired(Unauthorized):
+    """Sign-in with a token that has expired (the detail says when, as the API does)."""

@@ -1,7 +1,8 @@
 """What each page shows, built from the services the API uses (no SQL here).
 
 Every read goes through a service with the session's principal, so another organization's
-job or run is the services' NotFound: a 404 page, as in the API.
+job or run is the services' NotFound: a 404 page, as in the API. So is, to a project-scoped
+token's session, another project's (the services check runs; ``find_job`` checks jobs).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from app.services.history import ModelStats, Timeline, TimelineNode
 from app.services.jobs import JobService
 from app.services.projects import ProjectService
 from app.services.runs import JobStatus, RunService
+from app.services.tokens import sees_project
 from app.store.jobs import config_of
 from app.store.outbox import Attempt, Notification
 from app.web.charts import FAILING, Chart, Gantt, Spark, gantt, run_history, sparkline
@@ -34,6 +36,15 @@ JOBS_PER_PAGE = 100  # the overview's jobs table (what is failing lists every jo
 NODES_PER_PAGE = 200
 # The page shows the end of a long log; the whole of it is one link away (log.txt).
 LOG_PAGE_CHARS = 200_000
+
+
+def find_job(principal: Principal, job_id: str, jobs: JobService) -> Job:
+    """A job by its id alone (the UI's job addresses name no project). A job of a project
+    the session's token is not scoped to is a 404, word for word another org's job."""
+    job = jobs.find(principal, job_id)
+    if not sees_project(principal, job.project_id):
+        raise NotFound(f"No job with id {job_id!r} in your organization.")
+    return job
 
 
 def _sorted_json(value: Any) -> str:
@@ -140,7 +151,7 @@ class JobPage:
 
 
 def job_page(principal: Principal, job_id: str, jobs: JobService, runs: RunService) -> JobPage:
-    job = jobs.find(principal, job_id)
+    job = find_job(principal, job_id, jobs)
     project = jobs.project(principal, job.project_id)
     status = runs.status(principal, project.id, job.id, WEEK, "7d")
     recent = runs.list_runs(
@@ -185,7 +196,7 @@ class DiffPage:
 
 
 def diff_page(principal: Principal, job_id: str, old: int, new: int, jobs: JobService) -> DiffPage:
-    job = jobs.find(principal, job_id)
+    job = find_job(principal, job_id, jobs)
     project = jobs.project(principal, job.project_id)
     versions = jobs.versions(principal, project.id, job.id)
     by_number = {v.version: v for v in versions}
@@ -270,7 +281,7 @@ def run_page(
     # The page gets the run without its snapshot (which holds secret values).
     run = Run(**{name: getattr(record, name) for name in Run.__struct_fields__})
     try:
-        job: Job | None = jobs.find(principal, run.job_id)
+        job: Job | None = find_job(principal, run.job_id, jobs)
     except NotFound:
         job = None  # deleted since; the run and its snapshot remain
     try:

@@ -214,24 +214,33 @@ def test_writes_need_the_csrf_token_then_the_admin_role(
     viewer_cookie, viewer_session = sessions.sign_in(viewer)
     post = "/ui/jobs/j/toggle"
     found = writer_of(
-        _request("POST", post, admin_cookie), sessions, ActionForm(admin_session.csrf_token)
+        _request("POST", post, admin_cookie),
+        sessions,
+        ActionForm(admin_session.csrf_token),
+        "write",
     )
     assert found.principal == admin_session.principal
     with pytest.raises(Forbidden, match="security token"):
-        writer_of(_request("POST", post, admin_cookie), sessions, ActionForm(""))
+        writer_of(_request("POST", post, admin_cookie), sessions, ActionForm(""), "write")
     with pytest.raises(Forbidden, match="security token"):
         # Another session's token: CSRF tokens are per session.
         writer_of(
-            _request("POST", post, admin_cookie), sessions, ActionForm(viewer_session.csrf_token)
+            _request("POST", post, admin_cookie),
+            sessions,
+            ActionForm(viewer_session.csrf_token),
+            "write",
         )
     # A viewer with a good token is still refused, by role.
     with pytest.raises(Forbidden, match="viewer"):
         writer_of(
-            _request("POST", post, viewer_cookie), sessions, ActionForm(viewer_session.csrf_token)
+            _request("POST", post, viewer_cookie),
+            sessions,
+            ActionForm(viewer_session.csrf_token),
+            "write",
         )
     # A viewer's forged form hears about the token, not about roles.
     with pytest.raises(Forbidden, match="security token"):
-        writer_of(_request("POST", post, viewer_cookie), sessions, ActionForm("forged"))
+        writer_of(_request("POST", post, viewer_cookie), sessions, ActionForm("forged"), "write")
 
 
 def test_a_role_change_is_seen_at_once(
