@@ -23,6 +23,7 @@ from app.notify.outbox import NotificationOutbox
 from app.services.jobs import JobService
 from app.services.projects import ProjectService
 from app.services.runs import RunService
+from app.services.tokens import expired_message
 from app.settings import Settings
 from app.web import views
 from app.web.common import (
@@ -103,7 +104,7 @@ class SignInController(Controller):
         )
         return response
 
-    @get("/signin", sync_to_thread=False)
+    @get("/signin", sync_to_thread=True)
     def signin_form(
         self,
         request: AnyRequest,
@@ -112,8 +113,15 @@ class SignInController(Controller):
         next: Annotated[str | None, Parameter(query="next", max_length=1000)] = None,
         why: Annotated[str | None, Parameter(max_length=40)] = None,
     ) -> Response[str]:
+        error = WHY.get(why or "")
+        if why == "expired":
+            # The date from the session's own token (the cookie is still sent), in the
+            # API's words; never text from the address.
+            expired = ui_sessions.token_expired_at(request.cookies.get(SESSION_COOKIE))
+            if expired is not None:
+                error = "Your session ended. " + expired_message(expired)
         return self._form(
-            request, ui_sessions, settings, next_path=local_ui_path(next), error=WHY.get(why or "")
+            request, ui_sessions, settings, next_path=local_ui_path(next), error=error
         )
 
     @post("/signin", sync_to_thread=True)

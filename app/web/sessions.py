@@ -26,7 +26,7 @@ from app.errors import RunyardError, Unauthorized
 from app.ids import utcnow
 from app.models import Principal
 from app.services.ratelimit import RateLimiter
-from app.services.tokens import TokenService, expired_message, hash_token
+from app.services.tokens import ACTIONS, TokenService, expired_message, hash_token
 from app.store import Store
 
 SESSION_COOKIE = "runyard_session"
@@ -51,6 +51,13 @@ class UiSession(msgspec.Struct, frozen=True, kw_only=True):
         if action != "read" and not self.principal.can_write:
             return False
         return self.principal.actions is None or action in self.principal.actions
+
+    @property
+    def allowed(self) -> str | None:
+        """The token's action set for the page header (``read, trigger``); None: all its
+        role allows."""
+        actions = self.principal.actions
+        return None if actions is None else ", ".join(a for a in ACTIONS if a in actions)
 
 
 def _hash(session_id: str) -> str:

@@ -54,7 +54,8 @@ def test_an_expired_tokens_session_ends_and_the_sign_in_page_says_why(
         assert ended.headers["location"] == f"/ui/signin?next={page}&why=expired"
         form = client.get(ended.headers["location"])
         assert form.status_code == 200
-        assert "session ended because its token expired" in form.text
+        assert "Your session ended. The bearer token expired on" in form.text
+        assert "runyard tokens create" in form.text
         # Forms are refused too, and change nothing.
         csrf = csrf_of(form.text)  # the sign-in form's; no session token is left anyway
         toggled = client.post(f"{page}/toggle", data={"csrf_token": csrf})
@@ -87,6 +88,9 @@ def test_a_trigger_only_token_sees_and_may_use_only_trigger_controls(
     with _signed_in(live_server, token) as client:
         job_page = client.get(f"/ui/jobs/{world.job_id}")
         assert job_page.status_code == 200
+        # The header says which token this is and what it may do.
+        assert '<strong id="who-token">ci-bot</strong>' in job_page.text
+        assert '<strong id="who-actions">read, trigger</strong>' in job_page.text
         # The job is scheduled and its project not deployed: an unscoped admin sees Deploy.
         assert 'id="btn-trigger"' in job_page.text
         assert 'id="btn-toggle"' not in job_page.text and 'id="btn-deploy"' not in job_page.text
@@ -140,6 +144,7 @@ def test_a_project_scoped_token_sees_only_its_project(
         overview = client.get("/ui/")
         assert overview.status_code == 200
         assert "1 jobs in 1 projects" in overview.text
+        assert 'id="who-project">one project only' in overview.text
         assert world.job_id in overview.text and "nightly" in overview.text
         assert other_job not in overview.text and "finance" not in overview.text
         assert "ledger" not in overview.text
