@@ -108,7 +108,7 @@ class JobService:
     def find(self, principal: Principal, job_id: str) -> Job:
         """A job of the caller's organization by its id alone (the web UI's job URLs)."""
         job = self._store.jobs.get_in_org(principal.org_id, job_id)
-        if job is None:
+        if job is None or not sees_project(principal, job.project_id):
             raise NotFound(f"No job with id {job_id!r} in your organization.")
         return job
 

@@ -614,6 +614,7 @@ class RunService:
         old = self._store.runs.record(run_id)
         if old is None or old.org_id != principal.org_id:
             raise NotFound(f"No run with id {run_id!r} in your organization.")
+        require_run_in_scope(principal, run_id, old.project_id)
         if not old.is_terminal:
             return f"Run {run_id} is still {old.status}."
         if old.status == "success":
