@@ -524,6 +524,34 @@ MIGRATIONS: tuple[Migration, ...] = (
             " WHERE json_type(config, '$.allowed_images') IS NULL",
         ),
     ),
+    Migration(
+        14,
+        "run indexes that answer run lists, their counts and job status from the index alone "
+        "(ten million runs), and retention's walk by age",
+        (
+            # Each list index orders by seq under its equality columns and carries the columns
+            # the other filters test, so a filtered page or count never reads a run's row
+            # (several KB: snapshot and results) just to reject it.
+            "DROP INDEX runs_by_job",
+            "CREATE INDEX runs_by_job ON runs (job_id, seq DESC, org_id, project_id, created_at)",
+            "DROP INDEX runs_by_job_status",
+            # Also the status window: counts and successful durations since a time.
+            """CREATE INDEX runs_by_job_status ON runs
+               (job_id, status, seq DESC, created_at, duration_seconds, org_id, project_id)""",
+            "DROP INDEX runs_by_org",
+            "CREATE INDEX runs_by_org ON runs (org_id, seq DESC, status, created_at, project_id)",
+            # A capped count stops at its cap, or at the end of the range it scans: these
+            # keep that range to the matches when a filter is selective (a rare status, a
+            # recent ``since``, one project of a big org).
+            """CREATE INDEX runs_by_org_status ON runs
+               (org_id, status, seq DESC, created_at, project_id)""",
+            "CREATE INDEX runs_by_org_age ON runs (org_id, created_at, status, project_id)",
+            """CREATE INDEX runs_by_project ON runs
+               (project_id, seq DESC, status, created_at, org_id)""",
+            # Retention finds the oldest finished runs without scanning the table.
+            "CREATE INDEX runs_by_age ON runs (created_at, status)",
+        ),
+    ),
 )
 
 CURRENT_VERSION = MIGRATIONS[-1].version

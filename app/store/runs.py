@@ -116,10 +116,16 @@ class Admission(msgspec.Struct):
     replay_hash: str | None = None
 
 
+# A list counts its matches up to this many: counting all of an org's runs (millions) would
+# cost more than the page. More than this: the page says so (``total_capped``).
+TOTAL_CAP = 10_000
+
+
 class RunPage(msgspec.Struct):
     runs: list[Run]
-    total: int
+    total: int  # the matches, at most TOTAL_CAP
     next_cursor: str | None
+    total_capped: bool = False  # more than ``total`` match
 
 
 class RunRepo:
@@ -261,11 +267,28 @@ class RunRepo:
             if value is not None:
                 where.append(f"{column} = ?")
                 params.append(value)
-        if since is not None:
-            where.append("created_at >= ?")
-            params.append(to_text(since))
         condition = " AND ".join(where)
-        total = int(self._db.scalar(f"SELECT count(*) FROM runs WHERE {condition}", params))
+        if since is not None:
+            params.append(to_text(since))
+        # Counted from an index alone (migration 14) however the filters combine; capped.
+        # ``since`` alone is a range of runs_by_org_age; with an equality filter it is
+        # tested on that filter's index (a job's runs, a project's, a status of the org's),
+        # never a range of every status of the org.
+        counted = condition
+        if since is not None:
+            alone = project_id is None and job_id is None and status is None
+            counted += " AND created_at >= ?" if alone else " AND +created_at >= ?"
+        total = int(
+            self._db.scalar(
+                f"SELECT count(*) FROM (SELECT 1 FROM runs WHERE {counted} LIMIT ?)",
+                [*params, TOTAL_CAP + 1],
+            )
+        )
+        # ... while the page walks an index in seq order and stops after ``limit``: the
+        # unary + keeps the planner (which has no statistics) from taking the age index
+        # and sorting every match of a long window.
+        if since is not None:
+            condition += " AND +created_at >= ?"
         if cursor is not None:
             condition += " AND seq < ?"
             params.append(cursor)
@@ -274,7 +297,12 @@ class RunRepo:
             [*params, limit + 1],
         )
         next_cursor = str(rows[limit - 1]["seq"]) if len(rows) > limit else None
-        return RunPage([_run(r) for r in rows[:limit]], total, next_cursor)
+        return RunPage(
+            [_run(r) for r in rows[:limit]],
+            min(total, TOTAL_CAP),
+            next_cursor,
+            total_capped=total > TOTAL_CAP,
+        )
 
     def active_counts(self) -> list[tuple[str, str, int]]:
         """(executor, status, count) of pending and running runs."""
@@ -475,21 +503,39 @@ class RunRepo:
             self._db.scalar("SELECT 1 FROM run_log_chunks WHERE run_id = ? LIMIT 1", (run_id,))
         )
 
+    # --- retention ----------------------------------------------------------------------
+
+    def old_runs(self, cutoff: datetime, limit: int) -> list[int]:
+        """The oldest finished runs created before ``cutoff`` (their seq), at most ``limit``:
+        read outside any write transaction, from the runs_by_age index alone."""
+        rows = self._db.rows(
+            "SELECT seq FROM runs WHERE created_at < ? AND status NOT IN (?, ?)"
+            " ORDER BY created_at LIMIT ?",
+            (to_text(cutoff), *_ACTIVE, limit),
+        )
+        return [int(r["seq"]) for r in rows]
+
+    def delete_runs(self, seqs: Sequence[int]) -> int:
+        """Delete these runs (still finished) with their logs, in one short transaction;
+        their artifacts, model-history rows and notifications go with them (ON DELETE
+        CASCADE). Returns how many went."""
+        if not seqs:
+            return 0
+        marks = ",".join("?" * len(seqs))
+        finished = f"seq IN ({marks}) AND status NOT IN (?, ?)"
+        params = (*seqs, *_ACTIVE)
+        with self._db.write() as db:
+            db.conn.execute(
+                "DELETE FROM run_log_chunks WHERE run_id IN"
+                f" (SELECT id FROM runs WHERE {finished})",
+                params,
+            )
+            return db.conn.execute(f"DELETE FROM runs WHERE {finished}", params).rowcount
+
     def delete_older_than(self, cutoff: datetime, batch: int = 500) -> int:
-        """Retention: remove finished runs created before ``cutoff`` with their logs."""
+        """Every finished run created before ``cutoff``, batch after batch (tests, tools;
+        the retention worker paces its batches itself)."""
         removed = 0
-        while True:
-            with self._db.write() as db:
-                ids = [
-                    r[0]
-                    for r in db.conn.execute(
-                        "SELECT id FROM runs WHERE created_at < ? AND status NOT IN (?, ?) LIMIT ?",
-                        (to_text(cutoff), *_ACTIVE, batch),
-                    ).fetchall()
-                ]
-                if not ids:
-                    return removed
-                marks = ",".join("?" * len(ids))
-                db.conn.execute(f"DELETE FROM run_log_chunks WHERE run_id IN ({marks})", ids)
-                db.conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
-                removed += len(ids)
+        while seqs := self.old_runs(cutoff, batch):
+            removed += self.delete_runs(seqs)
+        return removed
