@@ -15,8 +15,8 @@ from app.ids import new_id, utcnow
 from app.models import Project
 from tests.conftest import ContainerFactory
 from tests.integration.test_notify_support import (
-    Receiver,
     Received,
+    Receiver,
     Reply,
     finish,
     make_job,
