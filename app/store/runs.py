@@ -261,47 +261,60 @@ class RunRepo:
         cursor: int | None = None,
         limit: int = 50,
     ) -> RunPage:
+        """A page of runs, newest first, and how many match (at most TOTAL_CAP). Every
+        statement reads an index in a bounded range (tests/unit/test_store_plans.py): the
+        planner has no statistics, so unary ``+`` keeps it off an index where that range
+        could be every run of an org."""
         where = ["org_id = ?"]
         params: list[Any] = [org_id]
+        # A short ``since`` window of the whole org (at most TOTAL_CAP runs, counted on
+        # runs_by_org_age) is read on that index: count, then the newest seqs of it sorted
+        # (integers, from the index). A longer one matches the newest runs: the page walks
+        # a seq-ordered index and stops after ``limit``; the count stops at the cap.
+        short = since is not None and project_id is None and job_id is None
+        if short:
+            short = (
+                self._count("org_id = ? AND created_at >= ?", [org_id, to_text(since)]) <= TOTAL_CAP
+            )
         for column, value in (("project_id", project_id), ("job_id", job_id), ("status", status)):
             if value is not None:
-                where.append(f"{column} = ?")
+                where.append(f"+{column} = ?" if short else f"{column} = ?")
                 params.append(value)
-        condition = " AND ".join(where)
         if since is not None:
+            where.append("created_at >= ?" if short else "+created_at >= ?")
             params.append(to_text(since))
-        # Counted from an index alone (migration 14) however the filters combine; capped.
-        # ``since`` alone is a range of runs_by_org_age; with an equality filter it is
-        # tested on that filter's index (a job's runs, a project's, a status of the org's),
-        # never a range of every status of the org.
-        counted = condition
-        if since is not None:
-            alone = project_id is None and job_id is None and status is None
-            counted += " AND created_at >= ?" if alone else " AND +created_at >= ?"
-        total = int(
-            self._db.scalar(
-                f"SELECT count(*) FROM (SELECT 1 FROM runs WHERE {counted} LIMIT ?)",
-                [*params, TOTAL_CAP + 1],
-            )
-        )
-        # ... while the page walks an index in seq order and stops after ``limit``: the
-        # unary + keeps the planner (which has no statistics) from taking the age index
-        # and sorting every match of a long window.
-        if since is not None:
-            condition += " AND +created_at >= ?"
+        condition = " AND ".join(where)
+        total = self._count(condition, params)
         if cursor is not None:
-            condition += " AND seq < ?"
+            condition += " AND +seq < ?" if short else " AND seq < ?"
             params.append(cursor)
-        rows = self._db.rows(
-            f"SELECT seq, {_RUN_COLUMNS} FROM runs WHERE {condition} ORDER BY seq DESC LIMIT ?",
-            [*params, limit + 1],
-        )
+        order = f"WHERE {condition} ORDER BY seq DESC LIMIT ?"
+        if short:
+            seqs = [
+                r[0]
+                for r in self._db.db.conn.execute(
+                    f"SELECT seq FROM runs {order}", [*params, limit + 1]
+                )
+            ]
+            marks = ",".join("?" * len(seqs))
+            order = f"WHERE seq IN ({marks}) ORDER BY seq DESC LIMIT ?"
+            params = seqs
+        rows = self._db.rows(f"SELECT seq, {_RUN_COLUMNS} FROM runs {order}", [*params, limit + 1])
         next_cursor = str(rows[limit - 1]["seq"]) if len(rows) > limit else None
         return RunPage(
             [_run(r) for r in rows[:limit]],
             min(total, TOTAL_CAP),
             next_cursor,
             total_capped=total > TOTAL_CAP,
+        )
+
+    def _count(self, condition: str, params: list[Any]) -> int:
+        """Runs matching, counted up to TOTAL_CAP + 1."""
+        return int(
+            self._db.scalar(
+                f"SELECT count(*) FROM (SELECT 1 FROM runs WHERE {condition} LIMIT ?)",
+                [*params, TOTAL_CAP + 1],
+            )
         )
 
     def active_counts(self) -> list[tuple[str, str, int]]:
