@@ -271,11 +271,10 @@ class RunRepo:
         # runs_by_org_age) is read on that index: count, then the newest seqs of it sorted
         # (integers, from the index). A longer one matches the newest runs: the page walks
         # a seq-ordered index and stops after ``limit``; the count stops at the cap.
-        short = since is not None and project_id is None and job_id is None
-        if short:
-            short = (
-                self._count("org_id = ? AND created_at >= ?", [org_id, to_text(since)]) <= TOTAL_CAP
-            )
+        short = False
+        if since is not None and project_id is None and job_id is None:
+            window = self._count("org_id = ? AND created_at >= ?", [org_id, to_text(since)])
+            short = window <= TOTAL_CAP
         for column, value in (("project_id", project_id), ("job_id", job_id), ("status", status)):
             if value is not None:
                 where.append(f"+{column} = ?" if short else f"{column} = ?")
