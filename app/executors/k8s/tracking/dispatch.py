@@ -305,7 +305,9 @@ class Dispatcher:
     def _completed(self, batch: Completed) -> None:
         """Back from the pool: forget what was recorded; try the rest again later (the
         cluster could not be read), backing off up to 30 seconds."""
-        self._pipeline.returned()
+        self._pipeline.returned(batch)
+        if batch.read:
+            return
         retry = {id(item) for item in batch.retry}
         for item in batch.items:
             if id(item) in retry:
