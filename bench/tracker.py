@@ -22,8 +22,10 @@ runyard for one interpreter lock.
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
 import resource
 import subprocess
 import sys
@@ -192,8 +194,40 @@ def wait(predicate: Any, timeout: float, what: str, container: Container | None 
                 )
                 print(f"runs by status: {states}", file=sys.stderr)
             raise SystemExit(f"FAIL: {what} did not happen in {timeout} s")
-        time.sleep(0.005)
+        time.sleep(0.05)  # a count over every run: polling it faster steals runyard's CPU
     return time.time()
+
+
+class ThreadProfiles:
+    """cProfile in every thread started after ``install`` (cProfile alone sees one thread):
+    where runyard's CPU goes, summed over its threads."""
+
+    def __init__(self) -> None:
+        self.profiles: list[cProfile.Profile] = []
+
+    def install(self) -> None:
+        def start(*_: object) -> None:
+            profile = cProfile.Profile()
+            self.profiles.append(profile)
+            sys.setprofile(None)
+            profile.enable()
+
+        threading.setprofile(start)
+
+    def top(self, count: int = 25) -> list[str]:
+        if not self.profiles:
+            return []
+        stats = pstats.Stats(self.profiles[0])
+        for profile in self.profiles[1:]:
+            stats.add(profile)
+        rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)  # type: ignore[attr-defined]
+        lines = []
+        for (path, line, name), (_, calls, own, cumulative, _) in rows[:count]:
+            lines.append(
+                f"{own:8.2f} s own {cumulative:8.2f} s cum {calls:9d} calls "
+                f"{Path(path).name}:{line}:{name}"
+            )
+        return lines
 
 
 class Sampler:
@@ -260,6 +294,9 @@ def run(
     tracker = executor.tracker
     namespace = container.settings.namespace_for(principal.org_slug)
     container.projects.deploy(principal, project.id)  # the CronJobs of the first org
+    profiles = ThreadProfiles()
+    if profile:
+        profiles.install()
     executor.start()
     assert tracker.synced.wait(120)
 
@@ -333,6 +370,7 @@ def run(
         "wrong": check(container, failing),
         "requests": dict(kinds),
         "profile": sampler.top() if sampler is not None else [],
+        "cpu_profile": profiles.top(),
         "load_average": os.getloadavg(),
     }
 
@@ -418,8 +456,14 @@ def main() -> int:
         f"{figures['peak_rss_mb_runyard']} MB, emulator {figures['peak_rss_mb_emulator']} MB; "
         f"load average {figures['load_average'][0]:.1f}"
     )
+    if figures["profile"]:
+        print("where runyard's threads were (samples every 5 ms):")
     for kind, where, n in figures["profile"]:
         print(f"  {n:6d}  {kind:22s} {where}")
+    if figures["cpu_profile"]:
+        print("runyard's CPU by function (cProfile in every tracker thread, own time):")
+    for line in figures["cpu_profile"]:
+        print(f"  {line}")
     print(
         f"API requests per run while finishing: {figures['requests_per_run']} "
         f"({figures['requests']}); single-Job reads: {figures['single_job_reads']}"
