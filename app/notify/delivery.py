@@ -35,7 +35,7 @@ from app.store.outbox import AttemptRecord, Claimed
 
 log = logging.getLogger("runyard.notify")
 
-BUFFER_SECONDS = 0.5  # work a lane holds: what its senders send in this long
+BUFFER_SECONDS = 0.25  # work a lane holds: what its senders send in this long
 MAX_BUFFER = 512  # rows one lane holds at most
 INITIAL_LATENCY = 0.05  # assumed for a host never sent to yet
 MIN_PASS_SECONDS = 0.02  # between dispatcher passes: a burst of wake-ups is one pass
