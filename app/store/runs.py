@@ -128,6 +128,36 @@ class RunPage(msgspec.Struct):
     total_capped: bool = False  # more than ``total`` match
 
 
+def _where(
+    org_id: str,
+    project_id: str | None,
+    job_id: str | None,
+    status: str | None,
+    since: datetime | None,
+    *,
+    on_age: bool,
+) -> tuple[str, list[Any]]:
+    """The filter of a run list with only the chosen index's columns left indexable: the
+    job's (runs_by_job, runs_by_job_status), else the project's (runs_by_project), else the
+    org's by status or seq, or with ``on_age`` the since window (runs_by_org_age)."""
+    parts: list[tuple[str, Any, bool]] = [
+        ("org_id", org_id, project_id is None and job_id is None),
+        ("project_id", project_id, job_id is None and not on_age),
+        ("job_id", job_id, True),
+        ("status", status, not on_age),
+    ]
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value, indexed in parts:
+        if value is not None:
+            where.append(f"{column} = ?" if indexed else f"+{column} = ?")
+            params.append(value)
+    if since is not None:
+        where.append("created_at >= ?" if on_age else "+created_at >= ?")
+        params.append(to_text(since))
+    return " AND ".join(where), params
+
+
 class RunRepo:
     def __init__(self, database: Database) -> None:
         self._db = database
@@ -262,42 +292,39 @@ class RunRepo:
         limit: int = 50,
     ) -> RunPage:
         """A page of runs, newest first, and how many match (at most TOTAL_CAP). Every
-        statement reads an index in a bounded range (tests/unit/test_store_plans.py): the
-        planner has no statistics, so unary ``+`` keeps it off an index where that range
-        could be every run of an org."""
-        where = ["org_id = ?"]
-        params: list[Any] = [org_id]
-        # A short ``since`` window of the whole org (at most TOTAL_CAP runs, counted on
-        # runs_by_org_age) is read on that index: count, then the newest seqs of it sorted
-        # (integers, from the index). A longer one matches the newest runs: the page walks
-        # a seq-ordered index and stops after ``limit``; the count stops at the cap.
+        statement reads one chosen index in a bounded range (tests/unit/test_store_plans.py):
+        the planner has no statistics, so a unary ``+`` keeps it off every other index.
+
+        A job's or a project's runs are read on that index. Org-wide, a ``since`` window of
+        at most TOTAL_CAP runs (counted on runs_by_org_age) is read on that index: counted,
+        then its newest seqs sorted (integers, from the index). A longer one holds the
+        org's newest runs: the page walks a seq-ordered index and stops after ``limit``."""
+        org_wide = project_id is None and job_id is None
         short = False
-        if since is not None and project_id is None and job_id is None:
+        on_age = False  # the count walks the since window (runs_by_org_age)
+        if since is not None and org_wide:
             window = self._count("org_id = ? AND created_at >= ?", [org_id, to_text(since)])
             short = window <= TOTAL_CAP
-        for column, value in (("project_id", project_id), ("job_id", job_id), ("status", status)):
-            if value is not None:
-                where.append(f"+{column} = ?" if short else f"{column} = ?")
-                params.append(value)
-        if since is not None:
-            where.append("created_at >= ?" if short else "+created_at >= ?")
-            params.append(to_text(since))
-        condition = " AND ".join(where)
+            # A long window with a status: the window, unless that status is rare (then
+            # its own runs are fewer to walk than the window's).
+            on_age = (
+                short
+                or status is None
+                or self._count("org_id = ? AND status = ?", [org_id, status]) > TOTAL_CAP
+            )
+        filters = (project_id, job_id, status, since)
+        condition, params = _where(org_id, *filters, on_age=on_age)
         total = self._count(condition, params)
+        if not short:
+            condition, params = _where(org_id, *filters, on_age=False)
         if cursor is not None:
             condition += " AND +seq < ?" if short else " AND seq < ?"
             params.append(cursor)
         order = f"WHERE {condition} ORDER BY seq DESC LIMIT ?"
         if short:
-            seqs = [
-                r[0]
-                for r in self._db.db.conn.execute(
-                    f"SELECT seq FROM runs {order}", [*params, limit + 1]
-                )
-            ]
-            marks = ",".join("?" * len(seqs))
-            order = f"WHERE seq IN ({marks}) ORDER BY seq DESC LIMIT ?"
-            params = seqs
+            found = self._db.db.conn.execute(f"SELECT seq FROM runs {order}", [*params, limit + 1])
+            params = [r[0] for r in found]
+            order = f"WHERE seq IN ({','.join('?' * len(params))}) ORDER BY seq DESC LIMIT ?"
         rows = self._db.rows(f"SELECT seq, {_RUN_COLUMNS} FROM runs {order}", [*params, limit + 1])
         next_cursor = str(rows[limit - 1]["seq"]) if len(rows) > limit else None
         return RunPage(
