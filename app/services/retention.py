@@ -31,7 +31,7 @@ class RetentionWorker:
         batch_seconds: float = 0.02,
         pause_seconds: float = 0.03,
         max_batch: int = 2000,
-        first_batch: int = 100,
+        first_batch: int = 10,
     ) -> None:
         self._store = store
         self._days = days
@@ -40,7 +40,9 @@ class RetentionWorker:
         self._batch_seconds = batch_seconds
         self._pause = pause_seconds
         self._max_batch = max_batch
-        self._batch = min(first_batch, max_batch)  # runs per transaction; adapts to their cost
+        # Runs per transaction, adapting to their cost; small at first: on a database larger
+        # than memory the first batches read their pages from disk.
+        self._batch = min(first_batch, max_batch)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -63,10 +65,11 @@ class RetentionWorker:
             started = time.monotonic()
             removed += runs.delete_runs(seqs)
             took = time.monotonic() - started
-            # Halfway towards the size that takes batch_seconds: one slow batch (a run
-            # with many model-history rows, a checkpoint) does not swing it far.
+            # Too slow (pages read from disk inside the transaction, many model-history
+            # rows): straight down to the size that fits batch_seconds; fast: halfway up.
             fitting = len(seqs) * self._batch_seconds / max(took, 1e-4)
-            self._batch = max(1, min(self._max_batch, int((self._batch + fitting) / 2)))
+            grown = fitting if took > self._batch_seconds else (self._batch + fitting) / 2
+            self._batch = max(1, min(self._max_batch, int(grown)))
             if self._stop.wait(max(self._pause, took)):
                 break  # stopping: the rest goes next time
         return removed
