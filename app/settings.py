@@ -69,6 +69,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     audit_retention_days: int = 365
     log_cap_bytes: int = 10 * 1024 * 1024
     reconcile_interval_seconds: float = 60.0
+    # How the run tracker watches Jobs (docs/kubernetes.md): "cluster", one watch of every
+    # namespace (needs the ClusterRole runyard-watch); "namespaces", a pool of
+    # k8s_watch_threads threads visiting the org namespaces in turn; "auto", cluster when
+    # allowed.
+    k8s_watch_scope: Literal["auto", "cluster", "namespaces"] = "auto"
+    k8s_watch_threads: int = 8
     # Directory of the CronJob and Job skeletons; None: the repository's k8s_templates/.
     k8s_templates: str | None = None
     # Local projects live under <projects_root>/<org-slug>/; None: a projects/ folder beside the
@@ -108,6 +114,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         # Checks that hold however the settings are built (from the environment or in tests).
         if "{org}" not in self.namespace_template:
             raise SettingsError(f"{variable('namespace_template')} must contain '{{org}}'")
+        if self.k8s_watch_threads < 1:
+            raise SettingsError(f"{variable('k8s_watch_threads')} must be at least 1")
         if self.local_max_runs_per_org < 1:
             raise SettingsError(f"{variable('local_max_runs_per_org')} must be at least 1")
         if not 0 < self.ui_session_hours <= 24 * 30:

@@ -1,30 +1,36 @@
-"""Run tracking on Kubernetes: 1,000 Jobs finishing within about a second, against the
-emulator (tests/harness/k8s.py: a real HTTP server, the real client).
+"""Run tracking on Kubernetes: 1,000 (or --runs) Jobs finishing within about a second,
+against the emulator (tests/harness/k8s.py: a real HTTP server, the real client).
 
-runyard (a Container with the Kubernetes executor and its tracker started) has 1,000 runs
-running: 900 one-off runs of 100 jobs and 100 scheduled Jobs fired by their CronJobs. The
+runyard (a Container with the Kubernetes executor and its tracker started) has its runs
+running: nine in ten one-off runs (of up to 100 jobs per org, spread over --orgs orgs, each
+in its own namespace) and one in ten scheduled Jobs fired by the first org's CronJobs. The
 emulator then ends them all as fast as it can (one in ten fails with dbt's output naming
 the broken model). Prints the time until every run is terminal with its logs stored,
-counted from the last Job's end, and the Kubernetes API requests per run made meanwhile
-(no request may read a single Job: nothing is polled). Writes bench/results/tracker.json;
-exits 1 when a run is missing or wrong, or the goal (every run recorded within 5 s of the
-last finish) is missed.
+counted from the last Job's end, the Kubernetes API requests per run made meanwhile (no
+request may read a single Job: nothing is polled), the watch threads, the CPU each process
+used while the runs finished, and peak memory; --profile samples every thread's stack
+meanwhile and prints where they were. Writes bench/results/tracker.json; exits 1 when a run
+is missing or wrong, or the goal (every run recorded within 5 s of the last finish) is missed.
 
 The emulator runs in a child process (this script with --serve-cluster, driven over a
-pipe), so that playing the Job controller for a thousand Jobs does not compete with runyard
-for one interpreter lock.
+pipe), so that playing the Job controller for thousands of Jobs does not compete with
+runyard for one interpreter lock.
 
-    python bench/tracker.py [--runs 1000]
+    python bench/tracker.py [--runs 1000] [--orgs 1] [--scope auto] [--profile]
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
 import json
 import os
+import pstats
+import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -66,19 +72,24 @@ def serve_cluster(kubeconfig: Path) -> None:
             op, ns = command["op"], command.get("namespace", "")
             answer: Any = None
             if op == "start":
-                for name in command["names"]:
-                    cluster.start_job(ns, name, logs=command["logs"])
+                for where, name in command["jobs"]:
+                    cluster.start_job(where, name, logs=command["logs"])
             elif op == "fire":
                 answer = [
                     cluster.fire_cronjob(ns, cronjob, datetime.fromisoformat(at))
                     for cronjob, at in command["slots"]
                 ]
             elif op == "finish":
-                answer = finish_all(cluster, ns, command["items"])
+                answer = finish_all(cluster, command["items"])
+            elif op == "cpu":
+                times = os.times()
+                answer = times.user + times.system
+            elif op == "rss":
+                answer = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
             print(json.dumps({"answer": answer}), flush=True)
 
 
-def finish_all(cluster: FakeCluster, namespace: str, items: list[Any]) -> dict[str, float]:
+def finish_all(cluster: FakeCluster, items: list[Any]) -> dict[str, float]:
     """End every Job in one turn of the emulator's event loop, the way a burst hits a real
     API server. The public ``finish_job`` is one call per Job from another thread, and the
     emulator's loop serves runyard's requests in between: a thousand would take seconds."""
@@ -86,7 +97,7 @@ def finish_all(cluster: FakeCluster, namespace: str, items: list[Any]) -> dict[s
 
     def burst() -> dict[str, float]:
         first = time.time()
-        for name, exit_code, logs in items:
+        for namespace, name, exit_code, logs in items:
             state.finish_job(namespace, name, exit_code=exit_code, logs=logs)
         return {"first": first, "last": time.time()}
 
@@ -137,8 +148,8 @@ class Cluster:
 # --- runyard's side -----------------------------------------------------------------------
 
 
-def seed(container: Container) -> tuple[Principal, Project, list[Job]]:
-    token, _ = container.tokens.create("bench", "admin")
+def seed(container: Container, org: str, jobs_wanted: int) -> tuple[Principal, Project, list[Job]]:
+    token, _ = container.tokens.create(org, "admin")
     principal = container.tokens.authenticate(token)
     now = utcnow()
     project = saved_project(
@@ -150,7 +161,7 @@ def seed(container: Container) -> tuple[Principal, Project, list[Job]]:
         image="ghcr.io/acme/warehouse:2026.4",
     )
     jobs = []
-    for i in range(JOBS):
+    for i in range(jobs_wanted):
         job = Job(
             id=new_id("job"),
             org_id=principal.org_id,
@@ -172,50 +183,156 @@ def count(container: Container, sql: str) -> int:
     return int(container.store.database.scalar(sql))
 
 
-def wait(predicate: Any, timeout: float, what: str) -> float:
+def wait(predicate: Any, timeout: float, what: str, container: Container | None = None) -> float:
     deadline = time.time() + timeout
     while not predicate():
         if time.time() > deadline:
+            if container is not None:
+                states = container.store.database.rows(
+                    "SELECT status, log_bytes > 0 AS logged, count(*) AS n FROM runs"
+                    " GROUP BY status, logged"
+                )
+                print(f"runs by status: {states}", file=sys.stderr)
             raise SystemExit(f"FAIL: {what} did not happen in {timeout} s")
-        time.sleep(0.005)
+        time.sleep(0.05)  # a count over every run: polling it faster steals runyard's CPU
     return time.time()
 
 
-def run(container: Container, cluster: Cluster, total: int) -> dict[str, Any]:
-    principal, project, jobs = seed(container)
+class ThreadProfiles:
+    """cProfile in every thread started after ``install`` (cProfile alone sees one thread):
+    where runyard's CPU goes, summed over its threads."""
+
+    def __init__(self) -> None:
+        self.profiles: list[cProfile.Profile] = []
+
+    def install(self) -> None:
+        def start(*_: object) -> None:
+            profile = cProfile.Profile()
+            self.profiles.append(profile)
+            sys.setprofile(None)
+            profile.enable()
+
+        threading.setprofile(start)
+
+    def top(self, count: int = 25) -> list[str]:
+        if not self.profiles:
+            return []
+        stats = pstats.Stats(self.profiles[0])
+        for profile in self.profiles[1:]:
+            stats.add(profile)
+        rows = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)  # type: ignore[attr-defined]
+        lines = []
+        for (path, line, name), (_, calls, own, cumulative, _) in rows[:count]:
+            lines.append(
+                f"{own:8.2f} s own {cumulative:8.2f} s cum {calls:9d} calls "
+                f"{Path(path).name}:{line}:{name}"
+            )
+        return lines
+
+
+class Sampler:
+    """A sampling profiler across threads (py-spy is not installed; cProfile sees one
+    thread): every few milliseconds, each thread's innermost frame that is runyard's own
+    code, or the library call it is blocked in, counted by thread kind."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        self.interval = interval
+        self.samples: Counter[tuple[str, str]] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        names = {}
+        while not self._stop.wait(self.interval):
+            names = {t.ident: t.name for t in threading.enumerate()}
+            for ident, frame in sys._current_frames().items():
+                name = names.get(ident, "?")
+                if ident == self._thread.ident or name == "MainThread":
+                    continue
+                kind = name.rstrip("0123456789_-").removesuffix("-") or name
+                self.samples[(kind, _where(frame))] += 1
+
+    def top(self, count: int = 25) -> list[tuple[str, str, int]]:
+        return [(kind, where, n) for (kind, where), n in self.samples.most_common(count)]
+
+
+def _where(frame: Any) -> str:
+    """The innermost frame and the innermost runyard frame above it."""
+    inner = f"{Path(frame.f_code.co_filename).name}:{frame.f_code.co_name}"
+    seen = frame
+    while seen is not None:
+        if "/app/" in seen.f_code.co_filename:
+            own = f"{Path(seen.f_code.co_filename).name}:{seen.f_code.co_name}"
+            return inner if own == inner else f"{own} > {inner}"
+        seen = seen.f_back
+    return inner
+
+
+def run(
+    container: Container, cluster: Cluster, total: int, orgs: int, profile: bool
+) -> dict[str, Any]:
+    per_org = -(-total // orgs)
+    scheduled = total // SCHEDULED_SHARE
+    # Each CronJob fires once: a CronJob keeps only its last 3 finished Jobs (its history
+    # limit), so ten of one CronJob ending together would have seven deleted, pods and logs
+    # with them, before anyone could read them (a real cluster does the same).
+    seeded = [
+        seed(container, f"bench{o:04d}", max(scheduled, JOBS) if o == 0 else min(JOBS, per_org))
+        for o in range(orgs)
+    ]
+    principal, project, jobs = seeded[0]
     executor = container.executor
     assert isinstance(executor, KubernetesExecutor) and executor.tracker is not None
     tracker = executor.tracker
     namespace = container.settings.namespace_for(principal.org_slug)
-    container.projects.deploy(principal, project.id)  # the CronJobs
+    container.projects.deploy(principal, project.id)  # the CronJobs of the first org
+    profiles = ThreadProfiles()
+    if profile:
+        profiles.install()
     executor.start()
-    assert tracker.synced.wait(30)
+    assert tracker.synced.wait(120)
 
-    names: list[str] = []
-    scheduled = total // SCHEDULED_SHARE
+    started: list[tuple[str, str]] = []
     for i in range(total - scheduled):
-        job = jobs[i % len(jobs)]
-        triggered = container.runs.trigger(principal, project.id, job.id)
-        assert triggered.run.job_name is not None
-        names.append(triggered.run.job_name)
+        org_principal, org_project, org_jobs = seeded[i % orgs]
+        job = org_jobs[(i // orgs) % min(JOBS, len(org_jobs))]
+        triggered = container.runs.trigger(org_principal, org_project.id, job.id)
+        assert triggered.run.job_name is not None and triggered.run.namespace is not None
+        started.append((triggered.run.namespace, triggered.run.job_name))
     slot = datetime(2026, 4, 28, 2, tzinfo=UTC)
     slots = [
-        (f"warehouse-{jobs[i % len(jobs)].name}", (slot + timedelta(hours=i)).isoformat())
+        (f"warehouse-{jobs[i].name}", (slot + timedelta(hours=i)).isoformat())
         for i in range(scheduled)
     ]
-    names += cluster.call("fire", namespace=namespace, slots=slots)
-    cluster.call("start", namespace=namespace, names=names, logs="Running with dbt=1.11.16\n")
+    started += [(namespace, n) for n in cluster.call("fire", namespace=namespace, slots=slots)]
+    cluster.call("start", jobs=started, logs="Running with dbt=1.11.16\n")
     wait(
         lambda: count(container, "SELECT count(*) FROM runs WHERE status = 'running'") == total,
-        120,
+        300,
         f"{total} runs running",
+        container,
     )
-    tracker.settle(30)
+    tracker.settle(60)
 
     cluster.requests(reset=True)
-    failing = set(names[::SCHEDULED_SHARE])
-    items = [(name, 1, BROKEN_LOG) if name in failing else (name, 0, OK_LOG) for name in names]
-    window = cluster.call("finish", namespace=namespace, items=items)
+    failing = set(started[::SCHEDULED_SHARE])
+    items = [
+        (ns, name, 1, BROKEN_LOG) if (ns, name) in failing else (ns, name, 0, OK_LOG)
+        for ns, name in started
+    ]
+    cpu_before = (_cpu(), cluster.call("cpu"))
+    sampler = Sampler() if profile else None
+    if sampler is not None:
+        sampler.__enter__()
+    window = cluster.call("finish", items=items)
     done = wait(
         lambda: (
             count(
@@ -224,22 +341,47 @@ def run(container: Container, cluster: Cluster, total: int) -> dict[str, Any]:
             )
             == total
         ),
-        120,
+        300,
         "every run recorded",
+        container,
     )
+    cpu_after = (_cpu(), cluster.call("cpu"))
+    if sampler is not None:
+        sampler.__exit__()
     tracker.settle(30)
     kinds = Counter(_kind(r["path"], r["query"]) for r in cluster.requests())
+    threads = [t.name for t in threading.enumerate()]
     return {
         "runs": total,
+        "orgs": orgs,
+        "watch_scope": tracker.scope,
+        "watch_threads": sum(n.startswith("k8s-watch") for n in threads),
+        "threads": len(threads),
         "finish_window_seconds": round(window["last"] - window["first"], 3),
         "recorded_after_last_finish_seconds": round(done - window["last"], 3),
         "recorded_after_first_finish_seconds": round(done - window["first"], 3),
+        "cpu_seconds_runyard": round(cpu_after[0] - cpu_before[0], 2),
+        "cpu_seconds_emulator": round(cpu_after[1] - cpu_before[1], 2),
+        "peak_rss_mb_runyard": round(_rss() / 2**20, 1),
+        "peak_rss_mb_emulator": round(cluster.call("rss") / 2**20, 1),
         "requests_per_run": round(sum(kinds.values()) / total, 3),
         "single_job_reads": kinds.get("read one Job", 0),
         "goal_seconds": GOAL_SECONDS,
         "wrong": check(container, failing),
         "requests": dict(kinds),
+        "profile": sampler.top() if sampler is not None else [],
+        "cpu_profile": profiles.top(),
+        "load_average": os.getloadavg(),
     }
+
+
+def _cpu() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _kind(path: str, query: dict[str, str]) -> str:
@@ -256,24 +398,27 @@ def _kind(path: str, query: dict[str, str]) -> str:
     return path
 
 
-def check(container: Container, failing: set[str]) -> int:
+def check(container: Container, failing: set[tuple[str, str]]) -> int:
     """Runs with a wrong status, error or log, plus any missing or recorded twice."""
     wrong = 0
-    rows = container.store.database.rows("SELECT id, job_name, status, error FROM runs")
+    rows = container.store.database.rows("SELECT id, namespace, job_name, status, error FROM runs")
     for row in rows:
         text = container.store.runs.read_log(row["id"])
-        if row["job_name"] in failing:
+        if (row["namespace"], row["job_name"]) in failing:
             ok = row["status"] == "failed" and "model broken_orders failed" in (row["error"] or "")
             ok = ok and text.endswith(BROKEN_LOG)
         else:
             ok = row["status"] == "success" and text.endswith(OK_LOG)
         wrong += not ok
-    return wrong + abs(len(rows) - len({r["job_name"] for r in rows}))
+    return wrong + abs(len(rows) - len({(r["namespace"], r["job_name"]) for r in rows}))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1000)
+    parser.add_argument("--orgs", type=int, default=1, help="spread the runs over this many orgs")
+    parser.add_argument("--scope", choices=["auto", "cluster", "namespaces"], default="auto")
+    parser.add_argument("--profile", action="store_true", help="sample every thread's stack")
     parser.add_argument("--serve-cluster", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_cluster:
@@ -288,10 +433,12 @@ def main() -> int:
             database=str(Path(tmp) / "bench.db"),
             executor="kubernetes",
             reconcile_interval_seconds=0,
+            k8s_watch_scope=args.scope,
+            log_level="WARNING",
         )
         container = Container(settings)
         try:
-            figures = run(container, cluster, total)
+            figures = run(container, cluster, total, max(1, args.orgs), args.profile)
         finally:
             container.stop()
             cluster.close()
@@ -301,6 +448,22 @@ def main() -> int:
         f"after the last ended ({figures['recorded_after_first_finish_seconds']} s after the "
         "first)"
     )
+    print(
+        f"{figures['orgs']} orgs, watch scope {figures['watch_scope']}: "
+        f"{figures['watch_threads']} watch threads, {figures['threads']} threads in all; "
+        f"CPU while finishing: runyard {figures['cpu_seconds_runyard']} s, emulator "
+        f"{figures['cpu_seconds_emulator']} s; peak RSS runyard "
+        f"{figures['peak_rss_mb_runyard']} MB, emulator {figures['peak_rss_mb_emulator']} MB; "
+        f"load average {figures['load_average'][0]:.1f}"
+    )
+    if figures["profile"]:
+        print("where runyard's threads were (samples every 5 ms):")
+    for kind, where, n in figures["profile"]:
+        print(f"  {n:6d}  {kind:22s} {where}")
+    if figures["cpu_profile"]:
+        print("runyard's CPU by function (cProfile in every tracker thread, own time):")
+    for line in figures["cpu_profile"]:
+        print(f"  {line}")
     print(
         f"API requests per run while finishing: {figures['requests_per_run']} "
         f"({figures['requests']}); single-Job reads: {figures['single_job_reads']}"

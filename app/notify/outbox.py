@@ -4,10 +4,11 @@ Writing: the tracker calls ``_on_started`` / ``_on_finished`` inside the transac
 changes a run's status, so a run is never recorded as finished without its notifications
 (nor notified without being finished). Each row gets its delivery id there.
 
-Delivering: one dispatcher thread claims due rows (with a lease, see app/store/outbox.py)
-and hands them to a pool of sender threads. At most ``per_host`` requests go to one host
-at a time, and a host that answered 429 gets nothing until its Retry-After has passed: a
-slow, dead or throttling receiver holds up its own notifications and no others. Each
+Delivering (app/notify/delivery.py): a dispatcher claims due rows (with a lease, see
+app/store/outbox.py) host by host, orgs in turn, and a pool of sender threads sends them.
+At most ``per_host`` requests go to one host at a time, and a host that answered 429 gets
+nothing until its Retry-After has passed: a slow, dead or throttling receiver holds up its
+own notifications and no others, and one org's burst holds up no other org's alert. Each
 request has a timeout, so a hanging receiver occupies ``per_host`` threads at most.
 After a crash, rows that were never claimed are due at once; rows claimed by the dead
 process become due when their lease ends.
@@ -20,11 +21,7 @@ import os
 import random
 import secrets
 import socket
-import threading
-import time
-from collections import Counter
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from app.errors import Conflict, NotFound
@@ -32,6 +29,7 @@ from app.ids import new_id, utcnow
 from app.models import JobConfig, Project, RunRecord, WebhookEvent
 from app.notify.channels import RunView, event_for
 from app.notify.deliver import Deliverer, RetryPolicy
+from app.notify.delivery import Attempted, Delivery
 from app.notify.messages import Alert
 from app.notify.outbound import OutboundPolicy
 from app.notify.registry import Registry, build_registry
@@ -44,7 +42,6 @@ from app.tracker import RunTracker
 log = logging.getLogger("runyard.notify")
 
 POLL_SECONDS = 0.5  # the longest sleep: new rows wake the dispatcher, retries are timed
-CANDIDATES_PER_SLOT = 4  # rows read per free sender thread when choosing what to claim
 
 
 class NotificationOutbox:
@@ -72,13 +69,7 @@ class NotificationOutbox:
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.channels = channels or build_registry(settings, policy)
         self._deliverer = Deliverer(store, self.channels, public_url=settings.public_url)
-        self._lock = threading.Lock()
-        self._inflight: Counter[str] = Counter()
-        self._paused: dict[str, float] = {}  # host -> monotonic time its Retry-After ends
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._delivery: Delivery | None = None
         self._rng = random.Random()  # noqa: S311 - jitter, not secrecy
 
     # --- writing (inside the tracker's transaction) -------------------------------------
@@ -196,134 +187,34 @@ class NotificationOutbox:
     # --- delivering ---------------------------------------------------------------------
 
     def start(self) -> None:
-        if self._thread is not None:
+        if self._delivery is not None:
             return
-        self._stopping.clear()
-        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="runyard-notify")
-        self._thread = threading.Thread(
-            target=self._dispatch_loop, name="runyard-notify-dispatch", daemon=True
+        self._delivery = Delivery(
+            self._store,
+            self._attempt,
+            owner=self._owner,
+            workers=self.workers,
+            per_host=self.per_host,
+            lease=self.lease,
+            clock=self._clock,
+            poll_seconds=self.poll_seconds,
         )
-        self._thread.start()
+        self._delivery.start()
 
     def stop(self) -> None:
         """Stop claiming; requests in flight finish (each within its timeout)."""
-        self._stopping.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
+        if self._delivery is not None:
+            self._delivery.stop()
+            self._delivery = None
         self.channels.close()
 
     def wake(self) -> None:
-        self._wake.set()
+        if self._delivery is not None:
+            self._delivery.wake()
 
-    def _dispatch_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                claimed = self._dispatch_once()
-            except Exception:
-                log.exception("the notification dispatcher hit an error; retrying")
-                claimed = 0
-                self._stopping.wait(1.0)
-            if not claimed:
-                self._wake.wait(self._pause())
-                self._wake.clear()
-
-    def _pause(self) -> float:
-        """How long to sleep: until the next retry is due, at most ``poll_seconds``. A row
-        that is due but was not claimed waits for a busy host; finishing requests wake the
-        dispatcher then, so that is no reason to spin."""
-        try:
-            due = self._store.outbox.next_due()
-        except Exception:
-            return self.poll_seconds
-        if due is None:
-            return self.poll_seconds
-        wait = (due - self._clock()).total_seconds()
-        return self.poll_seconds if wait <= 0 else min(wait, self.poll_seconds)
-
-    def _host_paused(self, host: str) -> bool:
-        with self._lock:
-            until = self._paused.get(host)
-            if until is None:
-                return False
-            if until > time.monotonic():
-                return True
-            del self._paused[host]
-            return False
-
-    def _busy_hosts(self) -> tuple[int, set[str]]:
-        with self._lock:
-            free = self.workers - sum(self._inflight.values())
-            busy = {h for h, n in self._inflight.items() if n >= self.per_host}
-            paused = list(self._paused)
-        return free, busy | {h for h in paused if self._host_paused(h)}
-
-    def _dispatch_once(self) -> int:
-        """Start a sender for each due row, as far as free threads and the per-host limit
-        allow. A sender then keeps claiming its host's next due row itself (see _send), so
-        the dispatcher is only needed to start work on a host, not for every row."""
-        free, busy = self._busy_hosts()
-        if free <= 0:
-            return 0
-        now = self._clock()
-        room: Counter[str] = Counter()
-        chosen: list[str] = []
-        for notification_id, host in self._store.outbox.due(
-            now, limit=free * CANDIDATES_PER_SLOT, skip_hosts=busy
-        ):
-            with self._lock:
-                used = self._inflight[host] + room[host]
-            if used < self.per_host and len(chosen) < free:
-                room[host] += 1
-                chosen.append(notification_id)
-        if not chosen:
-            return 0
-        claimed = self._store.outbox.claim(
-            chosen, owner=self._owner, now=now, lease_until=now + self.lease
-        )
-        pool = self._pool
-        assert pool is not None
-        for row in claimed:
-            with self._lock:
-                self._inflight[row.host] += 1
-            pool.submit(self._send, row)
-        return len(claimed)
-
-    def _send(self, first: Claimed) -> None:
-        """Deliver ``first``, then the host's next due rows while there are any, each
-        claimed in the transaction that records the previous attempt: a busy host's
-        pipeline stays full without a round trip through the dispatcher per row."""
-        host = first.host
-        row: Claimed | None = first
-        try:
-            while row is not None:
-                attempt = self._attempt(row)
-                more = not self._stopping.is_set() and not self._host_paused(host)
-                if more:
-                    row = self._store.outbox.finish_and_claim_next(
-                        row,
-                        attempt,
-                        owner=self._owner,
-                        lease_until=attempt.finished_at + self.lease,
-                    )
-                else:
-                    self._store.outbox.finish_attempt(row, attempt, owner=self._owner)
-                    row = None
-        except Exception:
-            log.exception("a notification sender stopped", extra={"host": host})
-        finally:
-            with self._lock:
-                self._inflight[host] -= 1
-                if self._inflight[host] <= 0:
-                    del self._inflight[host]
-            self._wake.set()
-
-    def _attempt(self, row: Claimed) -> AttemptRecord:
-        """Send once; what happened and when to try again (the caller records it)."""
+    def _attempt(self, row: Claimed) -> Attempted:
+        """Send once; what happened and when to try again (the caller records it), and how
+        long the whole host must wait (a 429 with Retry-After), if it must."""
         started = self._clock()
         try:
             sent = self._deliverer.deliver(row)
@@ -331,15 +222,13 @@ class NotificationOutbox:
             log.exception("notification delivery crashed", extra={"notification_id": row.id})
             sent = SendResult(outcome="retry", error=f"internal error: {type(exc).__name__}")
         now = self._clock()
-        outcome, error, next_due = sent.outcome, sent.error, None
+        outcome, error, next_due, pause = sent.outcome, sent.error, None, None
         policy = self.retry_policy
         if outcome == "retry":
             throttled = row.throttled + (1 if sent.throttled else 0)
             failures = row.attempts - row.budget_start - throttled
             if sent.throttled and sent.retry_after is not None:
-                wait = sent.retry_after
-                with self._lock:  # the whole host waits, not just this notification
-                    self._paused[row.host] = time.monotonic() + wait
+                wait = pause = sent.retry_after  # the whole host waits, not just this one
             else:
                 wait = policy.delay(max(1, failures), self._rng)
             if failures >= policy.max_attempts or throttled > policy.max_throttled:
@@ -361,7 +250,7 @@ class NotificationOutbox:
                 "error": error,
             },
         )
-        return AttemptRecord(
+        record = AttemptRecord(
             started_at=started,
             finished_at=now,
             outcome=outcome,
@@ -370,3 +259,4 @@ class NotificationOutbox:
             next_due=next_due,
             throttled=sent.throttled,
         )
+        return record, pause

@@ -1,11 +1,18 @@
 """Retention: finished runs, their logs and artifacts older than the configured age are
 pruned in the background. Active runs are never touched, whatever their age. Audit events
-have their own age (``audit_days``)."""
+have their own age (``audit_days``).
+
+Deleting is paced so writers never wait long: each batch is its own short transaction
+(sized to take about ``batch_seconds``, cascades included), and between batches the worker
+pauses at least as long as the batch took, and longer than SQLite's busy handler sleeps
+between a waiting writer's tries (25 ms by then), so the writer gets the lock in the pause.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
@@ -22,12 +29,23 @@ class RetentionWorker:
         clock: Callable[[], datetime],
         interval_seconds: float = 3600.0,
         audit_days: int = 0,
+        *,
+        batch_seconds: float = 0.02,
+        pause_seconds: float = 0.03,
+        max_batch: int = 2000,
+        first_batch: int = 10,
     ) -> None:
         self._store = store
         self._days = days
         self._audit_days = audit_days  # 0 keeps audit events forever
         self._clock = clock
         self._interval = interval_seconds
+        self._batch_seconds = batch_seconds
+        self._pause = pause_seconds
+        self._max_batch = max_batch
+        # Runs per transaction, adapting to their cost; small at first: on a database larger
+        # than memory the first batches read their pages from disk.
+        self._batch = min(first_batch, max_batch)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -40,7 +58,7 @@ class RetentionWorker:
         if self._days <= 0:
             return 0
         cutoff = self._clock() - timedelta(days=self._days)
-        removed = self._store.runs.delete_older_than(cutoff)
+        removed = self._prune_runs(cutoff)
         if removed:
             log.info("pruned old runs", extra={"removed": removed, "days": self._days})
         # The runs' artifact rows went with them (ON DELETE CASCADE); their files are
@@ -48,6 +66,22 @@ class RetentionWorker:
         swept = self._store.artifacts.sweep()
         if swept:
             log.info("deleted unreferenced artifact files", extra={"removed": swept})
+        return removed
+
+    def _prune_runs(self, cutoff: datetime) -> int:
+        runs = self._store.runs
+        removed = 0
+        while seqs := runs.old_runs(cutoff, self._batch):
+            started = time.monotonic()
+            removed += runs.delete_runs(seqs)
+            took = time.monotonic() - started
+            # Too slow (pages read from disk inside the transaction, many model-history
+            # rows): straight down to the size that fits batch_seconds; fast: halfway up.
+            fitting = len(seqs) * self._batch_seconds / max(took, 1e-4)
+            grown = fitting if took > self._batch_seconds else (self._batch + fitting) / 2
+            self._batch = max(1, min(self._max_batch, int(grown)))
+            if self._stop.wait(max(self._pause, took)):
+                break  # stopping: the rest goes next time
         return removed
 
     def start(self) -> None:

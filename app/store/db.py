@@ -31,6 +31,9 @@ BUSY_TIMEOUT_MS = 10_000
 # The event loop's read connection: WAL readers only wait in rare cases (a checkpoint
 # restarting the log, recovery); a read there must not stall every request for 10 s.
 LOOP_BUSY_TIMEOUT_MS = 1_000
+# The event loop's read connection serves every hot read: a page cache of 64 MB (instead of
+# SQLite's 2 MB) keeps the pages of 100,000 jobs' lookups in memory rather than re-read.
+LOOP_CACHE_KIB = 65_536
 log = logging.getLogger("runyard.store")
 
 
@@ -106,6 +109,7 @@ class Database:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         if self.reads_only_here():
             conn.execute(f"PRAGMA busy_timeout = {LOOP_BUSY_TIMEOUT_MS}")
+            conn.execute(f"PRAGMA cache_size = -{LOOP_CACHE_KIB}")
             conn.execute("PRAGMA query_only = ON")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = NORMAL")  # safe with WAL: a crash loses no commit
@@ -133,6 +137,7 @@ class Database:
         db: sqlite_utils.Database | None = getattr(self._local, "db", None)
         if db is not None:
             db.conn.execute(f"PRAGMA busy_timeout = {LOOP_BUSY_TIMEOUT_MS}")
+            db.conn.execute(f"PRAGMA cache_size = -{LOOP_CACHE_KIB}")
             db.conn.execute("PRAGMA query_only = ON")
 
     def version(self) -> int:

@@ -28,21 +28,6 @@ _COLUMNS = (
 )
 
 
-# One job as the API shows it (JobOut), rendered by SQLite: identity and bookkeeping
-# columns spliced in front of the stored configuration document, which always holds every
-# JobConfig field (msgspec writes defaults too; a migration must rewrite stored documents
-# when a field is added). The webhook secret is a separate column: only its presence shows.
-_JOB_JSON = (
-    """'{"id":' || json_quote(id) || ',"project_id":' || json_quote(project_id)"""
-    """ || ',"version":' || version"""
-    """ || ',"webhook_secret_set":' || iif(webhook_secret IS NULL, 'false', 'true')"""
-    """ || ',"sync_state":' || json_quote(sync_state)"""
-    """ || ',"sync_error":' || json_quote(sync_error)"""
-    """ || ',"created_at":' || json_quote(created_at)"""
-    """ || ',"updated_at":' || json_quote(updated_at) || ',' || substr(config, 2)"""
-)
-
-
 def _job(row: dict[str, Any], box: SecretBox) -> Job:
     config = _config_decoder.decode(row["config"])
     sealed = box.open_json(row["secrets"])
@@ -148,9 +133,10 @@ class JobRepo:
 
     def list_json(self, project_id: str) -> tuple[int, str]:
         """(count, JSON array of the project's jobs as the API shows them). Listing is the
-        hot read path: SQLite renders each job, so no Python object is built per job."""
+        hot read path: each job's document is stored rendered (``doc``, kept by triggers:
+        migration 14), so no Python object is built and nothing rendered per job."""
         cursor = self._db.db.conn.execute(
-            f"SELECT {_JOB_JSON} FROM jobs WHERE project_id = ? ORDER BY name", (project_id,)
+            "SELECT doc FROM jobs WHERE project_id = ? ORDER BY name", (project_id,)
         )
         documents = [row[0] for row in cursor]
         return len(documents), "[" + ",".join(documents) + "]"

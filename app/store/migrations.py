@@ -253,6 +253,20 @@ def _notification_run_optional(conn: sqlite3.Connection, _box: SecretBox) -> Non
     )
 
 
+# A job as the API shows it (JobOut), rendered by SQLite from its row: identity and
+# bookkeeping columns spliced in front of the stored configuration document, which always
+# holds every JobConfig field. Only whether a webhook secret is set shows.
+_JOB_DOC = (
+    """'{"id":' || json_quote(id) || ',"project_id":' || json_quote(project_id)"""
+    """ || ',"version":' || version"""
+    """ || ',"webhook_secret_set":' || iif(webhook_secret IS NULL, 'false', 'true')"""
+    """ || ',"sync_state":' || json_quote(sync_state)"""
+    """ || ',"sync_error":' || json_quote(sync_error)"""
+    """ || ',"created_at":' || json_quote(created_at)"""
+    """ || ',"updated_at":' || json_quote(updated_at) || ',' || substr(config, 2)"""
+)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -680,6 +694,45 @@ MIGRATIONS: tuple[Migration, ...] = (
             )""",
             "CREATE INDEX audit_by_org ON audit_events (org_id, seq DESC)",
             "CREATE INDEX audit_by_age ON audit_events (at)",
+        ),
+    ),
+    Migration(
+        14,
+        "run indexes that answer run lists, their counts and job status from the index alone "
+        "(ten million runs), and retention's walk by age",
+        (
+            # Each list index orders by seq under its equality columns and carries the columns
+            # the other filters test, so a filtered page or count never reads a run's row
+            # (several KB: snapshot and results) just to reject it.
+            "DROP INDEX IF EXISTS runs_by_job",
+            "CREATE INDEX runs_by_job ON runs (job_id, seq DESC, org_id, project_id, created_at)",
+            "DROP INDEX IF EXISTS runs_by_job_status",
+            # Also the status window: counts and successful durations since a time.
+            """CREATE INDEX runs_by_job_status ON runs
+               (job_id, status, seq DESC, created_at, duration_seconds, org_id, project_id)""",
+            "DROP INDEX IF EXISTS runs_by_org",
+            "CREATE INDEX runs_by_org ON runs (org_id, seq DESC, status, created_at, project_id)",
+            # A capped count stops at its cap, or at the end of the range it scans: these
+            # keep that range to the matches when a filter is selective (a rare status, a
+            # recent ``since``, one project of a big org).
+            """CREATE INDEX runs_by_org_status ON runs
+               (org_id, status, seq DESC, created_at, project_id)""",
+            "CREATE INDEX runs_by_org_age ON runs (org_id, created_at, status, project_id)",
+            """CREATE INDEX runs_by_project ON runs
+               (project_id, seq DESC, status, created_at, org_id)""",
+            # Retention finds the oldest finished runs without scanning the table.
+            "CREATE INDEX runs_by_age ON runs (created_at, status)",
+            # Each job's document as the API shows it, kept by triggers on every write (a
+            # migration's json_set on config included): listing a project's jobs reads 50
+            # stored strings instead of rendering 50 (app/store/jobs.py list_json). A later
+            # migration that changes the document drops and recreates these triggers.
+            "ALTER TABLE jobs ADD COLUMN doc TEXT",
+            f"UPDATE jobs SET doc = {_JOB_DOC}",
+            f"""CREATE TRIGGER jobs_doc_on_insert AFTER INSERT ON jobs BEGIN
+                UPDATE jobs SET doc = {_JOB_DOC} WHERE rowid = NEW.rowid; END""",
+            f"""CREATE TRIGGER jobs_doc_on_update AFTER UPDATE OF id, project_id, version,
+                webhook_secret, sync_state, sync_error, created_at, updated_at, config ON jobs
+                BEGIN UPDATE jobs SET doc = {_JOB_DOC} WHERE rowid = NEW.rowid; END""",
         ),
     ),
 )

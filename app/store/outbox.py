@@ -10,7 +10,7 @@ states are ``delivered`` and ``failed`` (permanently; an admin can retry it).
 from __future__ import annotations
 
 import threading
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -209,6 +209,59 @@ class OutboxRepo:
             lease_until,
         )
         return found[0] if found else None
+
+    def due_hosts(self, now: datetime) -> list[str]:
+        """Hosts with at least one claimable row."""
+        rows = self._db.rows(
+            f"SELECT DISTINCT host FROM notifications WHERE {_CLAIMABLE}", [to_text(now)]
+        )
+        return [r["host"] for r in rows]
+
+    def claim_fair(
+        self, host: str, *, limit: int, owner: str, now: datetime, lease_until: datetime
+    ) -> list[Claimed]:
+        """Claim up to ``limit`` due rows of ``host``, taking orgs in turn: each org's
+        oldest row, then each org's second oldest, and so on. One org's burst of thousands
+        then takes one place in each round, not the whole claim, and an alert of another
+        org written after the burst is in the very next claim. Returned oldest first within
+        each org."""
+        found = self._claim(
+            "seq IN (SELECT seq FROM (SELECT seq, due_at, ROW_NUMBER() OVER"
+            " (PARTITION BY org_id ORDER BY due_at, seq) AS turn FROM notifications"
+            f" WHERE host = ? AND {_CLAIMABLE}) ORDER BY turn, due_at, seq LIMIT ?)",
+            [host, to_text(now), limit],
+            owner,
+            now,
+            lease_until,
+        )
+        return sorted(found, key=lambda c: (c.created_at, c.id))
+
+    def finish_many(self, done: Sequence[tuple[Claimed, AttemptRecord]], *, owner: str) -> int:
+        """Record many attempts in one transaction (a burst delivers thousands a second;
+        one write each would make SQLite's lock the limit). Returns how many rows this
+        worker still held (the others' leases were lost; their attempts are recorded)."""
+        if not done:
+            return 0
+        held = 0
+        with self._workers, self._db.write():
+            for claimed, attempt in done:
+                held += self._finish(claimed, attempt, owner)
+        return held
+
+    def release(self, ids: Collection[str], *, owner: str, due_at: datetime) -> int:
+        """Give back claimed rows that were never sent (a host asked to wait, or delivery
+        stops): due again at ``due_at``, their claim not counted as an attempt."""
+        if not ids:
+            return 0
+        marks = ",".join("?" * len(ids))
+        with self._workers, self._db.write() as db:
+            cursor = db.conn.execute(
+                "UPDATE notifications SET state = 'pending', due_at = ?, lease_owner = NULL,"
+                " attempts = max(0, attempts - 1)"
+                f" WHERE id IN ({marks}) AND lease_owner = ? AND state = 'delivering'",
+                [to_text(due_at), *ids, owner],
+            )
+            return cursor.rowcount
 
     def finish_attempt(self, claimed: Claimed, attempt: AttemptRecord, *, owner: str) -> bool:
         """Record an attempt and move the row on. False when this worker's lease was lost

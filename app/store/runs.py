@@ -161,10 +161,46 @@ class Admission(msgspec.Struct):
     queued: bool = False  # inserted with status queued (the job's queue or the org's cap)
 
 
+# A list counts its matches up to this many: counting all of an org's runs (millions) would
+# cost more than the page. More than this: the page says so (``total_capped``).
+TOTAL_CAP = 10_000
+
+
 class RunPage(msgspec.Struct):
     runs: list[Run]
-    total: int
+    total: int  # the matches, at most TOTAL_CAP
     next_cursor: str | None
+    total_capped: bool = False  # more than ``total`` match
+
+
+def _where(
+    org_id: str,
+    project_id: str | None,
+    job_id: str | None,
+    status: str | None,
+    since: datetime | None,
+    *,
+    on_age: bool,
+) -> tuple[str, list[Any]]:
+    """The filter of a run list with only the chosen index's columns left indexable: the
+    job's (runs_by_job, runs_by_job_status), else the project's (runs_by_project), else the
+    org's by status or seq, or with ``on_age`` the since window (runs_by_org_age)."""
+    parts: list[tuple[str, Any, bool]] = [
+        ("org_id", org_id, project_id is None and job_id is None),
+        ("project_id", project_id, job_id is None and not on_age),
+        ("job_id", job_id, True),
+        ("status", status, not on_age),
+    ]
+    where: list[str] = []
+    params: list[Any] = []
+    for column, value, indexed in parts:
+        if value is not None:
+            where.append(f"{column} = ?" if indexed else f"+{column} = ?")
+            params.append(value)
+    if since is not None:
+        where.append("created_at >= ?" if on_age else "+created_at >= ?")
+        params.append(to_text(since))
+    return " AND ".join(where), params
 
 
 class RunRepo:
@@ -422,29 +458,58 @@ class RunRepo:
         limit: int = 50,
         results: bool = True,
     ) -> RunPage:
-        """A page of runs, newest first; ``results=False`` leaves each run's node results
-        out (empty), which is much cheaper for runs of big projects."""
-        where = ["org_id = ?"]
-        params: list[Any] = [org_id]
-        for column, value in (("project_id", project_id), ("job_id", job_id), ("status", status)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                params.append(value)
-        if since is not None:
-            where.append("created_at >= ?")
-            params.append(to_text(since))
-        condition = " AND ".join(where)
-        total = int(self._db.scalar(f"SELECT count(*) FROM runs WHERE {condition}", params))
+        """A page of runs, newest first, and how many match (at most TOTAL_CAP). Every
+        statement reads one chosen index in a bounded range (tests/unit/test_store_plans.py):
+        the planner has no statistics, so a unary ``+`` keeps it off every other index.
+
+        A job's or a project's runs are read on that index. Org-wide, a ``since`` window of
+        at most TOTAL_CAP runs (counted on runs_by_org_age) is read on that index: counted,
+        then its newest seqs sorted (integers, from the index). A longer one holds the
+        org's newest runs: the page walks a seq-ordered index and stops after ``limit``."""
+        org_wide = project_id is None and job_id is None
+        short = False
+        on_age = False  # the count walks the since window (runs_by_org_age)
+        if since is not None and org_wide:
+            window = self._count("org_id = ? AND created_at >= ?", [org_id, to_text(since)])
+            short = window <= TOTAL_CAP
+            # A long window with a status: the window, unless that status is rare (then
+            # its own runs are fewer to walk than the window's).
+            on_age = (
+                short
+                or status is None
+                or self._count("org_id = ? AND status = ?", [org_id, status]) > TOTAL_CAP
+            )
+        filters = (project_id, job_id, status, since)
+        condition, params = _where(org_id, *filters, on_age=on_age)
+        total = self._count(condition, params)
+        if not short:
+            condition, params = _where(org_id, *filters, on_age=False)
         if cursor is not None:
-            condition += " AND seq < ?"
+            condition += " AND +seq < ?" if short else " AND seq < ?"
             params.append(cursor)
+        order = f"WHERE {condition} ORDER BY seq DESC LIMIT ?"
+        if short:
+            found = self._db.db.conn.execute(f"SELECT seq FROM runs {order}", [*params, limit + 1])
+            params = [r[0] for r in found]
+            order = f"WHERE seq IN ({','.join('?' * len(params))}) ORDER BY seq DESC LIMIT ?"
         columns = _RUN_COLUMNS if results else _RUN_COLUMNS_BRIEF
-        rows = self._db.rows(
-            f"SELECT seq, {columns} FROM runs WHERE {condition} ORDER BY seq DESC LIMIT ?",
-            [*params, limit + 1],
-        )
+        rows = self._db.rows(f"SELECT seq, {columns} FROM runs {order}", [*params, limit + 1])
         next_cursor = str(rows[limit - 1]["seq"]) if len(rows) > limit else None
-        return RunPage([_run(r) for r in rows[:limit]], total, next_cursor)
+        return RunPage(
+            [_run(r) for r in rows[:limit]],
+            min(total, TOTAL_CAP),
+            next_cursor,
+            total_capped=total > TOTAL_CAP,
+        )
+
+    def _count(self, condition: str, params: list[Any]) -> int:
+        """Runs matching, counted up to TOTAL_CAP + 1."""
+        return int(
+            self._db.scalar(
+                f"SELECT count(*) FROM (SELECT 1 FROM runs WHERE {condition} LIMIT ?)",
+                [*params, TOTAL_CAP + 1],
+            )
+        )
 
     def active_counts(self) -> list[tuple[str, str, int]]:
         """(executor, status, count) of pending and running runs."""
@@ -662,22 +727,40 @@ class RunRepo:
             self._db.scalar("SELECT 1 FROM run_log_chunks WHERE run_id = ? LIMIT 1", (run_id,))
         )
 
+    # --- retention ----------------------------------------------------------------------
+
+    def old_runs(self, cutoff: datetime, limit: int) -> list[int]:
+        """The oldest finished runs created before ``cutoff`` (their seq), at most ``limit``:
+        read outside any write transaction, from the runs_by_age index alone."""
+        rows = self._db.rows(
+            f"SELECT seq FROM runs WHERE created_at < ? AND status NOT IN {_OPEN_MARKS}"
+            " ORDER BY created_at LIMIT ?",
+            (to_text(cutoff), *_OPEN, limit),
+        )
+        return [int(r["seq"]) for r in rows]
+
+    def delete_runs(self, seqs: Sequence[int]) -> int:
+        """Delete these runs (still finished) with their logs, in one short transaction;
+        their artifacts, model-history rows and notifications go with them (ON DELETE
+        CASCADE). Returns how many went."""
+        if not seqs:
+            return 0
+        marks = ",".join("?" * len(seqs))
+        # Queued runs are open too: retention never deletes a run that may still start.
+        finished = f"seq IN ({marks}) AND status NOT IN {_OPEN_MARKS}"
+        params = (*seqs, *_OPEN)
+        with self._db.write() as db:
+            db.conn.execute(
+                "DELETE FROM run_log_chunks WHERE run_id IN"
+                f" (SELECT id FROM runs WHERE {finished})",
+                params,
+            )
+            return db.conn.execute(f"DELETE FROM runs WHERE {finished}", params).rowcount
+
     def delete_older_than(self, cutoff: datetime, batch: int = 500) -> int:
-        """Retention: remove finished runs created before ``cutoff`` with their logs."""
+        """Every finished run created before ``cutoff``, batch after batch (tests, tools;
+        the retention worker paces its batches itself)."""
         removed = 0
-        while True:
-            with self._db.write() as db:
-                ids = [
-                    r[0]
-                    for r in db.conn.execute(
-                        "SELECT id FROM runs WHERE created_at < ?"
-                        f" AND status NOT IN {_OPEN_MARKS} LIMIT ?",
-                        (to_text(cutoff), *_OPEN, batch),
-                    ).fetchall()
-                ]
-                if not ids:
-                    return removed
-                marks = ",".join("?" * len(ids))
-                db.conn.execute(f"DELETE FROM run_log_chunks WHERE run_id IN ({marks})", ids)
-                db.conn.execute(f"DELETE FROM runs WHERE id IN ({marks})", ids)
-                removed += len(ids)
+        while seqs := self.old_runs(cutoff, batch):
+            removed += self.delete_runs(seqs)
+        return removed

@@ -209,15 +209,17 @@ def test_another_orgs_namespace_cannot_claim_a_job_or_run(two_orgs: Tracked) -> 
     assert runs[0]["status"] == "pending" and runs[0]["namespace"] == tracked.ns
 
 
-def test_the_tracker_needs_nothing_beyond_the_role(tracked: Tracked) -> None:
-    """deploy/rbac.yaml binds runyard per org namespace: the tracker watches each one (no
-    cluster-wide watch), and every request it makes is allowed there."""
+def test_the_tracker_needs_nothing_beyond_the_roles(tracked: Tracked) -> None:
+    """deploy/rbac.yaml binds runyard per org namespace, and deploy/cluster-watch.yaml lets
+    it list and watch Jobs everywhere: every request the tracker makes is allowed by one of
+    them, and the only cluster-wide ones are that list and watch."""
     from tests.integration.test_k8s_rbac import verb_and_resource
-    from tests.unit.test_k8s_deploy import NEEDED
+    from tests.unit.test_k8s_deploy import NEEDED, WATCH_NEEDED
 
+    assert tracked.tracker.scope == "cluster"  # the emulator refuses nothing
     fake = tracked.fake
     fake.reset_requests()
-    fake.expire_watches()  # the watches start again: list, then watch
+    fake.expire_watches()  # the watch starts again: list, then watch
     project = tracked.project()
     job = tracked.job(project["id"], schedule=None)
     body = tracked.trigger(project["id"], job["id"])
@@ -226,13 +228,15 @@ def test_the_tracker_needs_nothing_beyond_the_role(tracked: Tracked) -> None:
     tracked.tracker.resync()
     tracked.settle()
     used: dict[tuple[str, str], set[str]] = {}
+    everywhere: dict[tuple[str, str], set[str]] = {}
     for record in fake.requests:
         verb, group, resource, namespace = verb_and_resource(
             record.method, record.path, record.is_watch
         )
-        assert namespace in (tracked.ns, tracked.kube.ns("globex")), record
-        used.setdefault((group, resource), set()).add(verb)
+        assert namespace in (None, tracked.ns, tracked.kube.ns("globex")), record
+        (everywhere if namespace is None else used).setdefault((group, resource), set()).add(verb)
     for key, verbs in used.items():
         assert verbs <= NEEDED.get(key, set()), (key, verbs)
-    assert used[("batch", "jobs")] >= {"list", "watch"}
+    assert everywhere == WATCH_NEEDED
+    assert "watch" not in used.get(("batch", "jobs"), set())  # no watch per namespace
     assert used[("", "pods")] >= {"list"} and used[("", "pods/log")] == {"get"}

@@ -22,10 +22,13 @@ NEEDED = {
     ("", "pods"): {"get", "list"},
     ("", "pods/log"): {"get"},
 }
+# Cluster-wide, read-only: the run tracker's one watch of every namespace (optional).
+WATCH_NEEDED = {("batch", "jobs"): {"list", "watch"}}
 MODELS = {
     "Namespace": "V1Namespace",
     "ServiceAccount": "V1ServiceAccount",
     "ClusterRole": "V1ClusterRole",
+    "ClusterRoleBinding": "V1ClusterRoleBinding",
     "RoleBinding": "V1RoleBinding",
     "PersistentVolumeClaim": "V1PersistentVolumeClaim",
     "Deployment": "V1Deployment",
@@ -75,16 +78,22 @@ def test_kustomization_lists_runyards_own_manifests() -> None:
 
 
 def test_rbac_is_exactly_what_the_executor_uses() -> None:
-    (role,) = of_kind("ClusterRole")
+    roles = {r["metadata"]["name"]: r for r in of_kind("ClusterRole")}
+    assert set(roles) == {"runyard-workloads", "runyard-watch"}
+    role, watch = roles["runyard-workloads"], roles["runyard-watch"]
     assert granted(role["rules"]) == NEEDED
-    assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in role["rules"])
-    # Bound per org namespace only: nothing cluster-wide.
-    assert of_kind("ClusterRoleBinding") == []
+    assert granted(watch["rules"]) == WATCH_NEEDED
+    for rules in (role["rules"], watch["rules"]):
+        assert all("*" not in r["verbs"] and "*" not in r["resources"] for r in rules)
+    # The workloads are bound per org namespace only; cluster-wide, only the read-only watch.
+    (cluster_binding,) = of_kind("ClusterRoleBinding")
+    assert cluster_binding["roleRef"]["name"] == "runyard-watch"
     (binding,) = of_kind("RoleBinding")
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "runyard", "namespace": "runyard"}
-    ]
+    for bound in (binding, cluster_binding):
+        assert bound["subjects"] == [
+            {"kind": "ServiceAccount", "name": "runyard", "namespace": "runyard"}
+        ]
 
 
 def test_the_deployment_is_a_single_non_root_writer_with_probes() -> None:

@@ -201,6 +201,8 @@ def track_runs(
         settings.namespace_for,
         runs,
         log_cap_bytes=settings.log_cap_bytes,
+        scope=settings.k8s_watch_scope,
+        watch_threads=settings.k8s_watch_threads,
     )
     executor.tracker = tracker
     bind_lag_metrics(executor, tracker)

@@ -276,11 +276,17 @@ class KubeGateway:
 
     # -- the run tracker (k8s_tracker.TrackerSource) ----------------------------------------
 
-    def list_all_jobs(self, namespace: str, selector: str) -> tuple[list[Obj], str]:
+    def list_all_jobs(self, namespace: str | None, selector: str) -> tuple[list[Obj], str]:
         """Every matching Job (in pages) and the list's resourceVersion, from which a watch
-        sees every later change. A page token that expired mid-way (410) restarts the list."""
-        action = f"list Jobs in namespace {namespace}"
-        fn = self._batch.list_namespaced_job
+        sees every later change; in every namespace when ``namespace`` is None. A page
+        token that expired mid-way (410) restarts the list."""
+        if namespace is None:
+            action = "list Jobs in all namespaces"
+            fn: Callable[..., Any] = self._batch.list_job_for_all_namespaces
+            args: tuple[str, ...] = ()
+        else:
+            action = f"list Jobs in namespace {namespace}"
+            fn, args = self._batch.list_namespaced_job, (namespace,)
         for _ in range(3):
             items: list[Obj] = []
             version, token = "", None
@@ -289,7 +295,7 @@ class KubeGateway:
                 page = self._call(
                     action,
                     fn,
-                    namespace,
+                    *args,
                     label_selector=selector,
                     limit=LIST_PAGE,
                     absent=frozenset({410}),
@@ -305,30 +311,68 @@ class KubeGateway:
                     return items, version
         raise ClusterError(f"The Kubernetes API could not {action}: the list kept expiring.")
 
-    def watch_jobs(
-        self, namespace: str, selector: str, resource_version: str, timeout_seconds: int
-    ) -> RawStream:
-        """A watch of Jobs from ``resource_version``, as raw JSON lines (the caller parses
-        them: the client's models cost milliseconds per event). Raises WatchExpired (410)."""
-        action = f"watch Jobs in namespace {namespace}"
+    def can_watch_all_namespaces(self, selector: str) -> bool:
+        """Whether runyard may list (and so, with its ClusterRole, watch) Jobs in every
+        namespace: one list of at most one Job; False on 401/403."""
         try:
-            response = self._batch.list_namespaced_job(
-                namespace,
+            self._batch.list_job_for_all_namespaces(
+                label_selector=selector,
+                limit=1,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            ).release_conn()
+        except ApiException as exc:
+            if exc.status in (401, 403):
+                return False
+            raise self._refused("list Jobs in all namespaces", exc) from None
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unreachable("list Jobs in all namespaces", exc) from None
+        return True
+
+    def watch_jobs(
+        self,
+        namespace: str | None,
+        selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+        idle_seconds: float | None = None,
+    ) -> RawStream:
+        """A watch of Jobs from ``resource_version`` (every namespace when ``namespace`` is
+        None), as raw JSON lines (the caller parses them: the client's models cost
+        milliseconds per event). With ``idle_seconds``, the stream ends quietly once nothing
+        came for that long (a pool visiting many namespaces in turn). Raises WatchExpired."""
+        if namespace is None:
+            action = "watch Jobs in all namespaces"
+            fn: Callable[..., Any] = self._batch.list_job_for_all_namespaces
+            args: tuple[str, ...] = ()
+        else:
+            action = f"watch Jobs in namespace {namespace}"
+            fn, args = self._batch.list_namespaced_job, (namespace,)
+        read = idle_seconds if idle_seconds is not None else timeout_seconds + REQUEST_TIMEOUT[1]
+        try:
+            response = fn(
+                *args,
                 label_selector=selector,
                 watch=True,
                 resource_version=resource_version,
                 allow_watch_bookmarks=True,
                 timeout_seconds=timeout_seconds,
                 _preload_content=False,
-                _request_timeout=(REQUEST_TIMEOUT[0], timeout_seconds + REQUEST_TIMEOUT[1]),
+                _request_timeout=(REQUEST_TIMEOUT[0], read),
             )
         except ApiException as exc:
             if exc.status == 410:
                 raise WatchExpired(f"{action}: {exc.reason}") from None
             raise self._refused(action, exc) from None
+        except (urllib3.exceptions.ReadTimeoutError, TimeoutError):
+            if idle_seconds is None:
+                raise
+            return RawStream(None, lambda exc: self._unreachable(action, exc))  # nothing new
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._unreachable(action, exc) from None
-        return RawStream(response, lambda exc: self._unreachable(action, exc))
+        return RawStream(
+            response, lambda exc: self._unreachable(action, exc), idle=idle_seconds is not None
+        )
 
     def pod_log_chunks(self, namespace: str, pod: str, container: str) -> RawStream | None:
         """The container's whole log as a stream (the caller keeps what fits); None while it
@@ -358,17 +402,27 @@ class KubeGateway:
 
 class RawStream:
     """A streamed response body, read chunk by chunk as it arrives. ``close()`` may be called
-    from another thread: it shuts the socket down, which ends a read blocked on it."""
+    from another thread: it shuts the socket down, which ends a read blocked on it. With
+    ``idle``, a read that times out ends the stream instead of failing it."""
 
-    def __init__(self, response: Any, failed: Callable[[BaseException], Exception]) -> None:
+    def __init__(
+        self, response: Any, failed: Callable[[BaseException], Exception], *, idle: bool = False
+    ) -> None:
         self._response = response
         self._failed = failed
         self._closed = False
+        self._idle = idle
 
     def chunks(self) -> Iterator[bytes]:
+        if self._response is None:
+            return
         try:
             yield from self._response.stream(STREAM_CHUNK, decode_content=True)
         except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if self._idle and _timed_out(exc):
+                # The connection is mid-response: it cannot be reused.
+                self.close()
+                return
             if not self._closed:
                 raise self._failed(exc) from None
         finally:
@@ -377,10 +431,23 @@ class RawStream:
 
     def close(self) -> None:
         self._closed = True
+        if self._response is None:
+            return
         with suppress(Exception):
             self._response.shutdown()
         with suppress(Exception):
             self._response.close()
+
+
+def _timed_out(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(5):
+        if seen is None:
+            return False
+        if isinstance(seen, urllib3.exceptions.ReadTimeoutError | TimeoutError):
+            return True
+        seen = seen.__context__ or getattr(seen, "reason", None)
+    return False
 
 
 def _is_namespace_missing(exc: ApiException) -> bool:

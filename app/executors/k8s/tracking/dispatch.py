@@ -56,10 +56,11 @@ class Seen(msgspec.Struct):
 
 
 class Listed(msgspec.Struct):
-    """A full list of a namespace: the Job names in it, and when it was asked for."""
+    """A full list of a namespace (None: of every namespace): the Jobs in it, and when it
+    was asked for."""
 
-    namespace: str
-    names: frozenset[str]
+    namespace: str | None
+    keys: frozenset[Key]
     asked_at: datetime
     initial: bool
 
@@ -105,7 +106,7 @@ class Dispatcher:
         self._ignored: OrderedDict[tuple[str, str, str], None] = OrderedDict()
         self._lost_due: dict[Key, tuple[float, JobView]] = {}
         self._retry: list[tuple[float, Finish]] = []
-        self.initial: set[str] = set()
+        self.initial: set[str | None] = set()
         self.synced = threading.Event()  # every namespace listed once and handled
         self.started_at = clock() - STARTUP_SLACK
 
@@ -170,8 +171,8 @@ class Dispatcher:
         finishing: list[Finish] = []
         for key, seen in latest.items():
             self._handle(key, seen, finishing)
-        for item in listed:
-            self._vanished(item, finishing)
+        if listed:
+            self._vanished(listed, finishing)
         now = time.monotonic()
         for key, (due, view) in list(self._lost_due.items()):
             if due <= now:
@@ -265,14 +266,19 @@ class Dispatcher:
             self._ignore(key, view, f"its run could not be recorded: {exc.detail}")
             return None
 
-    def _vanished(self, listed: Listed, finishing: list[Finish]) -> None:
-        """Active runs whose Job is in no list: lost (unless just launched or cancelled)."""
+    def _vanished(self, listed: list[Listed], finishing: list[Finish]) -> None:
+        """Active runs whose Job is in no list: lost (unless just launched or cancelled).
+        One read of the active runs for the whole batch of lists (a resync of a thousand
+        namespaces is a thousand lists)."""
+        by_namespace = {item.namespace: item for item in listed}
+        everywhere = by_namespace.get(None)
         for run in self._store.runs.active("kubernetes"):
             key = (run.namespace or "", run.job_name or "")
+            found = by_namespace.get(key[0]) or everywhere
             if (
-                key[0] != listed.namespace
-                or key[1] in listed.names
-                or self._may_be_launching(run.created_at, listed.asked_at)
+                found is None
+                or key in found.keys
+                or self._may_be_launching(run.created_at, found.asked_at)
                 or (key in self._jobs and self._jobs[key].stage in ("finishing", "done"))
                 or key in self._lost_due
             ):
@@ -299,7 +305,9 @@ class Dispatcher:
     def _completed(self, batch: Completed) -> None:
         """Back from the pool: forget what was recorded; try the rest again later (the
         cluster could not be read), backing off up to 30 seconds."""
-        self._pipeline.returned()
+        self._pipeline.returned(batch)
+        if batch.read:
+            return
         retry = {id(item) for item in batch.retry}
         for item in batch.items:
             if id(item) in retry:

@@ -29,6 +29,7 @@ class Completed(msgspec.Struct):
 
     items: list[Finish]
     retry: list[Finish]
+    read: bool = False  # only news that the batch's logs are read: its reader is free
 
 
 class Pipeline:
@@ -46,6 +47,7 @@ class Pipeline:
         self._writes = queue.Queue()
         self._pending: dict[str, list[Finish]] = {}  # finished runs waiting for a worker
         self._batches = 0  # handed out and not back yet
+        self._reading = 0  # of those, still being read
         self._lock = threading.Lock()
         self._in_flight = 0  # the same, as the writer sees it (any thread may read it)
 
@@ -71,7 +73,9 @@ class Pipeline:
         pass of the dispatcher, so runs waiting for a worker get one as soon as it is free."""
         for item in finishing:
             self._pending.setdefault(item.namespace, []).append(item)
-        while self._pending and self._batches < self._workers:
+        # A reader is free again as soon as it has read its batch, while the writer records
+        # it; at most as many batches again wait for the writer (their logs are in memory).
+        while self._pending and self._reading < self._workers and self._batches < 2 * self._workers:
             namespace = max(self._pending, key=lambda ns: len(self._pending[ns]))
             waiting = self._pending[namespace]
             share = -(-sum(len(v) for v in self._pending.values()) // self._workers)
@@ -83,19 +87,25 @@ class Pipeline:
                 del self._pending[namespace]
             self._read(namespace, batch)
 
-    def returned(self) -> None:
-        """A Completed batch reached the dispatcher: its worker is free again."""
-        self._batches -= 1
+    def returned(self, batch: Completed) -> None:
+        """A Completed batch reached the dispatcher: read (its reader is free again), or
+        also recorded."""
+        if batch.read:
+            self._reading -= 1
+        else:
+            self._batches -= 1
 
     def _read(self, namespace: str, items: list[Finish]) -> None:
         assert self._pool is not None
         self._batches += 1
+        self._reading += 1
         with self._lock:
             self._in_flight += 1
         try:
             future = self._pool.submit(self._finisher.read_batch, namespace, items)
         except RuntimeError:  # shutting down
             self._batches -= 1
+            self._reading -= 1
             with self._lock:
                 self._in_flight -= 1
             return
@@ -107,6 +117,7 @@ class Pipeline:
                 log.exception("reading the logs of finished runs failed")
                 endings, retry = [], list(items)
             self._writes.put((endings, retry, items))
+            self._completed(Completed([], [], read=True))
 
         future.add_done_callback(done)
 
