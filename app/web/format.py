@@ -39,6 +39,21 @@ def status_class(status: str | None) -> str:
     return f"status status-{name}"
 
 
+def ordinal(number: int) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st..."""
+    if 10 <= number % 100 <= 20:
+        return f"{number}th"
+    return str(number) + {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+
+
+def run_status(status: str | None, queue_position: int | None = None) -> str:
+    """A run's status as the pages write it: a queued run says its place in its job's
+    queue (docs/queues.md), "queued, 2nd in line"."""
+    if status == "queued" and queue_position is not None:
+        return f"queued, {ordinal(queue_position)} in line"
+    return status or "no runs"
+
+
 def percent(fraction: float | None) -> str:
     return "—" if fraction is None else f"{fraction * 100:.0f}%"
 

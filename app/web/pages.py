@@ -20,6 +20,7 @@ from app.api.auth import OWN_CREDENTIAL
 from app.errors import Forbidden, NotFound, Unauthorized
 from app.ids import utcnow
 from app.notify.outbox import NotificationOutbox
+from app.services.environments import EnvironmentService
 from app.services.jobs import JobService
 from app.services.projects import ProjectService
 from app.services.runs import RunService
@@ -219,11 +220,12 @@ class PageController(Controller):
         ui_sessions: SessionManager,
         jobs: JobService,
         runs: RunService,
+        environments: EnvironmentService,
         job_id: str,
         done: Annotated[str | None, Parameter(max_length=40)] = None,
     ) -> Response[str]:
         ui = session_of(request, ui_sessions)
-        page = views.job_page(ui.principal, job_id, jobs, runs)
+        page = views.job_page(ui.principal, job_id, jobs, runs, environments)
         return html("job.html", ui=ui, page=page, title=page.job.name, done=_done(done))
 
     @get("/jobs/{job_id:str}/diff", sync_to_thread=True)
@@ -252,9 +254,11 @@ class PageController(Controller):
         nodes: Annotated[int, Parameter(ge=1, le=100_000)] = 1,
         q: Annotated[str, Parameter(max_length=500)] = "",
         done: Annotated[str | None, Parameter(max_length=40)] = None,
+        # One step's part of the log (docs/steps.md: steps are numbered from 0).
+        step: Annotated[int | None, Parameter(ge=0, le=1000)] = None,
     ) -> Response[str]:
         ui = session_of(request, ui_sessions)
-        page = views.run_page(ui.principal, run_id, runs, jobs, notifications, nodes, q)
+        page = views.run_page(ui.principal, run_id, runs, jobs, notifications, nodes, q, step)
         return html("run.html", ui=ui, page=page, title=f"Run {page.run.id}", done=_done(done))
 
     @get("/runs/{run_id:str}/log", sync_to_thread=True)

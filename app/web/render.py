@@ -44,6 +44,8 @@ _ENV.filters.update(
     iso=fmt.iso,
     status_class=fmt.status_class,
     percent=fmt.percent,
+    ordinal=fmt.ordinal,
+    run_status=fmt.run_status,
     clip=fmt.clip,
 )
 _ENV.globals["version"] = __version__

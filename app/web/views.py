@@ -18,8 +18,23 @@ import msgspec
 from app.engines.results import FAILED_STATUSES
 from app.errors import NotFound
 from app.ids import utcnow
-from app.models import ACTIVE_STATUSES, Job, JobVersion, Principal, Project, Run, redact_job_config
+from app.models import (
+    ACTIVE_STATUSES,
+    OPEN_STATUSES,
+    FailedStep,
+    Job,
+    JobVersion,
+    Principal,
+    Project,
+    Run,
+    RunEnvironment,
+    RunStep,
+    failed_step,
+    redact_job_config,
+    step_name,
+)
 from app.notify.outbox import NotificationOutbox
+from app.services.environments import EnvironmentService
 from app.services.history import ModelStats, Timeline, TimelineNode
 from app.services.jobs import JobService
 from app.services.projects import ProjectService
@@ -28,6 +43,7 @@ from app.services.tokens import sees_project
 from app.store.jobs import config_of
 from app.store.outbox import Attempt, Notification
 from app.web.charts import FAILING, Chart, Gantt, Spark, gantt, run_history, sparkline
+from app.web.format import run_status
 
 WEEK = timedelta(days=7)
 HISTORY_RUNS = 50
@@ -69,6 +85,7 @@ class FailingJob:
     job: Job
     run: Run  # the last run that ended, which failed
     running: bool  # a run has started since
+    queued: bool = False  # a run waits in the job's queue (docs/queues.md)
 
 
 @dataclass
@@ -79,6 +96,11 @@ class Overview:
     total: int
     page: int
     pages: int
+
+    @property
+    def queued(self) -> int:
+        """Runs waiting in the queues of this page's jobs."""
+        return sum(row.status.queued_runs for row in self.rows)
 
 
 def _last_ended(
@@ -92,8 +114,10 @@ def _last_ended(
     ended = next((r for r in recent if r.is_terminal), None)
     if ended is None or ended.status not in FAILING:
         return None
-    running = any(not r.is_terminal for r in recent[: recent.index(ended)])
-    return FailingJob(project=project, job=job, run=ended, running=running)
+    since = recent[: recent.index(ended)]
+    running = any(r.status in ACTIVE_STATUSES for r in since)
+    queued = any(r.status == "queued" for r in since)
+    return FailingJob(project=project, job=job, run=ended, running=running, queued=queued)
 
 
 def overview(
@@ -148,9 +172,48 @@ class JobPage:
     slowest: list[ModelStats] = field(default_factory=list)
     most_failing: list[ModelStats] = field(default_factory=list)
     deployable: bool = False
+    environment: EnvironmentFacts | None = None
+    # A job of steps: (name, command, run_on_failure) of each, in order.
+    steps: list[StepFacts] = field(default_factory=list)
 
 
-def job_page(principal: Principal, job_id: str, jobs: JobService, runs: RunService) -> JobPage:
+@dataclass(frozen=True)
+class EnvironmentFacts:
+    """What a page shows of an environment: never its variables or secrets."""
+
+    name: str
+    target: str | None
+    gateway: str | None
+
+
+@dataclass(frozen=True)
+class StepFacts:
+    name: str
+    command: str
+    run_on_failure: bool
+
+
+def _environment_facts(env: RunEnvironment | None) -> EnvironmentFacts | None:
+    return None if env is None else EnvironmentFacts(env.name, env.target, env.gateway)
+
+
+def _job_environment(
+    principal: Principal, job: Job, environments: EnvironmentService
+) -> EnvironmentFacts | None:
+    """The job's environment (None in the job: the project's default one)."""
+    for env in environments.list_environments(principal, job.project_id):
+        if env.id == job.environment_id or (job.environment_id is None and env.is_default):
+            return EnvironmentFacts(env.name, env.target, env.gateway)
+    return None  # removed behind runyard's back: its runs are refused (docs/environments.md)
+
+
+def job_page(
+    principal: Principal,
+    job_id: str,
+    jobs: JobService,
+    runs: RunService,
+    environments: EnvironmentService,
+) -> JobPage:
     job = find_job(principal, job_id, jobs)
     project = jobs.project(principal, job.project_id)
     status = runs.status(principal, project.id, job.id, WEEK, "7d")
@@ -176,6 +239,8 @@ def job_page(principal: Principal, job_id: str, jobs: JobService, runs: RunServi
         slowest=slowest,
         most_failing=failing,
         deployable=deployable,
+        environment=_job_environment(principal, job, environments),
+        steps=[StepFacts(step_name(s), s.command, s.run_on_failure) for s in job.steps],
     )
 
 
@@ -255,10 +320,25 @@ class RunPage:
     log_search: str
     # Why retry from failure does not apply (None: it does); asked only of failed runs.
     retry_refusal: str | None
+    environment: EnvironmentFacts | None = None
+    # A run of steps (docs/steps.md): the step that failed it, and the step each failed
+    # node came from, by unique id.
+    failed_step: FailedStep | None = None
+    node_steps: dict[str, int] = field(default_factory=dict)
+    # The step whose part of the log is shown (None: the whole log).
+    log_step: RunStep | None = None
 
     @property
     def active(self) -> bool:
-        return self.run.status in ACTIVE_STATUSES
+        """Not ended (queued, pending or running): it may be cancelled and the page
+        follows it."""
+        return self.run.status in OPEN_STATUSES
+
+    def step_label(self, index: int) -> str:
+        """``step 2 of 3 (dbt build)`` for a step's index."""
+        steps = self.run.steps
+        name = f" ({steps[index].name})" if 0 <= index < len(steps) else ""
+        return f"step {index + 1} of {len(steps)}{name}"
 
 
 def _node_order(node: TimelineNode) -> tuple[int, float, str]:
@@ -274,6 +354,7 @@ def run_page(
     notifications: NotificationOutbox,
     node_page: int,
     search: str,
+    step: int | None = None,
 ) -> RunPage:
     # One read of the run and its snapshot: a 2,000-node run's results take milliseconds to
     # decode, so the page does not ask for them again and again.
@@ -291,12 +372,21 @@ def run_page(
     timeline = runs.history.timeline(record)
     failed_ids = set(timeline.failed)
     failed = [n for n in timeline.nodes if n.unique_id in failed_ids]
+    node_steps: dict[str, int] = {}
+    if run.steps:
+        # The first failed result of each failed node names its step (a node a later
+        # step ran again keeps the step that failed it).
+        for result in record.results:
+            failed_here = result.status in FAILED_STATUSES and result.unique_id in failed_ids
+            if failed_here and result.step is not None:
+                node_steps.setdefault(result.unique_id, result.step)
     ordered = sorted(timeline.nodes, key=_node_order)
     pages = max(1, -(-len(ordered) // NODES_PER_PAGE))
     node_page = min(max(1, node_page), pages)
     start = (node_page - 1) * NODES_PER_PAGE
     found, history = notifications.for_run(run.id)
-    text = runs.logs(principal, run_id, search=search or None)
+    # One step's part of the log (the service refuses a step the run does not have).
+    text = runs.logs(principal, run_id, search=search or None, step=step)
     refusal = None
     if run.is_terminal and run.status != "success":
         refusal = runs.retry_refusal(principal, run_id)
@@ -318,6 +408,10 @@ def run_page(
         log_clipped=clipped,
         log_search=search,
         retry_refusal=refusal,
+        environment=_environment_facts(record.snapshot.environment),
+        failed_step=failed_step(run.steps),
+        node_steps=node_steps,
+        log_step=run.steps[step] if step is not None else None,
     )
 
 
@@ -328,6 +422,7 @@ class LogTail:
     reset: bool
     active: bool
     status: str
+    label: str  # the status as the page writes it ("queued, 2nd in line")
 
 
 def log_tail(principal: Principal, run_id: str, after: int, runs: RunService) -> LogTail:
@@ -341,6 +436,8 @@ def log_tail(principal: Principal, run_id: str, after: int, runs: RunService) ->
         text=chunk,
         next=len(text),
         reset=reset,
-        active=run.status in ACTIVE_STATUSES,
+        # A queued run's page follows it too: it starts by itself (docs/queues.md).
+        active=run.status in OPEN_STATUSES,
         status=run.status,
+        label=run_status(run.status, run.queue_position),
     )

@@ -176,6 +176,7 @@ def test_live_log_tail_follows_from_an_offset(
             "reset": False,
             "active": True,
             "status": "running",
+            "label": "running",
         }
         assert client.get(url, params={"after": 10**9}).json()["reset"] is True
     # Without a session the fragment is no JSON, only the way to sign in.

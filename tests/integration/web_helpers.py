@@ -12,7 +12,8 @@ import httpx
 
 from app.container import Container
 from app.ids import to_text, utcnow
-from app.models import NodeSummary, Principal
+from app.models import NodeSummary, Principal, RunStep, Step
+from app.services.environments import EnvironmentCreate
 from app.services.jobs import JobCreate
 from app.services.projects import ProjectCreate
 from app.store.history import NodeRow
@@ -148,3 +149,122 @@ def sign_in(client: httpx.Client, token: str, next_path: str | None = None) -> h
     if next_path is not None:
         data["next"] = next_path
     return client.post("/ui/signin", data=data)
+
+
+# --- runs of steps, queued runs, environments (docs/steps.md, queues.md, environments.md) ---
+
+ENV_SECRET = "hunter2-environment-secret"
+STEPS = [
+    Step(command="dbt source freshness", name="freshness"),
+    Step(command="dbt build"),
+    Step(command="dbt test"),
+    Step(command="dbt docs generate", run_on_failure=True),
+]
+
+
+@dataclass
+class StepsWorld:
+    job_id: str
+    environment_id: str
+    steps_run_id: str  # failed at step 2 (dbt build), step 3 skipped, docs ran on failure
+    queued_run_ids: list[str]  # 2 runs waiting behind ``blocker_run_id``
+    blocker_run_id: str
+
+
+def _run_step(
+    container: Container, run_id: str, steps: list[RunStep], index: int, output: str
+) -> None:
+    """What the local supervisor does for a step (app/executors/local/executor.py
+    ``_begin_step``): where its part of the log starts, then its header line and output."""
+    step = steps[index]
+    step.status = "running"
+    step.started_at = container.clock()
+    step.log_seq = container.store.runs.next_log_seq(run_id)
+    container.store.runs.set_steps(run_id, steps, container.clock())
+    header = f"== step {index + 1}/{len(steps)}: {step.name} ==\n"
+    container.store.runs.append_log(run_id, header + output, 10**7, container.clock())
+
+
+def seed_steps(container: Container, world: Seeded) -> StepsWorld:
+    """A job of steps in a "staging" environment (with a secret variable) and the Queue
+    policy. Its runs are recorded by the real trigger (the snapshot: steps, environment);
+    one is then run as the supervisor records a run of steps; two wait in the queue
+    behind a running run."""
+    principal = world.principal
+    env = container.environments.create(
+        principal,
+        world.project_id,
+        EnvironmentCreate(
+            name="staging",
+            target="stg",
+            environment={"WAREHOUSE": "STAGING_WH"},
+            secret_environment={"WAREHOUSE_PASSWORD": ENV_SECRET},
+        ),
+    )
+    job = container.jobs.create(
+        principal,
+        world.project_id,
+        JobCreate(
+            name="stepped",
+            steps=STEPS,
+            schedule="0 3 * * *",
+            concurrency_policy="Queue",
+            environment_id=env.id,
+            alert_if_not_started_within=15,
+            alert_if_running_longer_than=90,
+        ),
+    )
+    blocker = run_record(
+        org_id=principal.org_id,
+        project_id=world.project_id,
+        job_id=job.id,
+        status="running",
+        start_time=utcnow(),
+    )
+    container.store.runs.insert(blocker)
+    triggered = [container.runs.trigger(principal, world.project_id, job.id).run for _ in range(3)]
+    assert [r.status for r in triggered] == ["queued"] * 3, triggered
+    # The first of them runs (out of turn, as an Allow job's would): claimed like the
+    # dispatcher claims it, then the steps recorded as the supervisor records them.
+    run_id = triggered[0].id
+    now = container.clock()
+    assert container.store.runs.claim_queued(run_id, exclusive=False, cap=100, now=now)
+    assert container.store.runs.mark_running(run_id, now, now)
+    record = container.store.runs.record(run_id)
+    assert record is not None and len(record.steps) == 4
+    steps = record.steps
+    failed_node = NodeSummary(
+        unique_id="model.shop.broken_orders",
+        name="broken_orders",
+        resource_type="model",
+        status="error",
+        message="Binder Error: column <amount> not found",
+        step=1,
+    )
+    _run_step(container, run_id, steps, 0, "freshness output: sources are fresh\n")
+    steps[0].status, steps[0].exit_code, steps[0].duration_seconds = "success", 0, 4.1
+    _run_step(container, run_id, steps, 1, "build output: ERROR broken_orders\n")
+    steps[1].status, steps[1].exit_code, steps[1].duration_seconds = "failed", 1, 41.2
+    steps[2].status = "skipped"
+    container.store.runs.append_log(
+        run_id, "[runyard] step 3 (dbt test) skipped\n", 10**7, container.clock()
+    )
+    _run_step(container, run_id, steps, 3, "docs output: catalog written\n")
+    steps[3].status, steps[3].exit_code, steps[3].duration_seconds = "success", 0, 7.5
+    container.store.runs.set_steps(run_id, steps, container.clock(), results=[failed_node])
+    assert container.store.runs.finish(
+        run_id,
+        status="failed",
+        end_time=container.clock(),
+        exit_code=1,
+        error="Step 2 of 4 (dbt build) failed with exit code 1.",
+        results=[failed_node],
+        now=container.clock(),
+    )
+    return StepsWorld(
+        job_id=job.id,
+        environment_id=env.id,
+        steps_run_id=run_id,
+        queued_run_ids=[r.id for r in triggered[1:]],
+        blocker_run_id=blocker.id,
+    )

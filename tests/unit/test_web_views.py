@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from app.services.history import TimelineNode
 from app.web.charts import gantt, run_history, sparkline
-from app.web.format import clip, duration, percent, status_class, when
+from app.web.format import clip, duration, ordinal, percent, run_status, status_class, when
 from tests.factories import run_record
 
 
@@ -19,6 +19,17 @@ def test_durations_and_times() -> None:
     assert when(datetime(2026, 4, 28, 2, 0, tzinfo=UTC)) == "2026-04-28 02:00:00 UTC"
     assert percent(0.856) == "86%" and percent(None) == "—"
     assert clip("abcdef", 4) == "abc…" and clip(None, 4) == ""
+
+
+def test_queued_runs_say_their_place_in_line() -> None:
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22, 101, 111)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "101st", "111th"
+    ]  # fmt: skip
+    assert run_status("queued", 2) == "queued, 2nd in line"
+    assert run_status("queued", None) == "queued"  # read before its place was known
+    assert run_status("running", 3) == "running"  # a place only means something queued
+    assert run_status(None) == "no runs"
+    assert status_class("queued") == "status status-queued"
 
 
 def test_status_classes_cannot_break_out_of_the_attribute() -> None:

@@ -64,8 +64,9 @@
         offset = tail.next;
         render();
         if (follow) log.scrollTop = log.scrollHeight;
-        if (status && status.textContent !== tail.status) {
-          status.textContent = tail.status;
+        const label = tail.label || tail.status;
+        if (status && status.textContent !== label) {
+          status.textContent = label;
           status.className = "status status-" + tail.status.replace(/[^a-z0-9_-]/g, "");
         }
         if (!tail.active) {
