@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from app.models import Run
 from app.services.history import TimelineNode
-from app.web.format import duration, status_class, when
+from app.web.format import duration, run_status, status_class, when
 
 # Statuses that mean "this is broken" (cancelled is a person's choice, not a failure).
 FAILING = frozenset({"failed", "timed_out", "lost"})
@@ -56,7 +56,8 @@ def run_history(runs: Sequence[Run], height: float = 120.0) -> Chart:
                 width=width,
                 height=tall,
                 css=status_class(run.status),
-                label=f"Run {run.id}: {run.status}, {duration(run.duration_seconds)}, "
+                label=f"Run {run.id}: {run_status(run.status, run.queue_position)}, "
+                f"{duration(run.duration_seconds)}, "
                 f"{when(run.start_time or run.created_at)}",
                 href=f"/ui/runs/{run.id}",
             )
