@@ -149,11 +149,21 @@ class Container:
         self.environments = EnvironmentService(
             self.store, self.executor, clock, paths=ProjectPaths(settings.projects_root_path)
         )
-        # Queued runs and the per-org cap (docs/queues.md); the local executor counts its
-        # processes against the same cap.
-        self.queue = RunQueue(self.store, settings.local_max_runs_per_org, clock=clock)
+        # Queued runs and the per-org cap (docs/queues.md). RUNYARD_LOCAL_MAX_RUNS_PER_ORG is
+        # the default cap of the local executor, which counts its processes against it; on
+        # Kubernetes only an org's own max_concurrent_runs caps it.
+        local = isinstance(self.executor, LocalExecutor)
+        self.queue = RunQueue(
+            self.store, settings.local_max_runs_per_org if local else None, clock=clock
+        )
         if isinstance(self.executor, LocalExecutor):
-            self.executor.cap_of = self.queue.cap_of
+            default_cap = settings.local_max_runs_per_org
+
+            def local_cap(org_id: str) -> int:
+                cap = self.queue.cap_of(org_id)
+                return default_cap if cap is None else cap
+
+            self.executor.cap_of = local_cap
         self.runs = RunService(
             self.store,
             self.executor,

@@ -46,7 +46,8 @@ def _document(org: Organization, default: int) -> dict[str, Any]:
         "id": org.id,
         "created_at": org.created_at.isoformat(),
         "max_concurrent_runs": org.max_concurrent_runs,
-        # What applies: the org's own value, else RUNYARD_LOCAL_MAX_RUNS_PER_ORG.
+        # What applies: the org's own value, else RUNYARD_LOCAL_MAX_RUNS_PER_ORG (the local
+        # executor's default; on Kubernetes an org without its own value has no cap).
         "effective_max_concurrent_runs": org.max_concurrent_runs or default,
     }
 
@@ -65,7 +66,7 @@ def _show(found: list[Organization], default: int, as_json: bool) -> None:
                 d["id"],
                 str(d["max_concurrent_runs"])
                 if d["max_concurrent_runs"] is not None
-                else f"{default} (default)",
+                else f"{default} (default, local executor)",
                 d["created_at"][:16].replace("T", " "),
             ]
             for d in docs
@@ -140,7 +141,11 @@ def orgs_set(org: str, max_concurrent_runs: int | None, use_default: bool) -> in
                 "(runyard tokens create --org ...)",
                 EXIT_REFUSED,
             )
-        shown = max_concurrent_runs if max_concurrent_runs is not None else f"{default} (default)"
+        shown = (
+            max_concurrent_runs
+            if max_concurrent_runs is not None
+            else f"{default} (default, local executor)"
+        )
         click.echo(f"Organization {org}: max_concurrent_runs {shown}.")
     finally:
         store.close()

@@ -40,7 +40,7 @@ class RunQueue:
     def __init__(
         self,
         store: Store,
-        default_cap: int,
+        default_cap: int | None,
         *,
         clock: Callable[[], datetime] = utcnow,
         poll_seconds: float = POLL_SECONDS,
@@ -55,8 +55,9 @@ class RunQueue:
         self._thread: threading.Thread | None = None
         self._pass = threading.Lock()  # one dispatch pass at a time in this process
 
-    def cap_of(self, org_id: str) -> int:
-        """How many runs of the org may be active at once."""
+    def cap_of(self, org_id: str) -> int | None:
+        """How many runs of the org may be active at once; None: no cap (Kubernetes, where
+        the cluster's own quotas apply, unless the org has its own max_concurrent_runs)."""
         own = self._store.orgs.max_concurrent_runs(org_id)
         return own if own is not None else self._default_cap
 
@@ -77,7 +78,7 @@ class RunQueue:
         retry_soon = False
         with self._pass:
             full: set[str] = set()  # orgs found at their cap in this pass
-            caps: dict[str, int] = {}
+            caps: dict[str, int | None] = {}
             for run_id, org_id, policy in self._store.runs.queued():
                 if org_id in full or self._stopping.is_set():
                     continue
@@ -85,7 +86,7 @@ class RunQueue:
                 if not self._store.runs.claim_queued(
                     run_id, exclusive=policy != "Allow", cap=cap, now=self._clock()
                 ):
-                    if self._store.runs.org_active_count(org_id) >= cap:
+                    if cap is not None and self._store.runs.org_active_count(org_id) >= cap:
                         full.add(org_id)
                     continue
                 record = self._store.runs.record(run_id)

@@ -263,7 +263,7 @@ class RunRepo:
             inserted = self.insert(run)
             return Admission(inserted, active, queued=inserted and queued)
 
-    def claim_queued(self, run_id: str, *, exclusive: bool, cap: int, now: datetime) -> bool:
+    def claim_queued(self, run_id: str, *, exclusive: bool, cap: int | None, now: datetime) -> bool:
         """Move a queued run to pending if it may start now, in one conditional UPDATE (two
         callers can never both start it, nor start two runs for one place): the org has
         fewer than ``cap`` active runs and, with ``exclusive`` (every policy but Allow), the
@@ -275,8 +275,8 @@ class RunRepo:
             " WHERE a.job_id = runs.job_id AND a.status IN ('pending', 'running'))"
             " AND NOT EXISTS (SELECT 1 FROM runs e WHERE e.job_id = runs.job_id"
             " AND e.status = 'queued' AND e.seq < runs.seq)))"
-            " AND (SELECT count(*) FROM runs o WHERE o.org_id = runs.org_id"
-            " AND o.status IN ('pending', 'running')) < :cap",
+            " AND (:cap IS NULL OR (SELECT count(*) FROM runs o WHERE o.org_id = runs.org_id"
+            " AND o.status IN ('pending', 'running')) < :cap)",
             {"now": to_text(now), "id": run_id, "exclusive": int(exclusive), "cap": cap},
         )
         return cursor.rowcount == 1
