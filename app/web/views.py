@@ -388,7 +388,9 @@ def run_page(
     # One step's part of the log (the service refuses a step the run does not have).
     text = runs.logs(principal, run_id, search=search or None, step=step)
     refusal = None
-    if run.is_terminal and run.status != "success":
+    # A run of steps is retried from the step that failed it, whatever its artifacts say
+    # (docs/steps.md); the service's refusal reasons are dbt retry's, which it does not use.
+    if run.is_terminal and run.status != "success" and not record.snapshot.steps:
         refusal = runs.retry_refusal(principal, run_id)
     clipped = len(text) > LOG_PAGE_CHARS
     return RunPage(

@@ -91,6 +91,9 @@ def test_run_of_steps_lists_its_steps_and_names_the_failed_one(
         assert missing.status_code == 422 and "numbered 0 to 3" in unescape(missing.text)
         no_steps = client.get(f"/ui/runs/{world.failed_run_id}?step=0")
         assert no_steps.status_code == 422 and "has no steps" in no_steps.text
+        # Retried from the failed step (docs/steps.md), not by dbt retry: offered although
+        # the run kept no run_results.json.
+        assert 'id="btn-retry"' in html and 'id="retry-refusal"' not in html
         # A run without steps shows no steps section.
         assert 'id="run-steps"' not in client.get(f"/ui/runs/{world.failed_run_id}").text
 
