@@ -55,7 +55,9 @@ def run_out(run: Run) -> RunOut:
 
 
 def run_list(page: RunPage) -> RunList:
-    return RunList([run_out(r) for r in page.runs], page.total, page.next_cursor)
+    return RunList(
+        [run_out(r) for r in page.runs], page.total, page.next_cursor, page.total_capped
+    )
 
 
 class ProjectList(msgspec.Struct):
@@ -75,8 +77,9 @@ class VersionList(msgspec.Struct):
 
 class RunList(msgspec.Struct):
     runs: list[RunOut]
-    total: int
+    total: int  # counted up to 10,000 (app/store/runs.py TOTAL_CAP)
     next_cursor: str | None
+    total_capped: bool = False  # more runs match than ``total`` says
 
 
 class TriggerBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):

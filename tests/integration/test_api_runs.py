@@ -89,6 +89,7 @@ def test_trigger_run_status_and_logs(api: Api, dbt_project_dir: Path) -> None:
     assert status["next_run_time"] is None  # no schedule
     listed = api.http.get(f"/api/v1/projects/{project['id']}/jobs/{job['id']}/runs").json()
     assert [r["id"] for r in listed["runs"]] == [run["id"]] and listed["total"] == 1
+    assert listed["total_capped"] is False  # counted exactly (up to 10,000)
 
 
 def test_failed_model_is_named(api: Api, dbt_project_dir: Path) -> None:
