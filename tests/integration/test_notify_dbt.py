@@ -116,7 +116,7 @@ def test_failed_dbt_build_alerts_slack_and_webhook_naming_the_broken_model(
     assert "model broken_orders" in blocks and "Conversion Error" in blocks
     assert "test assert_customers_spend_at_least_10" in blocks
     assert "Last lines of the log" in blocks
-    assert f"http://runyard.test/api/v1/runs/{run['id']}" in blocks
+    assert f"http://runyard.test/ui/runs/{run['id']}" in blocks  # the run's page (docs/ui.md)
     assert sent["metadata"]["event_payload"]["delivery_id"] == found[0]["delivery_id"]
 
     [request] = hook.requests
