@@ -33,6 +33,8 @@ class KubeAPI(Cluster, JobSource, TrackerSource, Protocol):
 
     def create_job(self, namespace: str, body: Obj) -> Obj: ...
 
+    def resume_job(self, namespace: str, name: str) -> bool: ...
+
     def delete_job(self, namespace: str, name: str) -> None: ...
 
     def close(self) -> None:
@@ -86,6 +88,8 @@ class KubernetesExecutor:
         """Every run is admitted: the cluster's quotas, not runyard, bound an org's pods."""
 
     def launch(self, run: RunRecord) -> Launched:
+        if run.triggered_by == "scheduled":
+            return self._resume(run)
         org_slug = self._store.orgs.slug_of(run.org_id) or ""
         body = self.manifests.job(run, org_slug)
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
@@ -101,6 +105,17 @@ class KubernetesExecutor:
                 ) from None
         if self.tracker is not None:
             self.tracker.watch_namespace(namespace)  # a new org's first run
+        return Launched(job_name=name, namespace=namespace)
+
+    def _resume(self, run: RunRecord) -> Launched:
+        """Start a scheduled run: its CronJob created its Job suspended (render.py); letting
+        it run is the launch. Resuming a Job that runs already changes nothing."""
+        namespace, name = run.namespace or "", run.job_name or ""
+        if not self.gateway.resume_job(namespace, name):
+            raise ClusterError(
+                f"The Kubernetes Job {namespace}/{name} of this scheduled run was deleted "
+                "while the run waited; the next scheduled fire makes a new one."
+            )
         return Launched(job_name=name, namespace=namespace)
 
     def cancel(self, run: RunRecord) -> None:

@@ -260,6 +260,7 @@ class Dispatcher:
                 triggered_by="scheduled",
                 scheduled_for=view.scheduled_for,
                 job_name=view.name,
+                suspended=view.suspended,
             )
         except RunyardError as exc:
             self._ignore(key, view, f"its run could not be recorded: {exc.detail}")
