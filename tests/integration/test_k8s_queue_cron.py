@@ -19,6 +19,7 @@ from tests.integration.test_k8s_tracker_support import (  # noqa: F401 - fixture
     tracked,
     tracked_app,
 )
+from tests.unit.test_k8s_deploy import NEEDED
 
 Obj = dict[str, Any]
 SLOT = datetime(2026, 4, 28, 2, tzinfo=UTC)
@@ -209,3 +210,41 @@ def test_a_restart_resumes_the_queue_of_suspended_jobs(
         _wait_resumed(after, names[1])
         after.fake.run_job(after.ns, names[1])
         after.wait_status(queued[1]["id"], "success")
+
+
+def test_a_resume_the_api_cannot_serve_is_tried_again(tracked: Tracked) -> None:
+    tracked.app.container.queue.start()
+    project = tracked.project()
+    tracked.job(project["id"], concurrency_policy="Queue")
+    _deploy(tracked, project["id"])
+    tracked.fake.reset_requests()
+    # The API server answers 503 to the first three resumes: the run waits, never fails.
+    tracked.fake.fail_next("PATCH", r"/jobs/analytics-nightly-", status=503, times=3)
+    name = tracked.fake.fire_cronjob(tracked.ns, "analytics-nightly", _slot(0))
+    _wait_resumed(tracked, name)
+    run = _run_of(tracked, name)
+    assert run["status"] in ("queued", "pending")  # not failed
+    tracked.fake.run_job(tracked.ns, name)
+    tracked.wait_status(run["id"], "success")
+    patches = [r for r in tracked.fake.requests if r.method == "PATCH"]
+    assert len(patches) >= 4 and all(f"/namespaces/{tracked.ns}/jobs/" in r.path for r in patches)
+    # The only write to a Job besides create and delete: allowed by deploy/rbac.yaml.
+    assert "patch" in NEEDED[("batch", "jobs")]
+
+
+def test_a_job_deleted_while_its_run_waited_fails_the_run(tracked: Tracked) -> None:
+    tracked.app.container.queue.start()
+    project = tracked.project()
+    tracked.job(project["id"], concurrency_policy="Queue")
+    _deploy(tracked, project["id"])
+    first = tracked.fake.fire_cronjob(tracked.ns, "analytics-nightly", _slot(0))
+    _wait_resumed(tracked, first)
+    second = tracked.fake.fire_cronjob(tracked.ns, "analytics-nightly", _slot(1))
+    run = _run_of(tracked, second)
+    assert run["status"] == "queued"
+    tracked.fake.delete("job", tracked.ns, second)  # someone else's kubectl delete
+    tracked.fake.run_job(tracked.ns, first)
+    # Whichever sees it first: the queue's resume finds no Job (failed, saying so), or the
+    # tracker sees the deletion (lost). Never a run waiting for a Job that cannot come.
+    ended = tracked.wait_status(run["id"], "failed", "lost")
+    assert "deleted" in ended["error"] or "no longer exists" in ended["error"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app import metrics
-from app.errors import ClusterError, ClusterUnavailable
+from app.errors import ClusterError, ClusterUnavailable, RateLimited
 from app.executors.k8s.labels import RUN_LABEL
 from app.executors.k8s.live import JobSource, LiveJobs, read_logs
 from app.executors.k8s.render import Manifests
@@ -111,7 +111,13 @@ class KubernetesExecutor:
         """Start a scheduled run: its CronJob created its Job suspended (render.py); letting
         it run is the launch. Resuming a Job that runs already changes nothing."""
         namespace, name = run.namespace or "", run.job_name or ""
-        if not self.gateway.resume_job(namespace, name):
+        try:
+            resumed = self.gateway.resume_job(namespace, name)
+        except ClusterUnavailable as exc:
+            # Not the run's fault, and its Job still waits: the run goes back to its place
+            # in the queue, which tries again shortly (app/services/queue.py).
+            raise RateLimited(f"{exc.detail} The run waits in the queue.") from None
+        if not resumed:
             raise ClusterError(
                 f"The Kubernetes Job {namespace}/{name} of this scheduled run was deleted "
                 "while the run waited; the next scheduled fire makes a new one."
