@@ -7,12 +7,14 @@ runyard resumes the queue where it was (docs/queues.md#kubernetes)."""
 # ruff: noqa: F811 - the fixtures imported from the support module are test parameters here
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from app.container import Container
+from app.ids import to_text
 from tests.integration.test_k8s_env import Kube, emulator, make_emulator  # noqa: F401
 from tests.integration.test_k8s_tracker_support import (  # noqa: F401 - fixtures
     Tracked,
@@ -188,7 +190,16 @@ def test_a_restart_resumes_the_queue_of_suspended_jobs(
         names = [before.fake.fire_cronjob(before.ns, "analytics-nightly", _slot(i)) for i in (1, 2)]
         queued = [_run_of(before, name) for name in names]
         assert [r["status"] for r in queued] == ["queued", "queued"]
+        database = before.app.container.settings.database
         before.app.container.stop()
+    # The first waiting run as a process killed between claiming it and resuming its Job
+    # leaves it: pending, its Job still suspended.
+    with sqlite3.connect(database) as db:
+        claimed = to_text(datetime.now(UTC) - timedelta(minutes=1))
+        db.execute(
+            "UPDATE runs SET status = 'pending', created_at = ? WHERE id = ?",
+            (claimed, queued[0]["id"]),
+        )
 
     # While runyard is down, the running Job ends; the suspended ones wait.
     fake = emulator.fake

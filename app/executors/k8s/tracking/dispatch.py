@@ -236,6 +236,10 @@ class Dispatcher:
         if run.is_terminal:
             self._forget(key, view.uid)
             return None
+        if run.status == "pending" and view.suspended and run.created_at < self.started_at:
+            # A process that stopped recorded the run but never resumed its Job: back in
+            # the queue, whose dispatcher resumes it in turn (docs/queues.md#kubernetes).
+            self._store.runs.requeue(run.id, self._clock())
         return _Tracked(run.id, view.uid, "running" if run.status == "running" else "pending")
 
     def _record_scheduled(self, key: Key, view: JobView) -> RunRecord | None:
