@@ -97,7 +97,8 @@ class Executor(Protocol):
 class RunStarter(Protocol):
     """Records and launches a run (``RunService.start_run``); None when a scheduled run is
     skipped (concurrency_policy Forbid with a run active, or the slot already has its run).
-    ``job_name``: a Job the cluster created itself (a CronJob's), recorded, not launched."""
+    ``job_name``: a Job the cluster created itself (a CronJob's), recorded, not launched;
+    ``suspended``: that Job waits for runyard, which queues the run or resumes the Job."""
 
     def start_run(
         self,
@@ -107,6 +108,7 @@ class RunStarter(Protocol):
         triggered_by: TriggeredBy,
         scheduled_for: datetime | None = None,
         job_name: str | None = None,
+        suspended: bool = False,
     ) -> RunRecord | None: ...
 
 

@@ -302,6 +302,7 @@ class RunService:
         upstream_run_id: str | None = None,
         scheduled_for: datetime | None = None,
         job_name: str | None = None,
+        suspended: bool = False,
         idempotency_key: str | None = None,
         image: str | None = None,
         retry_of: str | None = None,
@@ -430,6 +431,9 @@ class RunService:
         # A Job the cluster created (job_name) runs whatever runyard records: Forbid cannot
         # stop it (a CronJob does not see manual runs), so it still gets its run.
         forbid = policy == "Forbid" and job_name is None
+        # Whether runyard decides when the run starts: always, except for a Job the cluster
+        # created running (a CronJob rendered before scheduled Jobs started suspended).
+        held = job_name is None or suspended
         if job_name is None:  # a Job the cluster already created is recorded, never refused
             try:
                 self._executor.admit(project.org_id)
@@ -447,8 +451,8 @@ class RunService:
             record,
             forbid=forbid,
             replay_since=now - IDEMPOTENCY_WINDOW if idempotency_key else None,
-            queue=policy == "Queue" and job_name is None,
-            cap=self.queue.cap_of(project.org_id) if job_name is None else None,
+            queue=policy == "Queue" and held,
+            cap=self.queue.cap_of(project.org_id) if held else None,
         )
         if admission.replay is not None:
             if admission.replay_hash != record.request_hash:
@@ -486,7 +490,7 @@ class RunService:
             )
             if not admission.inserted:
                 raise Conflict("Too many runs of this job started at once; try again.")
-        if job_name is not None:  # the cluster started it: only replace the older runs
+        if not held:  # the cluster started it: only replace the older runs
             if policy == "Replace":
                 for other in active:
                     self._cancel_record(other.id, "replaced by run " + record.id)

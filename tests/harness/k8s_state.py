@@ -33,6 +33,7 @@ from tests.harness.k8s_objects import (
     utcnow,
 )
 from tests.harness.k8s_store import Store, default_container
+from tests.harness.k8s_suspend import refuse_if_suspended, resumed, wait_resumed
 
 JOB_FAILURE_REASONS = frozenset({"BackoffLimitExceeded", "DeadlineExceeded", "PodFailurePolicy"})
 SCHEDULED_TIMESTAMP_ANNOTATION = "batch.kubernetes.io/cronjob-scheduled-timestamp"
@@ -127,6 +128,7 @@ class ClusterState(Store):
         return job
 
     def _create_job_pod(self, job: Obj, *, running: bool) -> Obj:
+        refuse_if_suspended(job)
         ns, job_name, uid = ns_of(job), name_of(job), uid_of(job)
         template = copy.deepcopy((job.get("spec") or {}).get("template") or {})
         tmeta = template.get("metadata") or {}
@@ -539,6 +541,7 @@ class ClusterState(Store):
         container: str | None = None,
     ) -> None:
         uid = uid_of(self._require_job(namespace, name))
+        await wait_resumed(lambda: self.find("jobs", namespace, name), uid)
         while True:
             current_job = self.find("jobs", namespace, name)
             if current_job is None or uid_of(current_job) != uid or job_finished(current_job):
@@ -562,6 +565,13 @@ class ClusterState(Store):
                 namespace, name, exit_code=exit_code, reason=reason, container=container
             ):
                 return
+
+    def update(self, plural: str, namespace: str | None, name: str, body: Any) -> Obj:
+        before = self.find(plural, namespace, name) if plural == "jobs" else None
+        after = super().update(plural, namespace, name, body)
+        if resumed(before, after):
+            self._on_job_created(after)  # resumed: it runs like a Job created running
+        return after
 
     def _on_job_created(self, job: Obj) -> None:
         behaviour = self.auto_complete

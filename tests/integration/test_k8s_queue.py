@@ -1,6 +1,7 @@
 """concurrency_policy Queue on Kubernetes (the emulator): runs runyard starts itself wait in
 the queue with no Kubernetes Job, and their Job is created, in order, when the one before
-ends; a Queue job's CronJob forbids overlapping fires (Kubernetes has no Queue)."""
+ends; a Queue job's CronJob allows every fire and makes its Jobs suspended, for runyard's
+queue to resume (test_k8s_queue_cron.py)."""
 
 # ruff: noqa: F811 - the fixtures imported from the support module are test parameters here
 from __future__ import annotations
@@ -39,13 +40,15 @@ def test_queued_runs_get_their_job_in_order_when_the_previous_one_ends(tracked: 
             for later in names[index + 2 :]:
                 assert tracked.kube.job(later) is None  # still waiting its turn
 
-    # Deployed, the job's CronJob forbids overlapping fires: Kubernetes has no Queue.
+    # Deployed, the job's CronJob makes a suspended Job at every fire, which runyard's queue
+    # resumes in turn (test_k8s_queue_cron.py): Kubernetes has no Queue.
     deployed = tracked.app.client.post(
         f"/api/v1/projects/{project['id']}/deploy", headers=tracked.app.admin
     )
     assert deployed.status_code == 200, deployed.text
     [cronjob] = tracked.fake.list("cronjobs", tracked.ns)
-    assert cronjob["spec"]["concurrencyPolicy"] == "Forbid"
+    assert cronjob["spec"]["concurrencyPolicy"] == "Allow"
+    assert cronjob["spec"]["jobTemplate"]["spec"]["suspend"] is True
 
 
 def test_a_queued_run_cancelled_on_kubernetes_never_gets_a_job(tracked: Tracked) -> None:

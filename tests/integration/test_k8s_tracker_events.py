@@ -151,6 +151,8 @@ def test_a_watch_expired_while_jobs_changed_misses_nothing(
 def test_no_job_is_polled_one_by_one(tracked: Tracked) -> None:
     project = tracked.project()
     job = tracked.job(project["id"], schedule=None, concurrency_policy="Allow")
+    # Ten at once, none queued (the default cap is 8; the queue is not started here).
+    assert tracked.app.container.store.orgs.set_max_concurrent_runs("acme", 10)
     bodies = [tracked.trigger(project["id"], job["id"]) for _ in range(10)]
     tracked.fake.reset_requests()
     for body in bodies:
@@ -181,6 +183,8 @@ def test_another_orgs_namespace_cannot_claim_a_job_or_run(two_orgs: Tracked) -> 
     acme_cronjob = tracked.kube.cronjob("analytics-nightly")
     assert acme_cronjob is not None
     template = acme_cronjob["spec"]["jobTemplate"]
+    # Its Jobs run at once: runyard would never resume another org's Job.
+    template = {**template, "spec": {**template["spec"], "suspend": False}}
     fake.create(
         "cronjob",
         {

@@ -1,7 +1,8 @@
 """Restart safety: runyard (``runyard serve`` with the Kubernetes executor, a separate
 process) is SIGKILLed with 50 runs active; the Jobs finish, fail, vanish, and a CronJob fires
-while it is down; a new runyard on the same database finds every run's end with its logs,
-none missing and none twice."""
+while it is down (its Job waits, suspended, until runyard is back to resume it); a new
+runyard on the same database finds every run's end with its logs, none missing and none
+twice."""
 
 # ruff: noqa: F811 - the fixtures imported from test_k8s_env are test parameters here
 from __future__ import annotations
@@ -50,6 +51,8 @@ def runyard(database: Path, kubeconfig: Path, log: Path) -> Iterator[tuple[str, 
         "RUNYARD_EXECUTOR": "kubernetes",
         "RUNYARD_RECONCILE_INTERVAL": "0",
         "RUNYARD_LOG_LEVEL": "WARNING",
+        # Every run active at once: none waits in the queue (docs/queues.md).
+        "RUNYARD_LOCAL_MAX_RUNS_PER_ORG": str(RUNS),
     }
     with log.open("a") as out:
         process = subprocess.Popen(
@@ -147,12 +150,14 @@ def test_runs_active_when_runyard_is_killed_are_all_recorded_after_a_restart(
         else:
             fake.run_job(ns, name, logs=f"done {run_id}\n")
             expected[run_id] = ("success", first + f"done {run_id}\n")
+    # A fire's Job is created suspended: it waits for runyard (docs/kubernetes.md).
     scheduled = fake.fire_cronjob(ns, "analytics-nightly", datetime(2026, 4, 28, 2, tzinfo=UTC))
-    fake.run_job(ns, scheduled, logs="scheduled while down\n")
     time.sleep(5)  # older than the new process's start allowance for runs still launching
 
     with runyard(database, kube.kubeconfig, log) as (url, _):
         api = httpx.Client(base_url=url, headers=headers, timeout=30)
+        # The new runyard records the fire's run and resumes its Job (run_job waits for it).
+        fake.run_job(ns, scheduled, logs="scheduled while down\n")
 
         def settled() -> list[Obj] | None:
             response = api.get(f"/api/v1/projects/{project['id']}/jobs/{job['id']}/runs?limit=200")

@@ -18,7 +18,7 @@ Obj = dict[str, Any]
 # What runyard asks the API server for, by resource: the gateway in app/executors/k8s/gateway.py.
 NEEDED = {
     ("batch", "cronjobs"): {"get", "list", "create", "update", "delete"},
-    ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
+    ("batch", "jobs"): {"get", "list", "watch", "create", "patch", "delete"},
     ("", "pods"): {"get", "list"},
     ("", "pods/log"): {"get"},
 }

@@ -222,6 +222,24 @@ def test_cronjob_fields_follow_the_job() -> None:
     assert MANIFESTS.cronjob(p, j) is None
 
 
+@pytest.mark.parametrize(
+    ("policy", "rendered_policy"),
+    [("Queue", "Allow"), ("Forbid", "Forbid"), ("Allow", "Allow"), ("Replace", "Replace")],
+)
+def test_scheduled_jobs_start_suspended_and_queue_allows_every_fire(
+    policy: Any, rendered_policy: str
+) -> None:
+    p, j = project("dbt"), job("dbt")
+    j.concurrency_policy = policy
+    spec = (MANIFESTS.cronjob(p, j) or {})["spec"]
+    assert spec["concurrencyPolicy"] == rendered_policy
+    # runyard resumes each scheduled Job when the org's cap and the job's queue allow it.
+    assert spec["jobTemplate"]["spec"]["suspend"] is True
+    assert spec["suspend"] is False  # the CronJob itself fires (the job is enabled)
+    # A one-off Job runs at once: runyard creates it only when the run may start.
+    assert "suspend" not in MANIFESTS.job(run_of("dbt"), "acme")["spec"]
+
+
 def test_environment_resources_and_overrides() -> None:
     pod = pod_spec(rendered("dbt", "cronjob"))
     (main,) = pod["containers"]

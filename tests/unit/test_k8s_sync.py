@@ -102,6 +102,20 @@ def test_hand_edits_are_differences(edit: Any) -> None:
     assert not up_to_date(cronjob(), live)
 
 
+def test_a_suspended_job_template_is_desired_state() -> None:
+    """runyard renders jobTemplate.spec.suspend: true (scheduled Jobs wait for runyard): the
+    live true is equal; false, or the field missing, is drift that the reconcile reverts."""
+    desired = cronjob()
+    desired["spec"]["jobTemplate"]["spec"]["suspend"] = True
+    live = with_server_defaults(cronjob())
+    live["spec"]["jobTemplate"]["spec"]["suspend"] = True
+    assert up_to_date(desired, live)
+    live["spec"]["jobTemplate"]["spec"]["suspend"] = False
+    assert not up_to_date(desired, live)
+    del live["spec"]["jobTemplate"]["spec"]["suspend"]
+    assert not up_to_date(desired, live)
+
+
 @pytest.mark.parametrize(
     ("text", "value"),
     [

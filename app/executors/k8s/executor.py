@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from app import metrics
-from app.errors import ClusterError, ClusterUnavailable
+from app.errors import ClusterError, ClusterUnavailable, RateLimited
 from app.executors.k8s.labels import RUN_LABEL
 from app.executors.k8s.live import JobSource, LiveJobs, read_logs
 from app.executors.k8s.render import Manifests
@@ -32,6 +32,8 @@ class KubeAPI(Cluster, JobSource, TrackerSource, Protocol):
     """Everything runyard asks the API server (``gateway.KubeGateway``)."""
 
     def create_job(self, namespace: str, body: Obj) -> Obj: ...
+
+    def resume_job(self, namespace: str, name: str) -> bool: ...
 
     def delete_job(self, namespace: str, name: str) -> None: ...
 
@@ -86,6 +88,8 @@ class KubernetesExecutor:
         """Every run is admitted: the cluster's quotas, not runyard, bound an org's pods."""
 
     def launch(self, run: RunRecord) -> Launched:
+        if run.triggered_by == "scheduled":
+            return self._resume(run)
         org_slug = self._store.orgs.slug_of(run.org_id) or ""
         body = self.manifests.job(run, org_slug)
         namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
@@ -101,6 +105,23 @@ class KubernetesExecutor:
                 ) from None
         if self.tracker is not None:
             self.tracker.watch_namespace(namespace)  # a new org's first run
+        return Launched(job_name=name, namespace=namespace)
+
+    def _resume(self, run: RunRecord) -> Launched:
+        """Start a scheduled run: its CronJob created its Job suspended (render.py); letting
+        it run is the launch. Resuming a Job that runs already changes nothing."""
+        namespace, name = run.namespace or "", run.job_name or ""
+        try:
+            resumed = self.gateway.resume_job(namespace, name)
+        except ClusterUnavailable as exc:
+            # Not the run's fault, and its Job still waits: the run goes back to its place
+            # in the queue, which tries again shortly (app/services/queue.py).
+            raise RateLimited(f"{exc.detail} The run waits in the queue.") from None
+        if not resumed:
+            raise ClusterError(
+                f"The Kubernetes Job {namespace}/{name} of this scheduled run was deleted "
+                "while the run waited; the next scheduled fire makes a new one."
+            )
         return Launched(job_name=name, namespace=namespace)
 
     def cancel(self, run: RunRecord) -> None:

@@ -248,6 +248,11 @@ class KubeGateway:
         action = f"create Job {namespace}/{body['metadata']['name']}"
         return self._object(action, self._batch.create_namespaced_job, namespace, body) or {}
 
+    def resume_job(self, namespace: str, name: str) -> bool:
+        """Let a suspended Job run (spec.suspend=false); False when there is no such Job."""
+        action, fn = f"resume Job {namespace}/{name}", self._batch.patch_namespaced_job
+        return self._call(action, fn, name, namespace, {"spec": {"suspend": False}}) is not None
+
     def delete_job(self, namespace: str, name: str) -> None:
         # Background propagation: the Job goes now and the garbage collector removes its
         # pods (the batch/v1 default would orphan them, leaving dbt running).

@@ -272,12 +272,17 @@ def render_cronjob(
     spec = cronjob["spec"]
     spec["schedule"] = work.config.schedule
     spec["timeZone"] = work.config.timezone
-    # Kubernetes knows no Queue: its CronJob forbids overlapping fires, and runyard's queue
-    # holds the runs it starts itself (manual, dependency, retry; docs/queues.md).
+    # Kubernetes knows no Queue: a Queue job's CronJob makes a Job at every fire (Allow),
+    # and runyard's queue decides when each one runs (docs/queues.md).
     policy = work.config.concurrency_policy
-    spec["concurrencyPolicy"] = "Forbid" if policy == "Queue" else policy
+    spec["concurrencyPolicy"] = "Allow" if policy == "Queue" else policy
     spec["suspend"] = not work.config.enabled
-    spec["jobTemplate"] = {"metadata": job["metadata"], "spec": job["spec"]}
+    # Every scheduled Job is created suspended, whatever the policy: every org has a cap
+    # (max_concurrent_runs), so runyard decides when a fire runs. The tracker records the
+    # run and resumes the Job at once when there is room, else the run is queued and the
+    # queue resumes it later (docs/kubernetes.md#scheduled-jobs-start-suspended).
+    job_spec = {**job["spec"], "suspend": True}
+    spec["jobTemplate"] = {"metadata": job["metadata"], "spec": job_spec}
     return cronjob
 
 

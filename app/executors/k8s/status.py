@@ -90,6 +90,8 @@ class JobView(msgspec.Struct, frozen=True, kw_only=True):
     message: str | None = None
     deadline_seconds: int | None = None
     deleted_at: datetime | None = None
+    # spec.suspend: a scheduled Job waits, without a pod, until runyard resumes it.
+    suspended: bool = False
 
     @property
     def scheduled(self) -> bool:
@@ -128,6 +130,7 @@ def view_of(job: Mapping[str, Any], namespace: str | None = None) -> JobView | N
         message=message,
         deadline_seconds=int(deadline) if isinstance(deadline, int) else None,
         deleted_at=parse_time(meta.get("deletionTimestamp")),
+        suspended=(job.get("spec") or {}).get("suspend") is True,
     )
 
 

@@ -68,7 +68,10 @@ SERVER_DEFAULTS: dict[str, Any] = {
     "completionMode": "NonIndexed",
     "completions": 1,
     "parallelism": 1,
-    "suspend": False,  # jobTemplate.spec; the CronJob's own suspend is always rendered
+    # jobTemplate.spec's default. runyard renders both the CronJob's own suspend and
+    # jobTemplate.spec.suspend (true: scheduled Jobs wait for runyard, render.py), so a live
+    # false there differs from the rendered true and is reverted.
+    "suspend": False,
     "podReplacementPolicy": "Failed",  # the default when a podFailurePolicy is set
     "manualSelector": None,
     "terminationGracePeriodSeconds": 30,

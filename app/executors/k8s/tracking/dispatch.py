@@ -237,6 +237,10 @@ class Dispatcher:
         if run.is_terminal:
             self._forget(key, view.uid)
             return None
+        if run.status == "pending" and view.suspended and run.created_at < self.started_at:
+            # A process that stopped recorded the run but never resumed its Job: back in
+            # the queue, whose dispatcher resumes it in turn (docs/queues.md#kubernetes).
+            self._store.runs.requeue(run.id, self._clock())
         return _Tracked(run.id, view.uid, "running" if run.status == "running" else "pending")
 
     def _record_scheduled(self, key: Key, view: JobView) -> RunRecord | None:
@@ -261,6 +265,7 @@ class Dispatcher:
                 triggered_by="scheduled",
                 scheduled_for=view.scheduled_for,
                 job_name=view.name,
+                suspended=view.suspended,
             )
         except RunyardError as exc:
             self._ignore(key, view, f"its run could not be recorded: {exc.detail}")
