@@ -55,9 +55,7 @@ def run_out(run: Run) -> RunOut:
 
 
 def run_list(page: RunPage) -> RunList:
-    return RunList(
-        [run_out(r) for r in page.runs], page.total, page.next_cursor, page.total_capped
-    )
+    return RunList([run_out(r) for r in page.runs], page.total, page.next_cursor, page.total_capped)
 
 
 class ProjectList(msgspec.Struct):
