@@ -32,7 +32,7 @@ from app.errors import (
 )
 from app.ids import new_id, utcnow
 from app.models import (
-    ACTIVE_STATUSES,
+    OPEN_STATUSES,
     RETRYABLE_DBT_COMMANDS,
     RUN_STATUSES,
     Environment,
@@ -623,8 +623,8 @@ class RunService:
             return f"Run {run_id} is still {old.status}."
         if old.status == "success":
             return f"Run {run_id} succeeded: nothing failed, so there is nothing to retry."
-        if old.snapshot.project_kind == "sqlmesh":
-            return None
+        if old.snapshot.project_kind == "sqlmesh" or old.snapshot.steps:
+            return None  # a run of steps is retried from its failed step (docs/steps.md)
         info = self._store.artifacts.info(old.id, RUN_RESULTS)
         key = (old.id, info.sha256) if info else None
         if key is not None and key in self._refusals:
@@ -1089,7 +1089,8 @@ class RunService:
         if window is not None:
             since = now - window
             window_counts = self._store.runs.counts_by_status(job_id, since)
-            finished = sum(n for s, n in window_counts.items() if s not in ACTIVE_STATUSES)
+            # Queued runs have not run yet: like active ones, not counted in the success rate.
+            finished = sum(n for s, n in window_counts.items() if s not in OPEN_STATUSES)
             durations = sorted(self._store.runs.durations(job_id, since))
             stats = WindowStats(
                 window=window_text,
