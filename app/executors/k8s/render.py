@@ -363,7 +363,10 @@ class Manifests:
         launcher = self._launcher
         if plans and (launcher is None or launcher.job_credential is None):
             raise _steps_need_launcher()  # all steps run in one pod, through the launcher
-        if launcher is not None and launcher.job_credential is not None and work.kind == "dbt":
+        # dbt runs upload their artifacts through the launcher; a run of steps (dbt or
+        # SQLMesh) runs its steps through it.
+        wrapped = work.kind == "dbt" or bool(plans)
+        if launcher is not None and launcher.job_credential is not None and wrapped:
             # The run is not known when the CronJob is written: its pods name their
             # Kubernetes Job (downward API) and carry the job's credential.
             job_name = {
@@ -378,7 +381,7 @@ class Manifests:
                 token=launcher.job_credential(project.org_id, job.id),
                 extra_env=[job_name],
             )
-            if job.defer_to_job_id:
+            if job.defer_to_job_id and work.kind == "dbt":
                 # Its runs fetch the deferred-to job's manifest as runyard recorded it for
                 # the run (the newest success when runyard saw the Job).
                 _with_state(
@@ -387,22 +390,8 @@ class Manifests:
                     files=[MANIFEST],
                     args=state_args(RunState(defer_job_id=job.defer_to_job_id), STATE_DIR),
                 )
-        if plans:
-            assert launcher is not None and launcher.job_credential is not None
-            if work.kind != "dbt":
-                job_name = {
-                    "name": "RUNYARD_K8S_JOB_NAME",
-                    "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": JOB_NAME_FIELD}},
-                }
-                _with_launcher(
-                    cronjob["spec"]["jobTemplate"],
-                    self._templates,
-                    launcher,
-                    url=f"{launcher.api_url}/api/v1/runs/{namespace}~{{job}}/artifacts",
-                    token=launcher.job_credential(project.org_id, job.id),
-                    extra_env=[job_name],
-                )
-            _with_steps(cronjob["spec"]["jobTemplate"], plans)
+            if plans:
+                _with_steps(cronjob["spec"]["jobTemplate"], plans)
         return cronjob
 
     def environment_of(self, project: Project, job: Job) -> Environment | None:
