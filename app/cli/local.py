@@ -16,6 +16,7 @@ from app.settings import Settings, SettingsError
 
 if TYPE_CHECKING:
     from app.services.tokens import TokenService
+    from app.store import Store
 
 
 def _settings() -> Settings:
@@ -68,9 +69,15 @@ def _token_service(*, create: bool) -> TokenService:
     make a new database: a read or a revoke on a missing one is a mistaken path, and quietly
     creating an empty file there would hide it."""
     from app.services.tokens import TokenService
+
+    return TokenService(open_store(_settings(), create=create))
+
+
+def open_store(settings: Settings, *, create: bool = False) -> Store:
+    """The migrated store on the database RUNYARD_DATABASE names, for commands that work on
+    the server's database directly (tokens, orgs). It must exist unless ``create``."""
     from app.store import Store
 
-    settings = _settings()
     path = Path(settings.database).resolve()
     source = "RUNYARD_DATABASE" if _database_from_env() else "the default; RUNYARD_DATABASE unset"
     if not create and not path.exists():
@@ -82,7 +89,7 @@ def _token_service(*, create: bool) -> TokenService:
     click.echo(f"database: {path} ({source})", err=True)
     store = Store(settings.database, settings.secret_key)
     store.migrate()
-    return TokenService(store)
+    return store
 
 
 def _database_from_env() -> bool:

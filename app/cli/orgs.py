@@ -4,13 +4,12 @@ it starts, so a change applies at once)."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from app.cli.common import CliError
-from app.cli.local import _database_from_env, _settings
+from app.cli.local import _settings, open_store
 from app.cli.output import Output
 from app.exit_codes import EXIT_OK, EXIT_REFUSED, EXIT_USAGE
 
@@ -23,21 +22,8 @@ MAX_CAP = 10_000
 
 def _store() -> tuple[Store, int]:
     """The store on RUNYARD_DATABASE (which must exist) and the server's default cap."""
-    from app.store import Store
-
     settings = _settings()
-    path = Path(settings.database).resolve()
-    source = "RUNYARD_DATABASE" if _database_from_env() else "the default; RUNYARD_DATABASE unset"
-    if not path.exists():
-        raise CliError(
-            f"no runyard database at {path} ({source}). Set RUNYARD_DATABASE to the "
-            "database the server uses (runyard serve reads the same variable).",
-            EXIT_USAGE,
-        )
-    click.echo(f"database: {path} ({source})", err=True)
-    store = Store(settings.database, settings.secret_key)
-    store.migrate()
-    return store, settings.local_max_runs_per_org
+    return open_store(settings), settings.local_max_runs_per_org
 
 
 def _document(org: Organization, default: int) -> dict[str, Any]:
