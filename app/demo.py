@@ -288,6 +288,10 @@ def _report(runs: list[tuple[Step, dict[str, Any]]], show: _Printer, token: str)
     show.line(f"  RUNYARD_DATABASE={database} RUNYARD_EXECUTOR=local {runyard} serve")
     show.line("and in another terminal, in this directory (RUNYARD_URL if not on 8080):")
     show.line(f"  RUNYARD_TOKEN={token} {runyard} runs logs {broken['id']}")
+    show.line(
+        "or open http://127.0.0.1:8080/ui/ in a browser, sign in with that token and follow"
+        " the failing job to its run."
+    )
     if problems:
         show.line("\nSomething did not behave as expected:")
         for problem in problems:

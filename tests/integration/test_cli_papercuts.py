@@ -21,6 +21,7 @@ import pytest
 
 from app import demo
 from tests.conftest import LiveServer
+from tests.integration.web_helpers import sign_in
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -154,6 +155,10 @@ def test_the_demos_closing_commands_run_as_printed(
             text=True,
             timeout=120,
         )
+        # The printed way into the web UI: the same token signs in and opens the run.
+        ui = httpx.Client(base_url=f"http://127.0.0.1:{port}")
+        page = sign_in(ui, shlex.split(logs)[0].split("=", 1)[1])
+        run_page = ui.get(f"/ui/runs/{run_id}")
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
@@ -161,4 +166,7 @@ def test_the_demos_closing_commands_run_as_printed(
     served = server.stderr.read().decode(errors="replace") if server.stderr else ""
     assert result.returncode == 0, f"{serve!r} {logs!r}: {result.stderr} {served}"
     assert "Runtime Error in model broken_orders" in result.stdout
+    assert any("/ui/" in line for line in out.getvalue().splitlines())
+    assert page.status_code == 303 and run_page.status_code == 200, page.text[:500]
+    assert "broken_orders" in run_page.text
     assert shlex.split(serve)[0].startswith("RUNYARD_DATABASE=")
