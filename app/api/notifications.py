@@ -1,20 +1,26 @@
-"""/api/v1/runs/{run_id}/notifications: what a run's notifications did, and retrying one."""
+"""What notifications did: /api/v1/runs/{run_id}/notifications (a run's, and retrying
+one) and /api/v1/projects/{project_id}/jobs/{job_id}/notifications (a job's: its runs' and
+its silence alerts about slots without a run, which no run lists)."""
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 from litestar import Controller, get, post
+from litestar.params import Parameter
 
 from app.models import Principal
 from app.notify.outbox import NotificationOutbox
 from app.services import audit
+from app.services.cursors import CursorCodec
+from app.services.jobs import JobService
 from app.services.projects import require_writer
 from app.services.runs import RunService
 from app.services.tokens import ACTION_OPT
 from app.store import Store
-from app.store.outbox import Attempt, Notification
+from app.store.outbox import Attempt, JobNotification, Notification
 
 
 class NotificationOut(msgspec.Struct, kw_only=True):
@@ -40,6 +46,15 @@ class NotificationList(msgspec.Struct):
     total: int
 
 
+class JobNotificationOut(NotificationOut, kw_only=True):
+    slot: datetime | None  # the scheduled slot a ``missed`` alert is about
+
+
+class JobNotificationList(msgspec.Struct):
+    notifications: list[JobNotificationOut]  # newest first
+    next_cursor: str | None  # pass as ``cursor`` for the next page; null: no more
+
+
 def _out(notification: Notification, history: list[Attempt]) -> NotificationOut:
     return NotificationOut(
         id=notification.id,
@@ -60,11 +75,27 @@ def _out(notification: Notification, history: list[Attempt]) -> NotificationOut:
     )
 
 
-class NotificationController(Controller):
-    path = "/api/v1/runs/{run_id:str}/notifications"
-    tags = ["runs"]
+def _job_out(notification: JobNotification, history: list[Attempt]) -> JobNotificationOut:
+    base = msgspec.structs.asdict(_out(notification, history))
+    return JobNotificationOut(**base, slot=notification.slot)
 
-    @get("/", sync_to_thread=True, summary="The run's Slack and webhook notifications")
+
+def _cursors(store: Store) -> CursorCodec:
+    # Positions in the notifications sequence all orgs share: opaque and bound to the org
+    # (app/services/cursors.py), under a key of their own derived from the server's.
+    return CursorCodec(store.database.box.derive(b"notification pagination cursors"))
+
+
+RUN = "/runs/{run_id:str}/notifications"
+
+
+class NotificationController(Controller):
+    # One controller for both paths (app/main.py registers this class).
+    path = "/api/v1"
+
+    @get(
+        RUN, sync_to_thread=True, tags=["runs"], summary="The run's Slack and webhook notifications"
+    )
     def list_notifications(
         self, principal: Principal, runs: RunService, notifications: NotificationOutbox, run_id: str
     ) -> NotificationList:
@@ -72,10 +103,38 @@ class NotificationController(Controller):
         found, history = notifications.for_run(run_id)
         return NotificationList([_out(n, history.get(n.id, [])) for n in found], len(found))
 
+    @get(
+        "/projects/{project_id:str}/jobs/{job_id:str}/notifications",
+        sync_to_thread=True,
+        tags=["jobs"],
+        summary="The job's notifications, newest first, with silence alerts about slots "
+        "without a run",
+    )
+    def list_job_notifications(
+        self,
+        principal: Principal,
+        jobs: JobService,
+        store: Store,
+        project_id: str,
+        job_id: str,
+        cursor: str | None = None,
+        limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
+    ) -> JobNotificationList:
+        job = jobs.get(principal, project_id, job_id)  # 404 unless the caller may see it
+        codec = _cursors(store)
+        before = codec.decode(principal.org_id, cursor) if cursor else None
+        found, more = store.outbox.for_job(job.org_id, job.id, before=before, limit=limit)
+        history = store.outbox.attempts([n.id for n in found])
+        return JobNotificationList(
+            [_job_out(n, history.get(n.id, [])) for n in found],
+            codec.encode(principal.org_id, more) if more is not None else None,
+        )
+
     @post(
-        "/{notification_id:str}/retry",
+        RUN + "/{notification_id:str}/retry",
         sync_to_thread=True,
         status_code=202,
+        tags=["runs"],
         summary="Deliver a permanently failed notification again",
         opt={ACTION_OPT: "write"},
     )

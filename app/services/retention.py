@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from app.services.silence import MAX_THRESHOLD_MINUTES
 from app.store import Store
 
 log = logging.getLogger("runyard.retention")
@@ -61,6 +62,9 @@ class RetentionWorker:
         removed = self._prune_runs(cutoff)
         if removed:
             log.info("pruned old runs", extra={"removed": removed, "days": self._days})
+        alerts = self._prune_runless_alerts(cutoff)
+        if alerts:
+            log.info("pruned old run-less alerts", extra={"removed": alerts, "days": self._days})
         # The runs' artifact rows went with them (ON DELETE CASCADE); their files are
         # shared by content, so only the ones no run references any more are deleted.
         swept = self._store.artifacts.sweep()
@@ -82,6 +86,27 @@ class RetentionWorker:
             self._batch = max(1, min(self._max_batch, int(grown)))
             if self._stop.wait(max(self._pause, took)):
                 break  # stopping: the rest goes next time
+        return removed
+
+    def _prune_runless_alerts(self, cutoff: datetime) -> int:
+        """Silence alerts about a slot without a run have no run row to cascade from: their
+        notifications older than the runs' cutoff go here, in batches like the runs'. Their
+        once-per-slot records go only when the checker can never look at that slot (or
+        run) again (app/store/outbox.py ``prune_alert_records`` says when): a record
+        deleted earlier would let the same slot be alerted twice."""
+        outbox = self._store.outbox
+        batch = min(self._max_batch, 200)  # rows with a payload each: a short transaction
+        removed = 0
+        while seqs := outbox.old_runless(cutoff, batch):
+            started = time.monotonic()
+            deleted = outbox.delete_runless(seqs)
+            removed += deleted
+            if not deleted or self._stop.wait(max(self._pause, time.monotonic() - started)):
+                return removed
+        never_checked = self._clock() - timedelta(minutes=MAX_THRESHOLD_MINUTES)
+        while outbox.prune_alert_records(cutoff, never_checked, batch):
+            if self._stop.wait(self._pause):
+                break
         return removed
 
     def start(self) -> None:

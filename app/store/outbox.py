@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Collection, Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
@@ -65,6 +65,12 @@ class Notification(msgspec.Struct, kw_only=True):
     created_at: datetime
     updated_at: datetime
     delivered_at: datetime | None
+
+
+class JobNotification(Notification, kw_only=True):
+    """A notification as a job's list shows it: with the slot of a ``missed`` alert."""
+
+    slot: datetime | None
 
 
 class Claimed(Notification, kw_only=True):
@@ -334,6 +340,26 @@ class OutboxRepo:
         )
         return [Notification(**_notification(r)) for r in rows]
 
+    def for_job(
+        self, org_id: str, job_id: str, *, before: int | None, limit: int
+    ) -> tuple[list[JobNotification], int | None]:
+        """A page of the job's notifications, newest first: its runs' and its run-less
+        silence alerts'. Returns the page and the position (seq) to continue before, if
+        more remain. ``org_id`` too, though job ids are unique: a row is only ever read
+        for its own organization."""
+        sql = (
+            f"SELECT seq, {_COLUMNS}, CASE WHEN event = 'missed' THEN payload END AS body"
+            " FROM notifications WHERE org_id = ? AND job_id = ?"
+        )
+        params: list[Any] = [org_id, job_id]
+        if before is not None:
+            sql += " AND seq < ?"
+            params.append(before)
+        rows = self._db.rows(sql + " ORDER BY seq DESC LIMIT ?", [*params, limit + 1])
+        page = [JobNotification(**_notification(r), slot=_slot(r["body"])) for r in rows[:limit]]
+        more = len(rows) > limit
+        return page, (int(rows[limit - 1]["seq"]) if more else None)
+
     def get(self, run_id: str, notification_id: str) -> Notification | None:
         row = self._db.row(
             f"SELECT {_COLUMNS} FROM notifications WHERE id = ? AND run_id = ?",
@@ -375,6 +401,68 @@ class OutboxRepo:
             )
             return cursor.rowcount == 1
 
+    # --- retention (app/services/retention.py) ------------------------------------------
+
+    def old_runless(self, cutoff: datetime, limit: int) -> list[int]:
+        """Run-less notifications (silence alerts about a slot without a run) created
+        before ``cutoff`` and done with (delivered or failed for good), oldest first, at
+        most ``limit`` (their seq). A run's notifications go with the run (ON DELETE
+        CASCADE); these have no run, so retention deletes them itself."""
+        rows = self._db.rows(
+            "SELECT seq FROM notifications WHERE run_id IS NULL AND created_at < ?"
+            " AND state IN ('delivered', 'failed') ORDER BY seq LIMIT ?",
+            (to_text(cutoff), limit),
+        )
+        return [int(r["seq"]) for r in rows]
+
+    def delete_runless(self, seqs: Sequence[int]) -> int:
+        """Delete these (still run-less and done) in one short transaction; their attempts
+        go with them (ON DELETE CASCADE)."""
+        if not seqs:
+            return 0
+        marks = ",".join("?" * len(seqs))
+        with self._db.write() as db:
+            return db.conn.execute(
+                f"DELETE FROM notifications WHERE seq IN ({marks}) AND run_id IS NULL"
+                " AND state IN ('delivered', 'failed')",
+                list(seqs),
+            ).rowcount
+
+    def prune_alert_records(
+        self, cutoff: datetime, never_checked_before: datetime, limit: int
+    ) -> int:
+        """Delete up to ``limit`` rows of ``silence_alerts`` (the once-per-slot records of
+        app/store/silence.py) written before ``cutoff`` that can never be needed again.
+
+        Those rows are what makes an alert go out once: the checker inserts one before
+        writing the alert and sends nothing when it is already there. So a row may go only
+        when the checker can never look at its slot or run again:
+
+        * ``missed`` (key: the slot): the checker looks only at slots after the job's
+          watermark (``silence_state.checked_until``), which only moves forward; when the
+          job stops being watched the watermark is dropped, and watching it again starts
+          at now minus the threshold (a week at most). A slot at or before the watermark
+          and older than ``never_checked_before`` (now minus the longest threshold) is
+          never looked at again.
+        * ``overdue`` (key: the run): only running runs are checked, and a run that ended
+          (or was deleted) never runs again.
+
+        The same module as the run-less notifications, as both are retention's and pruned
+        together; the rows are small, so a batch is one short statement."""
+        with self._db.write() as db:
+            return db.conn.execute(
+                "DELETE FROM silence_alerts WHERE (job_id, event, key) IN ("
+                " SELECT a.job_id, a.event, a.key FROM silence_alerts AS a"
+                " LEFT JOIN silence_state AS s ON s.job_id = a.job_id"
+                " LEFT JOIN runs AS r ON r.id = a.key"
+                " WHERE a.created_at < ? AND ("
+                "  (a.event = 'missed' AND a.key < ?"
+                "   AND (s.checked_until IS NULL OR a.key <= s.checked_until))"
+                "  OR (a.event = 'overdue' AND (r.id IS NULL OR r.status != 'running')))"
+                " LIMIT ?)",
+                (to_text(cutoff), to_text(never_checked_before), limit),
+            ).rowcount
+
     def counts_by_kind(self) -> list[tuple[str, str, int]]:
         """(kind, state, count) over every notification, for the metrics."""
         rows = self._db.rows(
@@ -385,3 +473,39 @@ class OutboxRepo:
     def counts(self) -> dict[str, int]:
         rows = self._db.rows("SELECT state, count(*) AS n FROM notifications GROUP BY state")
         return {r["state"]: r["n"] for r in rows}
+
+
+class _AlertBody(msgspec.Struct):
+    """What a stored alert payload tells of its slot: a webhook body has it (``slot``);
+    a Slack message shows it in a field, to the minute, which is exact, as schedules have
+    no seconds (app/cron.py)."""
+
+    slot: datetime | None = None
+    blocks: list[dict[str, Any]] = []
+
+
+_SLOT_FIELD = "*Slot*\n"
+
+
+def _slot(body: bytes | None) -> datetime | None:
+    """The slot of a ``missed`` alert, from its stored payload (the notifications table
+    has no column of its own for it); None when there is none to read."""
+    if not body:
+        return None
+    try:
+        decoded = msgspec.json.decode(body, type=_AlertBody)
+    except msgspec.DecodeError:
+        return None
+    if decoded.slot is not None:
+        return decoded.slot.astimezone(UTC)
+    for block in decoded.blocks:
+        fields = block.get("fields")
+        for field in fields if isinstance(fields, list) else []:
+            text = field.get("text") if isinstance(field, dict) else None
+            if isinstance(text, str) and text.startswith(_SLOT_FIELD):
+                try:
+                    found = datetime.strptime(text[len(_SLOT_FIELD) :], "%Y-%m-%d %H:%M UTC")
+                except ValueError:
+                    return None
+                return found.replace(tzinfo=UTC)
+    return None
