@@ -164,7 +164,7 @@ def test_the_route_reads(world: tuple[World, datetime]) -> None:
         h
         for route in create_app(container=w.container).routes
         if route.path == "/api/v1/projects/{project_id:str}/jobs/{job_id:str}/notifications"
-        for h in route.route_handlers
+        for h in getattr(route, "route_handlers", [])
         if "GET" in h.http_methods
     ]
     assert action_of(handler, "GET") == "read"
