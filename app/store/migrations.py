@@ -735,6 +735,16 @@ MIGRATIONS: tuple[Migration, ...] = (
                 BEGIN UPDATE jobs SET doc = {_JOB_DOC} WHERE rowid = NEW.rowid; END""",
         ),
     ),
+    Migration(
+        15,
+        "an index for a job's notifications",
+        (
+            # GET …/jobs/{job_id}/notifications, newest first (app/store/outbox.py).
+            # Retention's walk of run-less alerts needs none: notifications_by_run holds
+            # them (run_id NULL) in seq order.
+            "CREATE INDEX notifications_by_job ON notifications (job_id, seq)",
+        ),
+    ),
 )
 
 CURRENT_VERSION = MIGRATIONS[-1].version

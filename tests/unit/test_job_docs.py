@@ -110,7 +110,7 @@ def test_migration_14_renders_documents_of_existing_jobs(tmp_path: Path) -> None
         "DROP TRIGGER jobs_doc_on_insert; DROP TRIGGER jobs_doc_on_update;"
         " ALTER TABLE jobs DROP COLUMN doc; DROP INDEX runs_by_org_status;"
         " DROP INDEX runs_by_org_age; DROP INDEX runs_by_project; DROP INDEX runs_by_age;"
-        " PRAGMA user_version = 13;"
+        " DROP INDEX notifications_by_job; PRAGMA user_version = 13;"
     )
     conn.close()
     store = Store(path)

@@ -171,3 +171,27 @@ def test_retention_finds_old_runs_by_age_without_scanning(store: Store) -> None:
     found = plans(store, lambda: store.runs.old_runs(utcnow() - timedelta(hours=30), 10))
     assert_indexed(found, "runs_by_age")
     assert all("COVERING INDEX" in plan for plan in found.values())
+
+
+def test_a_jobs_notifications_and_old_runless_alerts_are_read_from_an_index(
+    store: Store,
+) -> None:
+    """GET …/jobs/{job_id}/notifications and retention's walk of alerts without a run
+    (migration 15): neither scans the notifications table nor sorts its rows."""
+    conn = store.database.db.conn
+    sent: list[str] = []
+    conn.set_trace_callback(sent.append)
+    try:
+        store.outbox.for_job("org_a", "job_org_a_0", limit=50, before=100)
+        store.outbox.old_runless(utcnow(), 200)
+    finally:
+        conn.set_trace_callback(None)
+    reads = [s for s in sent if s.lstrip().upper().startswith("SELECT")]
+    assert len(reads) == 2, sent
+    for sql in reads:
+        plan = "; ".join(r[3] for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall())
+        assert "SCAN notifications" not in plan and "TEMP B-TREE" not in plan, f"{sql}: {plan}"
+    used = " ".join(
+        r[3] for sql in reads for r in conn.execute(f"EXPLAIN QUERY PLAN {sql}").fetchall()
+    )
+    assert "notifications_by_job" in used and "notifications_by_run" in used, used
