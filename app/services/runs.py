@@ -479,16 +479,21 @@ class RunService:
         if not inserted:
             if scheduled_for is not None or job_name is not None:
                 return None  # this slot or this Kubernetes Job already has its run
-            # Two runs of one job in the same second on Kubernetes: make the name unique.
-            record.job_name = run_job_name(project.name, config.name, now, secrets.token_hex(2))
-            record.status = "pending"  # the queue decides again (insert_exclusive)
-            admission = self._store.runs.insert_exclusive(
-                record,
-                forbid=False,
-                queue=policy == "Queue",
-                cap=self.queue.cap_of(project.org_id),
-            )
-            if not admission.inserted:
+            # Two runs of one job in the same second on Kubernetes: make the name unique
+            # with a random suffix; a few tries, as dozens of triggers in one second can
+            # draw the same four hex digits.
+            for _ in range(5):
+                record.job_name = run_job_name(project.name, config.name, now, secrets.token_hex(2))
+                record.status = "pending"  # the queue decides again (insert_exclusive)
+                admission = self._store.runs.insert_exclusive(
+                    record,
+                    forbid=False,
+                    queue=policy == "Queue",
+                    cap=self.queue.cap_of(project.org_id),
+                )
+                if admission.inserted:
+                    break
+            else:
                 raise Conflict("Too many runs of this job started at once; try again.")
         if not held:  # the cluster started it: only replace the older runs
             if policy == "Replace":
